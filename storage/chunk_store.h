@@ -1,0 +1,124 @@
+#pragma once
+
+// ChunkStore: content-addressed chunk files in `<datastore>/.chunks/`.
+//
+//   .chunks/<first 4 hex of digest>/<64 hex digest>        one blob each
+//   .chunks/<prefix>/<digest>.<n>.bad                       renamed aside by verify
+//
+// A chunk is written as a unique temp file → fsync (when `sync`) → rename to
+// its name. A chunk that exists already is never rewritten: its mtime is set
+// to now (GC's sweep relies on that). The folder entries of new chunks are
+// made durable by SyncFolders(), called once per backup session at finish.
+//
+// Thread safety: all methods are thread-safe. Concurrent inserts of the same
+// digest leave one good file. Insert's "exists → refresh" and a GC sweep of the
+// same prefix folder are serialised by a striped lock (LockPrefix).
+
+#include <bitset>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+
+#include "storage/blob.h"
+#include "storage/digest.h"
+#include "storage/env.h"
+#include "storage/status.h"
+
+namespace cairn::storage {
+
+inline constexpr size_t kChunkPrefixCount = 65536;
+
+// Which prefix folders got new entries and need an fsync. One per session.
+// Thread safety: Add and Take may be called from several threads.
+class DirtyFolders {
+ public:
+  void Add(uint16_t prefix);
+  // Returns the set and clears it.
+  std::bitset<kChunkPrefixCount> Take();
+
+ private:
+  std::mutex mu_;
+  std::bitset<kChunkPrefixCount> bits_;  // GUARDED_BY(mu_)
+};
+
+struct ChunkStoreOptions {
+  // fsync each new chunk file before its rename. Off only in benchmarks.
+  bool sync = true;
+};
+
+struct ChunkStats {
+  uint64_t chunks = 0;
+  uint64_t bytes = 0;  // blob bytes on disk
+  uint64_t bad = 0;    // files renamed aside as bad
+};
+
+enum class InsertResult { kInserted, kExisted };
+
+class ChunkStore {
+ public:
+  // Creates `<dir>/.chunks` and its 65536 prefix folders (durably). OK when
+  // they exist already.
+  static Status Create(Env* env, const std::string& datastore_dir);
+  // REQUIRES: Create() has run on the folder. NotFound otherwise.
+  static Result<std::unique_ptr<ChunkStore>> Open(Env* env, const std::string& datastore_dir,
+                                                  ChunkStoreOptions options = {});
+
+  // Server path: stores `blob` under `digest` after checking it — CRC, decode,
+  // SHA-256 of the plaintext equals `digest`, plaintext size equals
+  // `expected_size`. Encrypted blobs: CRC and `expected_size` against the
+  // blob's payload length only. Corruption on any mismatch; nothing is written
+  // then. An existing chunk only gets its mtime refreshed.
+  // `dirty` (may be null) collects folders to fsync at session finish.
+  Result<InsertResult> InsertBlob(const Digest& digest, std::string_view blob,
+                                  uint64_t expected_size, DirtyFolders* dirty);
+
+  // Local path: hashes (all-zero data is recognised without hashing),
+  // compresses and stores `data`. Returns the digest through `*digest`.
+  Result<InsertResult> InsertData(std::string_view data, Digest* digest, DirtyFolders* dirty);
+
+  // The stored blob, unchecked. NotFound when absent.
+  Result<std::string> ReadBlob(const Digest& digest);
+  // The plaintext, after checking CRC and that its SHA-256 equals `digest`
+  // (Corruption otherwise).
+  Result<std::string> ReadChunk(const Digest& digest);
+
+  Result<bool> Exists(const Digest& digest);
+  // Renames the chunk aside to `<digest>.<n>.bad` (n = first free number).
+  Status MarkBad(const Digest& digest);
+  // fsyncs every prefix folder named in `dirty`, clearing it.
+  Status SyncFolders(DirtyFolders* dirty);
+
+  // Calls `fn` for every good chunk file (not temp, not bad). Stops at, and
+  // returns, the first non-OK status `fn` returns.
+  Status ForEach(const std::function<Status(const Digest&, const FileInfo&)>& fn);
+  Result<ChunkStats> Stats();
+
+  // Locks the stripe that guards `prefix`'s folder; GC holds it while it
+  // decides and deletes, Insert while it decides "exists → refresh".
+  std::unique_lock<std::mutex> LockPrefix(uint16_t prefix);
+
+  std::string ChunkPath(const Digest& digest) const;
+  std::string PrefixDir(uint16_t prefix) const;
+  Env* env() const { return env_; }
+
+ private:
+  ChunkStore(Env* env, std::string chunks_dir, ChunkStoreOptions options);
+  Result<InsertResult> Store(const Digest& digest, std::string_view blob, DirtyFolders* dirty);
+
+  static constexpr size_t kStripes = 1024;
+
+  Env* const env_;
+  const std::string chunks_dir_;
+  const ChunkStoreOptions options_;
+  std::unique_ptr<std::mutex[]> stripes_;
+};
+
+// The prefix folder number of a digest: its first two bytes.
+inline uint16_t DigestPrefix(const Digest& d) {
+  return static_cast<uint16_t>(d.bytes[0] << 8 | d.bytes[1]);
+}
+
+}  // namespace cairn::storage

@@ -1,0 +1,67 @@
+#pragma once
+
+// Manifest: a snapshot's `index.json`.
+//
+// The protected part (type, id, time, archives, client info) is fixed when the
+// snapshot is committed and covered by `protected-sha256`, the SHA-256 of its
+// canonical JSON (keys sorted, no whitespace, the checksum field left out).
+// The `unprotected` part (verify state, notes, protected flag) may be
+// rewritten later without touching that checksum. Full description:
+// storage/FORMAT.md.
+//
+// Thread safety: plain values.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "storage/digest.h"
+#include "storage/status.h"
+
+namespace cairn::storage {
+
+inline constexpr size_t kMaxManifestSize = 1024 * 1024;
+
+struct ArchiveInfo {
+  std::string name;      // validated archive name, e.g. "drive0.fidx"
+  uint64_t size = 0;     // image bytes for ".fidx"; file bytes for ".blob"
+  Digest csum;           // ".fidx": the index's digest-list checksum; ".blob": SHA-256 of the file
+  auto operator<=>(const ArchiveInfo&) const = default;
+};
+
+struct VerifyState {
+  std::string state;  // "ok" or "failed"
+  int64_t time = 0;   // seconds since the epoch
+  std::string task;   // id of the task that set it, may be empty
+  auto operator<=>(const VerifyState&) const = default;
+};
+
+struct Manifest {
+  // Protected part.
+  std::string backup_type;
+  std::string backup_id;
+  int64_t backup_time = 0;
+  std::vector<ArchiveInfo> archives;
+  nlohmann::json client = nlohmann::json::object();  // client info, bitmap and consistency facts
+
+  // Unprotected part.
+  std::optional<VerifyState> verify;
+  std::string notes;
+  bool is_protected = false;
+
+  // Sum of archive sizes.
+  uint64_t TotalSize() const;
+  const ArchiveInfo* FindArchive(std::string_view name) const;
+
+  // Serialises, computing protected-sha256.
+  std::string ToJson() const;
+  // Parses and checks: JSON shape, every name valid, protected-sha256 matches.
+  // Corruption for anything malformed or altered.
+  static Result<Manifest> Parse(std::string_view text);
+};
+
+}  // namespace cairn::storage

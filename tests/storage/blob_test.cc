@@ -1,0 +1,171 @@
+#include "storage/blob.h"
+
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "storage/crc32c.h"
+#include "storage/digest.h"
+
+namespace cairn::storage {
+namespace {
+
+std::string RandomBytes(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::string s(n, '\0');
+  for (auto& c : s) c = static_cast<char>(rng());
+  return s;
+}
+
+std::string TextLike(size_t n) {
+  std::string s;
+  while (s.size() < n) s += "the quick brown fox jumps over the lazy dog 0123456789\n";
+  s.resize(n);
+  return s;
+}
+
+TEST(Crc32cTest, KnownValues) {
+  EXPECT_EQ(Crc32c("123456789"), 0xE3069283u);
+  EXPECT_EQ(Crc32c(""), 0u);
+  EXPECT_EQ(Crc32c(std::string(32, '\0')), 0x8A9136AAu);  // RFC 3720 B.4
+  std::string data = RandomBytes(1000, 1);
+  EXPECT_EQ(Crc32cExtend(Crc32c(data.substr(0, 333)), data.substr(333)), Crc32c(data));
+}
+
+TEST(DigestTest, HexRoundTripAndStrictness) {
+  Digest d = Sha256("abc");
+  EXPECT_EQ(d.ToHex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  auto back = Digest::FromHex(d.ToHex());
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, d);
+  EXPECT_FALSE(Digest::FromHex(d.ToHex().substr(1)).ok());
+  std::string upper = d.ToHex();
+  upper[0] = 'B';
+  EXPECT_FALSE(Digest::FromHex(upper).ok());
+  EXPECT_FALSE(Digest::FromHex(std::string(64, 'g')).ok());
+}
+
+TEST(DigestTest, ZeroChunk) {
+  EXPECT_TRUE(IsAllZero(std::string(kChunkSize, '\0')));
+  EXPECT_TRUE(IsAllZero(""));
+  std::string z(kChunkSize, '\0');
+  z[kChunkSize - 1] = 1;
+  EXPECT_FALSE(IsAllZero(z));
+  z[kChunkSize - 1] = 0;
+  z[63] = 1;
+  EXPECT_FALSE(IsAllZero(z));
+  EXPECT_EQ(ZeroChunkDigest(), Sha256(std::string(kChunkSize, '\0')));
+  EXPECT_EQ(ZeroChunkDigest(100), Sha256(std::string(100, '\0')));
+}
+
+struct Payload {
+  const char* name;
+  std::string data;
+};
+
+std::vector<Payload> Payloads() {
+  return {{"empty", ""},
+          {"one", "x"},
+          {"zeros", std::string(kChunkSize, '\0')},
+          {"random", RandomBytes(kChunkSize, 7)},
+          {"text", TextLike(kChunkSize)},
+          {"short_random", RandomBytes(1234, 9)}};
+}
+
+TEST(BlobTest, RoundTrip) {
+  for (const auto& p : Payloads()) {
+    for (bool compress : {false, true}) {
+      std::string blob = EncodeBlob(p.data, compress);
+      auto kind = CheckBlob(blob);
+      ASSERT_TRUE(kind.ok()) << p.name << ": " << kind.status().ToString();
+      std::string out;
+      ASSERT_TRUE(DecodeBlob(blob, &out).ok()) << p.name;
+      EXPECT_EQ(out, p.data) << p.name;
+    }
+  }
+}
+
+TEST(BlobTest, PlainWhenCompressionDoesNotShrink) {
+  std::string random = RandomBytes(65536, 3);
+  EXPECT_EQ(*CheckBlob(EncodeBlob(random)), BlobKind::kPlain);
+  EXPECT_EQ(EncodeBlob(random).size(), kBlobHeaderSize + random.size());
+  std::string text = TextLike(65536);
+  EXPECT_EQ(*CheckBlob(EncodeBlob(text)), BlobKind::kZstd);
+  EXPECT_LT(EncodeBlob(text).size(), text.size() / 4);
+  EXPECT_EQ(*CheckBlob(EncodeBlob(text, false)), BlobKind::kPlain);
+}
+
+// Flipping any single bit anywhere in a blob must give Corruption.
+TEST(BlobTest, EveryBitFlipIsCorruption) {
+  for (const std::string& data : {TextLike(3000), RandomBytes(700, 5)}) {
+    std::string blob = EncodeBlob(data);
+    for (size_t i = 0; i < blob.size(); ++i) {
+      for (int bit = 0; bit < 8; ++bit) {
+        std::string bad = blob;
+        bad[i] = static_cast<char>(bad[i] ^ (1 << bit));
+        std::string out;
+        Status s = DecodeBlob(bad, &out);
+        ASSERT_TRUE(s.IsCorruption()) << "byte " << i << " bit " << bit << ": " << s.ToString();
+        ASSERT_TRUE(out.empty());
+      }
+    }
+  }
+}
+
+TEST(BlobTest, EveryTruncationIsCorruption) {
+  for (const std::string& data : {TextLike(5000), RandomBytes(900, 6)}) {
+    std::string blob = EncodeBlob(data);
+    for (size_t len = 0; len < blob.size(); ++len) {
+      std::string out;
+      EXPECT_TRUE(DecodeBlob(blob.substr(0, len), &out).IsCorruption()) << len;
+    }
+    std::string out;
+    EXPECT_TRUE(DecodeBlob(blob + "x", &out).IsCorruption());
+  }
+}
+
+// Rebuilds a blob's CRC so that only the lie in the payload is left to catch.
+std::string Reseal(std::string blob) {
+  uint32_t crc = Crc32c(std::string_view(blob).substr(kBlobHeaderSize));
+  for (int i = 0; i < 4; ++i) blob[kBlobMagicSize + i] = static_cast<char>(crc >> (8 * i));
+  return blob;
+}
+
+TEST(BlobTest, LyingLengthIsCorruptionWithoutHugeAllocation) {
+  // A zstd frame whose header claims a content size of 2^40 bytes.
+  std::string text = TextLike(100000);
+  std::string blob = EncodeBlob(text);
+  ASSERT_EQ(*CheckBlob(blob), BlobKind::kZstd);
+  // Frame header: magic (4) · descriptor (1) · [window] · content size.
+  // Replace the whole frame with one claiming an enormous size and no data.
+  std::string frame;
+  frame += std::string("\x28\xb5\x2f\xfd", 4);
+  frame += static_cast<char>(0xE0);  // FCS field 8 bytes, single segment
+  uint64_t huge = uint64_t{1} << 40;
+  for (int i = 0; i < 8; ++i) frame += static_cast<char>(huge >> (8 * i));
+  frame += std::string("\x01\x00\x00", 3);  // a raw last block of size 0
+  std::string lie = std::string(BlobMagic(BlobKind::kZstd)) + "0000" + frame;
+  std::string out;
+  EXPECT_TRUE(DecodeBlob(Reseal(lie), &out).IsCorruption());
+  // Over the caller's limit.
+  EXPECT_TRUE(DecodeBlob(blob, &out, text.size() - 1).IsCorruption());
+  EXPECT_TRUE(DecodeBlob(blob, &out, text.size()).ok());
+  // A frame that claims fewer bytes than it holds.
+  std::string small = EncodeBlob(TextLike(4096));
+  std::string body = small.substr(kBlobHeaderSize);
+  std::string out2;
+  EXPECT_TRUE(DecodeBlob(Reseal(small + body), &out2).IsCorruption());
+}
+
+TEST(BlobTest, EncryptedKindsNeedAKeyButCheckCrc) {
+  std::string body(kBlobIvSize + kBlobTagSize + 100, 'e');
+  std::string blob = Reseal(std::string(BlobMagic(BlobKind::kEncrypted)) + "0000" + body);
+  EXPECT_EQ(*CheckBlob(blob), BlobKind::kEncrypted);
+  std::string out;
+  EXPECT_TRUE(DecodeBlob(blob, &out).IsInvalidArgument());
+  std::string shortb = Reseal(std::string(BlobMagic(BlobKind::kEncryptedZstd)) + "0000" + "x");
+  EXPECT_TRUE(CheckBlob(shortb).status().IsCorruption());
+}
+
+}  // namespace
+}  // namespace cairn::storage

@@ -1,0 +1,1 @@
+// Keeps cairn_testutil non-empty before any *_testutil.cc exists.
