@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Sets everything up on Debian 12 and runs every test: a normal build, then the
+# same tests once more under AddressSanitizer + UndefinedBehaviorSanitizer.
+# Usage: bash packaging/test.sh            (CAIRN_SKIP_ASAN=1 skips the second pass)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash packaging/install-deps.sh
+
+JOBS="${CAIRN_JOBS:-2}"
+export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
+
+echo "== build (RelWithDebInfo, -Werror)"
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCAIRN_WERROR=ON >/dev/null
+ninja -C build -j"$JOBS"
+
+echo "== tests"
+ctest --test-dir build -j"$JOBS" --output-on-failure
+
+if [ "${CAIRN_SKIP_ASAN:-0}" != "1" ]; then
+  echo "== build (ASan + UBSan)"
+  cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCAIRN_SANITIZE=ON \
+    -DCAIRN_BUILD_BENCH=OFF -DCAIRN_WERROR=ON >/dev/null
+  ninja -C build-asan -j"$JOBS"
+  echo "== tests under ASan + UBSan"
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+    ctest --test-dir build-asan -j"$JOBS" --output-on-failure
+fi

@@ -1,0 +1,98 @@
+#pragma once
+
+// Users, API tokens and per-datastore roles (DESIGN §6).
+//
+// Auth ids: "USER" for a user, "USER!TOKEN" for one of its API tokens.
+// Token secrets are 32 random bytes shown once as 64 hex characters; only
+// their SHA-256 is stored (a secret of 256 random bits needs no slow hash).
+//
+// Roles per datastore ("*" applies to every datastore):
+//   Admin   everything
+//   Backup  create backups; list, read and restore the groups it owns; never
+//           delete, prune or see other owners' groups
+//   Reader  list and read every group of the store
+//   Audit   list every group and snapshot, read no data
+//
+// Stored in its own SQLite file (WAL). Thread safety: all methods are
+// thread-safe (one connection behind a mutex).
+
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "storage/status.h"
+
+struct sqlite3;
+
+namespace cairn::server {
+
+using storage::Result;
+using storage::Status;
+
+enum class Role { kAudit, kReader, kBackup, kAdmin };
+
+const char* RoleName(Role role);
+
+// A set of roles; roles are not ordered (Backup may write but not read
+// others' groups, Reader the reverse), so a principal may hold several.
+class RoleSet {
+ public:
+  void Add(Role r) { bits_ |= 1u << static_cast<unsigned>(r); }
+  bool Has(Role r) const { return bits_ & (1u << static_cast<unsigned>(r)); }
+  bool empty() const { return bits_ == 0; }
+
+ private:
+  unsigned bits_ = 0;
+};
+Result<Role> ParseRole(const std::string& name);
+
+// Who made a request, after the token was checked.
+struct Principal {
+  std::string auth_id;  // "user!token"
+  std::string user;
+};
+
+struct AclEntry {
+  std::string store;  // a datastore name or "*"
+  std::string auth_id;
+  Role role;
+};
+
+class AuthStore {
+ public:
+  // Opens (creating and migrating) the database at `path`.
+  static Result<std::unique_ptr<AuthStore>> Open(const std::string& path);
+  ~AuthStore();
+
+  // AlreadyExists when the user exists. User names: [A-Za-z0-9_][A-Za-z0-9_.-]{0,31}.
+  Status AddUser(const std::string& user);
+  Result<std::vector<std::string>> ListUsers();
+  // Creates token "USER!NAME" and returns its secret (shown once).
+  // NotFound when the user does not exist; AlreadyExists for a second token of that name.
+  Result<std::string> CreateToken(const std::string& auth_id);
+  Result<std::vector<std::string>> ListTokens();
+
+  // Checks an Authorization header value "CairnToken USER!TOKEN:SECRET".
+  // PermissionDenied for anything wrong (same message whatever it was).
+  Result<Principal> Authenticate(const std::string& header);
+
+  // Grants `role` on `store` to `auth_id` (replacing an earlier role there).
+  Status SetAcl(const std::string& store, const std::string& auth_id, Role role);
+  Result<std::vector<AclEntry>> ListAcl();
+  // Every role `p` holds on `store`, directly or through "*". A token has
+  // only its own entries; it does not inherit its user's.
+  RoleSet RolesOn(const Principal& p, const std::string& store);
+
+ private:
+  explicit AuthStore(sqlite3* db) : db_(db) {}
+  std::mutex mu_;
+  sqlite3* db_;  // GUARDED_BY(mu_)
+};
+
+// True when `owner` (an auth id) is owned by `p`: the same auth id, or `p` is a
+// user and `owner` is one of its tokens.
+bool OwnsGroup(const Principal& p, const std::string& owner);
+
+}  // namespace cairn::server

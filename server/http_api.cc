@@ -1,0 +1,525 @@
+// The HTTP layer: maps requests onto the session logic and the datastore, and
+// Status codes onto HTTP status codes. Every handler authenticates, checks the
+// caller's role on the datastore, validates every name before use, and
+// answers errors as {"error": message, "code": name}. Described in server/API.md.
+
+#include <httplib.h>
+#include <spdlog/spdlog.h>
+
+#include <ctime>
+#include <sys/statvfs.h>
+
+#include "server/server.h"
+#include "storage/blob.h"
+
+namespace cairn::server {
+namespace {
+
+using nlohmann::json;
+using storage::GroupRef;
+
+int64_t Now() { return static_cast<int64_t>(std::time(nullptr)); }
+
+int HttpCode(const Status& s) {
+  switch (s.code()) {
+    case Status::Code::kOk: return 200;
+    case Status::Code::kNotFound: return 404;
+    case Status::Code::kInvalidArgument: return 400;
+    case Status::Code::kCorruption: return 400;  // only client data reaches here as Corruption
+    case Status::Code::kPermissionDenied: return 403;
+    case Status::Code::kConflict: return 409;
+    case Status::Code::kAlreadyExists: return 409;
+    case Status::Code::kBusy: return 503;
+    case Status::Code::kIOError: return 500;
+  }
+  return 500;
+}
+
+void SendJson(httplib::Response& res, int code, const json& body) {
+  res.status = code;
+  res.set_content(body.dump(), "application/json");
+}
+
+void SendError(httplib::Response& res, const Status& s) {
+  int code = HttpCode(s);
+  if (code >= 500) spdlog::error("request failed: {}", s.ToString());
+  SendJson(res, code, {{"error", s.message()}, {"code", Status::CodeName(s.code())}});
+}
+
+// Parses a JSON request body; InvalidArgument for anything but an object.
+Result<json> ParseBody(const httplib::Request& req) {
+  if (req.body.empty()) return json::object();
+  json j = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) return Status::InvalidArgument("body must be a JSON object");
+  return j;
+}
+
+// A string field of a JSON object; `fallback` when absent, InvalidArgument when not a string.
+Result<std::string> StringField(const json& j, const char* key, const std::string& fallback = "") {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  if (!it->is_string()) return Status::InvalidArgument(std::string(key) + " must be a string");
+  return it->get<std::string>();
+}
+
+Result<std::string> Param(const httplib::Request& req, const char* name) {
+  if (!req.has_param(name)) return Status::InvalidArgument(std::string("missing parameter ") + name);
+  return req.get_param_value(name);
+}
+
+struct Caller {
+  Principal principal;
+  RoleSet roles;
+  storage::Datastore* store = nullptr;
+  std::string store_name;
+};
+
+// The handler context: authentication and datastore lookup done once.
+class Api {
+ public:
+  explicit Api(Server* server) : server_(server) {}
+
+  Result<Principal> Authenticate(const httplib::Request& req) {
+    std::string header = req.get_header_value("Authorization");
+    if (header.empty()) return Status::PermissionDenied("missing Authorization header");
+    return server_->auth()->Authenticate(header);
+  }
+
+  // Authenticates and resolves the store named in the path; the caller must
+  // hold at least one role there.
+  Result<Caller> ForStore(const httplib::Request& req, const std::string& store_name) {
+    CAIRN_ASSIGN_OR_RETURN(Principal p, Authenticate(req));
+    CAIRN_RETURN_IF_ERROR(storage::ValidateName(storage::NameKind::kStore, store_name));
+    Caller c;
+    c.principal = p;
+    c.roles = server_->auth()->RolesOn(p, store_name);
+    if (c.roles.empty()) return Status::PermissionDenied("no access to datastore " + store_name);
+    CAIRN_ASSIGN_OR_RETURN(c.store, server_->Store(store_name));
+    c.store_name = store_name;
+    return c;
+  }
+
+  // May the caller see (list) this group? Admin, Reader, Audit: every group;
+  // Backup: only its own.
+  bool CanSee(const Caller& c, const GroupRef& g) {
+    if (c.roles.Has(Role::kAdmin) || c.roles.Has(Role::kReader) || c.roles.Has(Role::kAudit)) {
+      return true;
+    }
+    return c.roles.Has(Role::kBackup) && OwnedBy(c, g);
+  }
+  // May the caller read this group's data?
+  bool CanRead(const Caller& c, const GroupRef& g) {
+    if (c.roles.Has(Role::kAdmin) || c.roles.Has(Role::kReader)) return true;
+    return c.roles.Has(Role::kBackup) && OwnedBy(c, g);
+  }
+  bool OwnedBy(const Caller& c, const GroupRef& g) {
+    auto owner = c.store->GetOwner(g);
+    return owner.ok() && OwnsGroup(c.principal, *owner);
+  }
+
+  json SnapshotJson(const Caller& c, const SnapshotRef& ref, const storage::Manifest& m) {
+    json archives = json::array();
+    for (const auto& a : m.archives) {
+      archives.push_back({{"name", a.name}, {"size", a.size}, {"csum", a.csum.ToHex()}});
+    }
+    json j = {{"snapshot", ref.ToString()},
+              {"ns", storage::FormatNamespace(ref.group.ns)},
+              {"type", ref.group.type},
+              {"id", ref.group.id},
+              {"time", ref.time},
+              {"time-text", storage::FormatSnapshotTime(ref.time)},
+              {"size", m.TotalSize()},
+              {"archives", archives},
+              {"protected", m.is_protected},
+              {"notes", m.notes}};
+    if (m.verify) {
+      j["verify"] = {{"state", m.verify->state}, {"time", m.verify->time}, {"task", m.verify->task}};
+    } else {
+      j["verify"] = nullptr;
+    }
+    auto owner = c.store->GetOwner(ref.group);
+    j["owner"] = owner.ok() ? json(*owner) : json(nullptr);
+    return j;
+  }
+
+  Server* server() { return server_; }
+
+ private:
+  Server* server_;
+};
+
+// Wraps a handler: exceptions become a 500 with a logged message (the only
+// place exceptions are caught), Status errors become their HTTP code.
+template <typename Fn>
+httplib::Server::Handler Wrap(Fn fn) {
+  return [fn](const httplib::Request& req, httplib::Response& res) {
+    try {
+      Status s = fn(req, res);
+      if (!s.ok()) SendError(res, s);
+    } catch (const std::exception& e) {
+      spdlog::error("{} {}: unhandled exception: {}", req.method, req.path, e.what());
+      SendJson(res, 500, {{"error", "internal error"}, {"code", "Internal"}});
+    }
+  };
+}
+
+}  // namespace
+
+void RegisterRoutes(Server* server, httplib::SSLServer* http) {
+  auto api = std::make_shared<Api>(server);
+
+  http->Get("/api/v1/version", Wrap([](const httplib::Request&, httplib::Response& res) {
+    SendJson(res, 200, {{"name", "cairn-server"}, {"version", "0.1.0"}, {"api", 1}});
+    return Status::OK();
+  }));
+
+  http->Get("/api/v1/status", Wrap([api](const httplib::Request& req, httplib::Response& res) {
+    CAIRN_ASSIGN_OR_RETURN(Principal p, api->Authenticate(req));
+    auto* s = api->server();
+    SendJson(res, 200, {{"auth-id", p.auth_id},
+                        {"uptime", Now() - s->start_time()},
+                        {"backup-sessions", s->sessions()->backup_count()},
+                        {"reader-sessions", s->sessions()->reader_count()}});
+    return Status::OK();
+  }));
+
+  http->Get("/api/v1/datastores", Wrap([api](const httplib::Request& req, httplib::Response& res) {
+    CAIRN_ASSIGN_OR_RETURN(Principal p, api->Authenticate(req));
+    json out = json::array();
+    for (const auto& name : api->server()->StoreNames()) {
+      if (api->server()->auth()->RolesOn(p, name).empty()) continue;
+      auto store = api->server()->Store(name);
+      if (!store.ok()) continue;
+      json j = {{"name", name}};
+      struct statvfs vfs;
+      if (::statvfs((*store)->path().c_str(), &vfs) == 0) {
+        uint64_t total = static_cast<uint64_t>(vfs.f_blocks) * vfs.f_frsize;
+        uint64_t avail = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+        uint64_t free_all = static_cast<uint64_t>(vfs.f_bfree) * vfs.f_frsize;
+        j["usage"] = {{"total", total}, {"used", total - free_all}, {"avail", avail}};
+      }
+      out.push_back(j);
+    }
+    SendJson(res, 200, out);
+    return Status::OK();
+  }));
+
+  http->Get(R"(/api/v1/datastores/([^/]+)/groups)",
+            Wrap([api](const httplib::Request& req, httplib::Response& res) {
+    CAIRN_ASSIGN_OR_RETURN(Caller c, api->ForStore(req, req.matches[1]));
+    CAIRN_ASSIGN_OR_RETURN(std::vector<GroupRef> groups, c.store->ListGroups());
+    json out = json::array();
+    for (const auto& g : groups) {
+      if (!api->CanSee(c, g)) continue;
+      auto snaps = c.store->ListSnapshots(g);
+      auto owner = c.store->GetOwner(g);
+      json j = {{"group", g.ToString()}, {"ns", storage::FormatNamespace(g.ns)},
+                {"type", g.type}, {"id", g.id},
+                {"owner", owner.ok() ? json(*owner) : json(nullptr)},
+                {"snapshots", snaps.ok() ? snaps->size() : 0}};
+      j["last"] = snaps.ok() && !snaps->empty() ? json(snaps->back().time) : json(nullptr);
+      out.push_back(j);
+    }
+    SendJson(res, 200, out);
+    return Status::OK();
+  }));
+
+  http->Get(R"(/api/v1/datastores/([^/]+)/snapshots)",
+            Wrap([api](const httplib::Request& req, httplib::Response& res) {
+    CAIRN_ASSIGN_OR_RETURN(Caller c, api->ForStore(req, req.matches[1]));
+    std::vector<GroupRef> groups;
+    if (req.has_param("group")) {
+      CAIRN_ASSIGN_OR_RETURN(GroupRef g, GroupRef::Parse(req.get_param_value("group")));
+      groups.push_back(g);
+    } else {
+      CAIRN_ASSIGN_OR_RETURN(groups, c.store->ListGroups());
+    }
+    json out = json::array();
+    for (const auto& g : groups) {
+      if (!api->CanSee(c, g)) {
+        if (req.has_param("group")) return Status::PermissionDenied("no access to group " + g.ToString());
+        continue;
+      }
+      auto snaps = c.store->ListSnapshots(g);
+      if (!snaps.ok()) {
+        if (snaps.status().IsNotFound() && !req.has_param("group")) continue;
+        return snaps.status();
+      }
+      for (const auto& ref : *snaps) {
+        auto m = c.store->ReadManifest(ref);
+        if (!m.ok()) {
+          out.push_back({{"snapshot", ref.ToString()}, {"error", m.status().ToString()}});
+          continue;
+        }
+        out.push_back(api->SnapshotJson(c, ref, *m));
+      }
+    }
+    SendJson(res, 200, out);
+    return Status::OK();
+  }));
+
+  // Snapshot changes: delete (Admin), protect/unprotect and notes (Admin, or
+  // the owner with the Backup role for notes only).
+  http->Delete(R"(/api/v1/datastores/([^/]+)/snapshots)",
+               Wrap([api](const httplib::Request& req, httplib::Response& res) {
+    CAIRN_ASSIGN_OR_RETURN(Caller c, api->ForStore(req, req.matches[1]));
+    CAIRN_ASSIGN_OR_RETURN(std::string text, Param(req, "snapshot"));
+    CAIRN_ASSIGN_OR_RETURN(SnapshotRef ref, SnapshotRef::Parse(text));
+    if (!c.roles.Has(Role::kAdmin)) return Status::PermissionDenied("deleting snapshots needs the Admin role");
+    if (api->server()->sessions()->IsInUse(c.store_name, ref)) {
+      return Status::Conflict("snapshot " + ref.ToString() + " is in use by a running session");
+    }
+    CAIRN_RETURN_IF_ERROR(c.store->DeleteSnapshot(ref));
+    (void)api->server()->catalog()->RemoveSnapshot(c.store_name, ref);
+    SendJson(res, 200, {{"deleted", ref.ToString()}});
+    return Status::OK();
+  }));
+
+  http->Put(R"(/api/v1/datastores/([^/]+)/snapshots/(protected|notes))",
+            Wrap([api](const httplib::Request& req, httplib::Response& res) {
+    CAIRN_ASSIGN_OR_RETURN(Caller c, api->ForStore(req, req.matches[1]));
+    const std::string what = req.matches[2];
+    CAIRN_ASSIGN_OR_RETURN(std::string text, Param(req, "snapshot"));
+    CAIRN_ASSIGN_OR_RETURN(SnapshotRef ref, SnapshotRef::Parse(text));
+    CAIRN_ASSIGN_OR_RETURN(json body, ParseBody(req));
+    bool owner_may = what == "notes" && c.roles.Has(Role::kBackup) && api->OwnedBy(c, ref.group);
+    if (!c.roles.Has(Role::kAdmin) && !owner_may) {
+      return Status::PermissionDenied("changing " + what + " needs the Admin role");
+    }
+    if (what == "protected") {
+      auto it = body.find("protected");
+      if (it == body.end() || !it->is_boolean()) return Status::InvalidArgument("protected must be a boolean");
+      CAIRN_RETURN_IF_ERROR(c.store->SetProtected(ref, it->get<bool>()));
+    } else {
+      CAIRN_ASSIGN_OR_RETURN(std::string notes, StringField(body, "notes"));
+      if (notes.size() > 64 * 1024) return Status::InvalidArgument("notes longer than 64 KiB");
+      CAIRN_RETURN_IF_ERROR(c.store->SetNotes(ref, notes));
+    }
+    CAIRN_ASSIGN_OR_RETURN(storage::Manifest m, c.store->ReadManifest(ref));
+    (void)api->server()->catalog()->UpsertSnapshot(c.store_name, ref, m);
+    SendJson(res, 200, api->SnapshotJson(c, ref, m));
+    return Status::OK();
+  }));
+
+  // --- Backup sessions ---
+  http->Post(R"(/api/v1/datastores/([^/]+)/backup)",
+             Wrap([api](const httplib::Request& req, httplib::Response& res) {
+    CAIRN_ASSIGN_OR_RETURN(Caller c, api->ForStore(req, req.matches[1]));
+    if (!c.roles.Has(Role::kAdmin) && !c.roles.Has(Role::kBackup)) {
+      return Status::PermissionDenied("backups need the Backup or Admin role");
+    }
+    CAIRN_ASSIGN_OR_RETURN(json body, ParseBody(req));
+    CAIRN_ASSIGN_OR_RETURN(std::string group_text, StringField(body, "group"));
+    CAIRN_ASSIGN_OR_RETURN(GroupRef group, GroupRef::Parse(group_text));
+    std::optional<int64_t> time;
+    if (auto it = body.find("time"); it != body.end() && !it->is_null()) {
+      if (it->is_number_integer()) {
+        time = it->get<int64_t>();
+      } else if (it->is_string()) {
+        CAIRN_ASSIGN_OR_RETURN(time, storage::ParseSnapshotTime(it->get<std::string>()));
+      } else {
+        return Status::InvalidArgument("time must be seconds or YYYY-MM-DDTHH:MM:SSZ");
+      }
+      if (*time < 0 || *time > 253402300799) return Status::InvalidArgument("time out of range");
+    }
+    // The group's owner is whoever backs it up first; others (but Admin) may not.
+    auto owner = c.store->GetOwner(group);
+    if (owner.ok()) {
+      if (!OwnsGroup(c.principal, *owner) && !c.roles.Has(Role::kAdmin)) {
+        return Status::PermissionDenied("group " + group.ToString() + " belongs to another owner");
+      }
+    } else if (owner.status().IsNotFound()) {
+      CAIRN_RETURN_IF_ERROR(c.store->SetOwner(group, c.principal.auth_id));
+      (void)api->server()->catalog()->SetGroupOwner(c.store_name, group, c.principal.auth_id);
+    } else {
+      return owner.status();
+    }
+    CAIRN_ASSIGN_OR_RETURN(StartBackupResult started,
+                           api->server()->sessions()->StartBackup(
+                               c.store_name, c.store, group, time, c.principal.auth_id, Now()));
+    const auto& s = started.session;
+    json j = {{"session", s->id()}, {"snapshot", s->ref().ToString()}, {"time", s->ref().time}};
+    if (s->previous() && started.previous_manifest) {
+      const auto& pm = *started.previous_manifest;
+      json archives = json::array();
+      for (const auto& a : pm.archives) {
+        archives.push_back({{"name", a.name}, {"size", a.size}, {"csum", a.csum.ToHex()}});
+      }
+      j["previous"] = {{"snapshot", s->previous()->ToString()},
+                       {"time", s->previous()->time},
+                       {"archives", archives},
+                       {"verify", pm.verify ? json(pm.verify->state) : json(nullptr)}};
+    } else {
+      j["previous"] = nullptr;
+    }
+    spdlog::info("backup {} of {} started by {}", s->id(), s->ref().ToString(), c.principal.auth_id);
+    SendJson(res, 201, j);
+    return Status::OK();
+  }));
+
+  auto backup_session = [api](const httplib::Request& req) -> Result<std::shared_ptr<BackupSession>> {
+    CAIRN_ASSIGN_OR_RETURN(Principal p, api->Authenticate(req));
+    return api->server()->sessions()->GetBackup(req.matches[1], p.auth_id, Now());
+  };
+
+  http->Get(R"(/api/v1/backup/([0-9a-f]{32})/previous-index)",
+            Wrap([backup_session](const httplib::Request& req, httplib::Response& res) {
+    CAIRN_ASSIGN_OR_RETURN(auto s, backup_session(req));
+    CAIRN_ASSIGN_OR_RETURN(std::string archive, Param(req, "archive"));
+    CAIRN_ASSIGN_OR_RETURN(std::string bytes, s->PreviousIndex(archive));
+    res.status = 200;
+    res.set_content(bytes, "application/octet-stream");
+    return Status::OK();
+  }));
+
+  http->Post(R"(/api/v1/backup/([0-9a-f]{32})/chunk)",
+             Wrap([backup_session](const httplib::Request& req, httplib::Response& res) {
+    CAIRN_ASSIGN_OR_RETURN(auto s, backup_session(req));
+    CAIRN_ASSIGN_OR_RETURN(std::string digest_hex, Param(req, "digest"));
+    CAIRN_ASSIGN_OR_RETURN(storage::Digest digest, storage::Digest::FromHex(digest_hex));
+    CAIRN_ASSIGN_OR_RETURN(std::string size_text, Param(req, "size"));
+    uint64_t size = 0;
+    auto [ptr, ec] = std::from_chars(size_text.data(), size_text.data() + size_text.size(), size);
+    if (ec != std::errc() || ptr != size_text.data() + size_text.size() ||
+        size > storage::kMaxBlobPayload) {
+      return Status::InvalidArgument("size must be a decimal number up to 16 MiB");
+    }
+    CAIRN_ASSIGN_OR_RETURN(storage::InsertResult r, s->UploadChunk(digest, size, req.body));
+    SendJson(res, r == storage::InsertResult::kInserted ? 201 : 200,
+             {{"digest", digest_hex}, {"stored", r == storage::InsertResult::kInserted}});
+    return Status::OK();
+  }));
+
+  http->Post(R"(/api/v1/backup/([0-9a-f]{32})/index)",
+             Wrap([backup_session](const httplib::Request& req, httplib::Response& res) {
+    CAIRN_ASSIGN_OR_RETURN(auto s, backup_session(req));
+    CAIRN_ASSIGN_OR_RETURN(std::string archive, Param(req, "archive"));
+    CAIRN_RETURN_IF_ERROR(s->WriteIndex(archive, req.body));
+    SendJson(res, 200, {{"archive", archive}});
+    return Status::OK();
+  }));
+
+  http->Post(R"(/api/v1/backup/([0-9a-f]{32})/blob)",
+             Wrap([backup_session](const httplib::Request& req, httplib::Response& res) {
+    CAIRN_ASSIGN_OR_RETURN(auto s, backup_session(req));
+    CAIRN_ASSIGN_OR_RETURN(std::string archive, Param(req, "archive"));
+    CAIRN_RETURN_IF_ERROR(s->WriteBlob(archive, req.body));
+    SendJson(res, 200, {{"archive", archive}});
+    return Status::OK();
+  }));
+
+  http->Post(R"(/api/v1/backup/([0-9a-f]{32})/finish)",
+             Wrap([api, backup_session](const httplib::Request& req, httplib::Response& res) {
+    CAIRN_ASSIGN_OR_RETURN(auto s, backup_session(req));
+    CAIRN_ASSIGN_OR_RETURN(json body, ParseBody(req));
+    json client = body.value("client", json::object());
+    if (!client.is_object()) return Status::InvalidArgument("client must be an object");
+    CAIRN_ASSIGN_OR_RETURN(storage::Manifest m, s->Finish(client));
+    BackupStats st = s->stats();
+    api->server()->sessions()->EndBackup(s->id());
+    // The catalog is an index; a failure here is repaired by reindex and
+    // must not turn a committed backup into an error.
+    Status cs = api->server()->catalog()->UpsertSnapshot(s->store_name(), s->ref(), m);
+    if (!cs.ok()) spdlog::warn("catalog update for {} failed: {}", s->ref().ToString(), cs.ToString());
+    spdlog::info("backup {} committed {}: {} chunks uploaded ({} new), {} bytes", s->id(),
+                 s->ref().ToString(), st.chunks_uploaded, st.chunks_new, st.bytes_uploaded);
+    SendJson(res, 200, {{"snapshot", s->ref().ToString()},
+                        {"stats", {{"chunks-uploaded", st.chunks_uploaded},
+                                   {"chunks-new", st.chunks_new},
+                                   {"bytes-uploaded", st.bytes_uploaded},
+                                   {"chunks-known", st.chunks_known},
+                                   {"chunks-referenced", st.chunks_referenced},
+                                   {"archives", st.archives}}}});
+    return Status::OK();
+  }));
+
+  http->Get(R"(/api/v1/backup/([0-9a-f]{32})/stats)",
+            Wrap([backup_session](const httplib::Request& req, httplib::Response& res) {
+    CAIRN_ASSIGN_OR_RETURN(auto s, backup_session(req));
+    BackupStats st = s->stats();
+    SendJson(res, 200, {{"chunks-uploaded", st.chunks_uploaded}, {"chunks-new", st.chunks_new},
+                        {"bytes-uploaded", st.bytes_uploaded}, {"chunks-known", st.chunks_known},
+                        {"chunks-referenced", st.chunks_referenced}, {"archives", st.archives}});
+    return Status::OK();
+  }));
+
+  http->Post(R"(/api/v1/backup/([0-9a-f]{32})/abort)",
+             Wrap([api, backup_session](const httplib::Request& req, httplib::Response& res) {
+    CAIRN_ASSIGN_OR_RETURN(auto s, backup_session(req));
+    api->server()->sessions()->EndBackup(s->id());
+    SendJson(res, 200, {{"aborted", s->id()}});
+    return Status::OK();
+  }));
+
+  // --- Reader sessions ---
+  http->Post(R"(/api/v1/datastores/([^/]+)/reader)",
+             Wrap([api](const httplib::Request& req, httplib::Response& res) {
+    CAIRN_ASSIGN_OR_RETURN(Caller c, api->ForStore(req, req.matches[1]));
+    CAIRN_ASSIGN_OR_RETURN(json body, ParseBody(req));
+    CAIRN_ASSIGN_OR_RETURN(std::string text, StringField(body, "snapshot"));
+    CAIRN_ASSIGN_OR_RETURN(SnapshotRef ref, SnapshotRef::Parse(text));
+    if (!api->CanRead(c, ref.group)) {
+      return Status::PermissionDenied("no read access to group " + ref.group.ToString());
+    }
+    CAIRN_ASSIGN_OR_RETURN(auto r, api->server()->sessions()->StartReader(
+                                       c.store_name, c.store, ref, c.principal.auth_id, Now()));
+    json j = api->SnapshotJson(c, ref, r->manifest());
+    j["session"] = r->id();
+    SendJson(res, 201, j);
+    return Status::OK();
+  }));
+
+  auto reader_session = [api](const httplib::Request& req) -> Result<std::shared_ptr<ReaderSession>> {
+    CAIRN_ASSIGN_OR_RETURN(Principal p, api->Authenticate(req));
+    return api->server()->sessions()->GetReader(req.matches[1], p.auth_id, Now());
+  };
+
+  http->Get(R"(/api/v1/reader/([0-9a-f]{32})/manifest)",
+            Wrap([reader_session](const httplib::Request& req, httplib::Response& res) {
+    CAIRN_ASSIGN_OR_RETURN(auto r, reader_session(req));
+    res.status = 200;
+    res.set_content(r->manifest().ToJson(), "application/json");
+    return Status::OK();
+  }));
+
+  http->Get(R"(/api/v1/reader/([0-9a-f]{32})/archive)",
+            Wrap([reader_session](const httplib::Request& req, httplib::Response& res) {
+    CAIRN_ASSIGN_OR_RETURN(auto r, reader_session(req));
+    CAIRN_ASSIGN_OR_RETURN(std::string name, Param(req, "archive"));
+    CAIRN_RETURN_IF_ERROR(storage::ValidateName(storage::NameKind::kArchive, name));
+    CAIRN_ASSIGN_OR_RETURN(std::string bytes, r->ReadArchive(name));
+    res.status = 200;
+    res.set_content(bytes, "application/octet-stream");
+    return Status::OK();
+  }));
+
+  http->Get(R"(/api/v1/reader/([0-9a-f]{32})/chunk)",
+            Wrap([reader_session](const httplib::Request& req, httplib::Response& res) {
+    CAIRN_ASSIGN_OR_RETURN(auto r, reader_session(req));
+    CAIRN_ASSIGN_OR_RETURN(std::string hex, Param(req, "digest"));
+    CAIRN_ASSIGN_OR_RETURN(storage::Digest digest, storage::Digest::FromHex(hex));
+    CAIRN_ASSIGN_OR_RETURN(std::string blob, r->ReadChunk(digest));
+    res.status = 200;
+    res.set_content(blob, "application/octet-stream");
+    return Status::OK();
+  }));
+
+  http->Delete(R"(/api/v1/reader/([0-9a-f]{32}))",
+               Wrap([api, reader_session](const httplib::Request& req, httplib::Response& res) {
+    CAIRN_ASSIGN_OR_RETURN(auto r, reader_session(req));
+    api->server()->sessions()->EndReader(r->id());
+    SendJson(res, 200, {{"closed", r->id()}});
+    return Status::OK();
+  }));
+
+  http->set_error_handler([](const httplib::Request&, httplib::Response& res) {
+    if (res.body.empty()) {
+      const char* msg = res.status == 413 ? "request body too large (limit 16 MiB + 64 KiB)"
+                        : res.status == 404 ? "no such endpoint"
+                                            : "bad request";
+      SendJson(res, res.status, {{"error", msg}, {"code", "Http"}});
+    }
+  });
+}
+
+}  // namespace cairn::server

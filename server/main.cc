@@ -1,0 +1,198 @@
+// cairn-server: the command line. `run` serves; the other commands administer
+// the data directory (users, tokens, ACLs, datastores, reindex).
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <semaphore>
+
+#include "server/server.h"
+#include "storage/env.h"
+
+namespace {
+
+using cairn::server::AuthStore;
+using cairn::server::Server;
+using cairn::server::ServerOptions;
+using cairn::storage::Status;
+
+std::binary_semaphore g_stop{0};
+
+extern "C" void OnSignal(int) { g_stop.release(); }
+
+std::string DefaultDataDir() {
+  const char* env = std::getenv("CAIRN_DATA");
+  return env && *env ? env : "./cairn-data";
+}
+
+int Fail(const Status& s) {
+  std::cerr << "cairn-server: " << s.ToString() << "\n";
+  return 1;
+}
+
+// "HOST:PORT" or "[V6]:PORT".
+bool ParseListen(const std::string& text, std::string* host, int* port) {
+  size_t colon = text.rfind(':');
+  if (colon == std::string::npos) return false;
+  *host = text.substr(0, colon);
+  if (host->size() >= 2 && host->front() == '[' && host->back() == ']') {
+    *host = host->substr(1, host->size() - 2);
+  }
+  try {
+    *port = std::stoi(text.substr(colon + 1));
+  } catch (...) {
+    return false;
+  }
+  return !host->empty() && *port >= 0 && *port <= 65535;
+}
+
+int Run(const std::string& data, const std::string& listen, int threads) {
+  ServerOptions opts;
+  opts.data_dir = data;
+  opts.threads = threads;
+  if (!ParseListen(listen, &opts.host, &opts.port)) {
+    std::cerr << "cairn-server: --listen must be ADDR:PORT\n";
+    return 2;
+  }
+  cairn::server::StartupInfo info;
+  auto server = Server::Open(opts, &info);
+  if (!server.ok()) return Fail(server.status());
+  Status s = (*server)->Start();
+  if (!s.ok()) return Fail(s);
+  std::string host = opts.host.find(':') != std::string::npos ? "[" + opts.host + "]" : opts.host;
+  std::cout << "cairn-server listening on https://" << host << ":" << (*server)->port() << "/\n"
+            << "data directory: " << data << "\n"
+            << "certificate fingerprint (SHA-256): " << info.fingerprint << "\n";
+  if (!info.admin_token.empty()) {
+    std::cout << "admin API token (shown once, also in " << data << "/admin.token):\n  "
+              << info.admin_token << "\n";
+  }
+  std::cout.flush();
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+  g_stop.acquire();
+  spdlog::info("shutting down: aborting running sessions");
+  (*server)->Stop();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"cairn-server: the Cairn backup server"};
+  app.require_subcommand(1);
+  std::string data = DefaultDataDir();
+  app.add_option("--data", data, "data directory (default $CAIRN_DATA or ./cairn-data)");
+
+  auto* run = app.add_subcommand("run", "serve the API over HTTPS");
+  std::string listen = "127.0.0.1:8107";
+  int threads = 16;
+  run->add_option("--listen", listen, "address and port (port 0 picks a free one)");
+  run->add_option("--threads", threads, "request worker threads")->check(CLI::Range(2, 256));
+
+  auto* ds = app.add_subcommand("datastore", "manage datastores");
+  ds->require_subcommand(1);
+  auto* ds_create = ds->add_subcommand("create", "create and register a datastore");
+  std::string ds_name, ds_path;
+  ds_create->add_option("NAME", ds_name)->required();
+  ds_create->add_option("PATH", ds_path)->required();
+  auto* ds_list = ds->add_subcommand("list", "list datastores");
+  std::string output = "text";
+  ds_list->add_option("--output", output)->check(CLI::IsMember({"text", "json"}));
+
+  auto* user = app.add_subcommand("user", "manage users");
+  user->require_subcommand(1);
+  auto* user_add = user->add_subcommand("add", "add a user");
+  std::string user_name;
+  user_add->add_option("NAME", user_name)->required();
+
+  auto* token = app.add_subcommand("token", "manage API tokens");
+  token->require_subcommand(1);
+  auto* token_create = token->add_subcommand("create", "create USER!NAME and print its secret once");
+  std::string token_id;
+  token_create->add_option("ID", token_id)->required();
+
+  auto* acl = app.add_subcommand("acl", "manage roles");
+  acl->require_subcommand(1);
+  auto* acl_set = acl->add_subcommand("set", "grant a role on a datastore");
+  std::string acl_store, acl_role, acl_auth;
+  acl_set->add_option("--store", acl_store, "datastore name or *")->required();
+  acl_set->add_option("--role", acl_role, "Admin|Backup|Reader|Audit")->required();
+  acl_set->add_option("--auth", acl_auth, "USER or USER!TOKEN")->required();
+
+  auto* reindex = app.add_subcommand("reindex", "rebuild a datastore's catalog rows from its folder");
+  std::string reindex_store;
+  reindex->add_option("STORE", reindex_store)->required();
+
+  CLI11_PARSE(app, argc, argv);
+
+  if (run->parsed()) return Run(data, listen, threads);
+
+  // Admin commands work on the data directory directly.
+  cairn::storage::Env* env = cairn::storage::Env::Default();
+  if (Status s = cairn::storage::CreateDirAll(env, data); !s.ok()) return Fail(s);
+  auto catalog = cairn::storage::Catalog::Open(cairn::storage::JoinPath(data, "cairn.db"));
+  if (!catalog.ok()) return Fail(catalog.status());
+  auto auth = AuthStore::Open(cairn::storage::JoinPath(data, "auth.db"));
+  if (!auth.ok()) return Fail(auth.status());
+
+  if (ds_create->parsed()) {
+    if (Status s = cairn::storage::Datastore::Create(env, ds_path); !s.ok()) return Fail(s);
+    if (Status s = (*catalog)->AddDatastore(ds_name, ds_path); !s.ok()) return Fail(s);
+    std::cout << "datastore " << ds_name << " created at " << ds_path
+              << " (a running server sees it after a restart)\n";
+    return 0;
+  }
+  if (ds_list->parsed()) {
+    auto rows = (*catalog)->ListDatastores();
+    if (!rows.ok()) return Fail(rows.status());
+    if (output == "json") {
+      nlohmann::json out = nlohmann::json::array();
+      for (const auto& r : *rows) out.push_back({{"name", r.name}, {"path", r.path}});
+      std::cout << out.dump(2) << "\n";
+    } else {
+      for (const auto& r : *rows) std::cout << r.name << "\t" << r.path << "\n";
+    }
+    return 0;
+  }
+  if (user_add->parsed()) {
+    if (Status s = (*auth)->AddUser(user_name); !s.ok()) return Fail(s);
+    std::cout << "user " << user_name << " added\n";
+    return 0;
+  }
+  if (token_create->parsed()) {
+    auto secret = (*auth)->CreateToken(token_id);
+    if (!secret.ok()) return Fail(secret.status());
+    std::cout << token_id << ":" << *secret << "\n";
+    return 0;
+  }
+  if (acl_set->parsed()) {
+    auto role = cairn::server::ParseRole(acl_role);
+    if (!role.ok()) return Fail(role.status());
+    if (Status s = (*auth)->SetAcl(acl_store, acl_auth, *role); !s.ok()) return Fail(s);
+    std::cout << acl_auth << " has role " << acl_role << " on " << acl_store << "\n";
+    return 0;
+  }
+  if (reindex->parsed()) {
+    auto row = (*catalog)->GetDatastore(reindex_store);
+    if (!row.ok()) return Fail(row.status());
+    auto store = cairn::storage::Datastore::Open(env, row->path);
+    if (!store.ok()) {
+      return Fail(store.status().WithContext("open " + row->path +
+                                             " (is the server running? stop it first)"));
+    }
+    cairn::storage::ReindexReport report;
+    if (Status s = (*catalog)->Reindex(reindex_store, **store, &report); !s.ok()) return Fail(s);
+    std::cout << "reindexed " << reindex_store << ": " << report.groups << " groups, "
+              << report.snapshots << " snapshots\n";
+    for (const auto& [ref, st] : report.skipped) {
+      std::cout << "  skipped " << ref.ToString() << ": " << st.ToString() << "\n";
+    }
+    return report.skipped.empty() ? 0 : 1;
+  }
+  return 0;
+}

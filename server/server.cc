@@ -1,0 +1,139 @@
+#include "server/server.h"
+
+#include <httplib.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+
+#include <chrono>
+#include <ctime>
+
+#include "storage/env.h"
+
+namespace cairn::server {
+namespace {
+
+constexpr char kDefaultStore[] = "default";
+constexpr char kAdminUser[] = "admin";
+constexpr char kAdminToken[] = "admin!default";
+// A chunk blob is at most 16 MiB of payload plus its header; indexes of very
+// large disks are bigger, so bodies up to 64 MiB are read and each endpoint
+// applies its own limit.
+constexpr size_t kMaxBodyBytes = 64ull * 1024 * 1024;
+
+int64_t Now() { return static_cast<int64_t>(std::time(nullptr)); }
+
+}  // namespace
+
+Result<std::unique_ptr<Server>> Server::Open(const ServerOptions& options, StartupInfo* info) {
+  std::unique_ptr<Server> s(new Server(options));
+  storage::Env* env = storage::Env::Default();
+  const std::string& data = options.data_dir;
+  CAIRN_RETURN_IF_ERROR(storage::CreateDirAll(env, data));
+  ::chmod(data.c_str(), 0700);
+  CAIRN_RETURN_IF_ERROR(storage::CreateDirAll(env, storage::JoinPath(data, "tls")));
+  s->tls_ = {storage::JoinPath(data, "tls/cert.pem"), storage::JoinPath(data, "tls/key.pem")};
+  CAIRN_RETURN_IF_ERROR(EnsureSelfSignedCertificate(s->tls_));
+  CAIRN_ASSIGN_OR_RETURN(s->auth_, AuthStore::Open(storage::JoinPath(data, "auth.db")));
+  CAIRN_ASSIGN_OR_RETURN(s->catalog_, storage::Catalog::Open(storage::JoinPath(data, "cairn.db")));
+
+  // First start: the default datastore and the admin token.
+  CAIRN_ASSIGN_OR_RETURN(auto stores, s->catalog_->ListDatastores());
+  if (stores.empty()) {
+    std::string path = storage::JoinPath(data, "stores/default");
+    CAIRN_RETURN_IF_ERROR(storage::CreateDirAll(env, storage::DirName(path)));
+    CAIRN_RETURN_IF_ERROR(storage::Datastore::Create(env, path));
+    CAIRN_RETURN_IF_ERROR(s->catalog_->AddDatastore(kDefaultStore, path));
+  }
+  CAIRN_ASSIGN_OR_RETURN(auto users, s->auth_->ListUsers());
+  if (std::find(users.begin(), users.end(), kAdminUser) == users.end()) {
+    CAIRN_RETURN_IF_ERROR(s->auth_->AddUser(kAdminUser));
+    CAIRN_RETURN_IF_ERROR(s->auth_->SetAcl("*", kAdminUser, Role::kAdmin));
+    CAIRN_RETURN_IF_ERROR(s->auth_->SetAcl("*", kAdminToken, Role::kAdmin));
+    CAIRN_ASSIGN_OR_RETURN(std::string secret, s->auth_->CreateToken(kAdminToken));
+    std::string line = std::string(kAdminToken) + ":" + secret;
+    std::string token_path = storage::JoinPath(data, "admin.token");
+    CAIRN_RETURN_IF_ERROR(storage::WriteFileAtomic(env, token_path, line + "\n", true));
+    ::chmod(token_path.c_str(), 0600);
+    if (info) info->admin_token = line;
+  }
+  CAIRN_RETURN_IF_ERROR(s->OpenStores());
+  if (info) {
+    CAIRN_ASSIGN_OR_RETURN(info->fingerprint, CertificateFingerprint(s->tls_.cert));
+  }
+  return s;
+}
+
+Status Server::OpenStores() {
+  CAIRN_ASSIGN_OR_RETURN(auto rows, catalog_->ListDatastores());
+  storage::DatastoreOptions opts;
+  opts.chunks.sync = options_.sync_chunks;
+  std::lock_guard lock(stores_mu_);
+  for (const auto& row : rows) {
+    auto ds = storage::Datastore::Open(storage::Env::Default(), row.path, opts);
+    if (!ds.ok()) return ds.status().WithContext("datastore " + row.name);
+    stores_[row.name] = std::move(*ds);
+  }
+  return Status::OK();
+}
+
+Server::~Server() { Stop(); }
+
+Result<storage::Datastore*> Server::Store(const std::string& name) {
+  std::lock_guard lock(stores_mu_);
+  auto it = stores_.find(name);
+  if (it == stores_.end()) return Status::NotFound("no datastore " + name);
+  return it->second.get();
+}
+
+std::vector<std::string> Server::StoreNames() {
+  std::lock_guard lock(stores_mu_);
+  std::vector<std::string> out;
+  for (const auto& [name, ds] : stores_) out.push_back(name);
+  return out;
+}
+
+Status Server::Start() {
+  http_ = std::make_unique<httplib::SSLServer>(tls_.cert.c_str(), tls_.key.c_str());
+  if (!http_->is_valid()) return Status::IOError("cannot load the TLS certificate or key");
+  const int threads = options_.threads;
+  http_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  http_->set_payload_max_length(kMaxBodyBytes);
+  http_->set_keep_alive_max_count(100000);
+  http_->set_keep_alive_timeout(30);
+  http_->set_read_timeout(120, 0);
+  http_->set_write_timeout(120, 0);
+  RegisterRoutes(this, http_.get());
+  if (options_.port == 0) {
+    bound_port_ = http_->bind_to_any_port(options_.host.c_str());
+    if (bound_port_ < 0) return Status::IOError("cannot bind " + options_.host);
+  } else {
+    if (!http_->bind_to_port(options_.host.c_str(), options_.port)) {
+      return Status::IOError("cannot listen on " + options_.host + ":" +
+                             std::to_string(options_.port));
+    }
+    bound_port_ = options_.port;
+  }
+  start_time_ = Now();
+  listener_ = std::thread([this] { http_->listen_after_bind(); });
+  reaper_ = std::thread([this] {
+    while (!stopping_.load()) {
+      for (int i = 0; i < 10 && !stopping_.load(); ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      size_t n = sessions_.ReapIdle(Now());
+      if (n > 0) spdlog::warn("aborted {} idle backup session(s)", n);
+    }
+  });
+  return Status::OK();
+}
+
+void Server::Stop() {
+  if (stopping_.exchange(true)) return;
+  if (http_) http_->stop();
+  if (listener_.joinable()) listener_.join();
+  if (reaper_.joinable()) reaper_.join();
+  // Nothing half-committed: unfinished backups lose their staging folder.
+  sessions_.Shutdown();
+}
+
+}  // namespace cairn::server

@@ -1,0 +1,97 @@
+#pragma once
+
+// cairn-server: owns the datastores, the catalog, users and tokens, the
+// sessions, and the HTTPS listener that maps the API (server/API.md) onto them.
+//
+// Data directory layout:
+//   <data>/cairn.db          SQLite catalog: datastores, groups, snapshots (storage/catalog.h)
+//   <data>/auth.db           users, tokens, ACL (server/auth_store.h)
+//   <data>/tls/{cert,key}.pem the server's self-signed identity
+//   <data>/admin.token       the first admin token, mode 0600, written once
+//   <data>/stores/default/   the default datastore (others live where `datastore create` puts them)
+//
+// Thread safety: Start/Stop from one thread; request handlers run on the
+// listener's thread pool and only use thread-safe members.
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "server/auth_store.h"
+#include "server/session_manager.h"
+#include "server/tls.h"
+#include "storage/catalog.h"
+#include "storage/datastore.h"
+
+namespace httplib {
+class SSLServer;
+}
+
+namespace cairn::server {
+
+struct ServerOptions {
+  std::string data_dir;             // created if missing
+  std::string host = "127.0.0.1";
+  int port = 8107;                  // 0 picks a free port
+  int threads = 16;                 // request worker threads
+  int64_t idle_timeout_seconds = 900;
+  bool sync_chunks = true;          // fsync every new chunk before its rename
+};
+
+// What the first start prints.
+struct StartupInfo {
+  std::string url;
+  std::string fingerprint;
+  std::string admin_token;  // "admin!default:SECRET" on first start, empty after
+};
+
+class Server {
+ public:
+  // Opens or initialises the data directory: TLS identity, databases, the
+  // default datastore and the first admin token on first start. Leftover
+  // staging folders of every datastore are removed (Datastore::Open).
+  static Result<std::unique_ptr<Server>> Open(const ServerOptions& options, StartupInfo* info);
+  ~Server();
+
+  // Binds and serves on background threads. Returns once listening.
+  Status Start();
+  // Stops accepting, aborts running sessions; returns when the listener is done.
+  void Stop();
+  int port() const { return bound_port_; }
+
+  // Used by request handlers (server/http_api.cc).
+  AuthStore* auth() { return auth_.get(); }
+  storage::Catalog* catalog() { return catalog_.get(); }
+  SessionManager* sessions() { return &sessions_; }
+  // NotFound for an unknown datastore name.
+  Result<storage::Datastore*> Store(const std::string& name);
+  std::vector<std::string> StoreNames();
+  int64_t start_time() const { return start_time_; }
+
+ private:
+  Server(ServerOptions options) : options_(std::move(options)),
+                                  sessions_(options_.idle_timeout_seconds) {}
+  Status OpenStores();
+
+  const ServerOptions options_;
+  TlsPaths tls_;
+  std::unique_ptr<AuthStore> auth_;
+  std::unique_ptr<storage::Catalog> catalog_;
+  SessionManager sessions_;
+  std::mutex stores_mu_;
+  std::map<std::string, std::unique_ptr<storage::Datastore>> stores_;  // GUARDED_BY(stores_mu_)
+  std::unique_ptr<httplib::SSLServer> http_;
+  std::thread listener_;
+  std::thread reaper_;
+  std::atomic<bool> stopping_{false};
+  int bound_port_ = 0;
+  int64_t start_time_ = 0;
+};
+
+// Registers the HTTP routes of the API on `http`. Defined in http_api.cc.
+void RegisterRoutes(Server* server, httplib::SSLServer* http);
+
+}  // namespace cairn::server

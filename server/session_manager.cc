@@ -1,0 +1,203 @@
+#include "server/session_manager.h"
+
+#include <openssl/rand.h>
+
+#include <stdexcept>
+
+namespace cairn::server {
+
+std::string NewSessionId() {
+  unsigned char b[16];
+  if (RAND_bytes(b, sizeof(b)) != 1) throw std::runtime_error("RAND_bytes failed");
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : b) {
+    out += kHex[c >> 4];
+    out += kHex[c & 0xf];
+  }
+  return out;
+}
+
+Result<StartBackupResult> SessionManager::StartBackup(const std::string& store_name,
+                                                      storage::Datastore* store,
+                                                      const storage::GroupRef& group,
+                                                      std::optional<int64_t> time,
+                                                      const std::string& auth_id, int64_t now) {
+  CAIRN_RETURN_IF_ERROR(group.Validate());
+  const std::string key = store_name + "|" + group.ToString();
+  const std::string id = NewSessionId();
+  {
+    std::lock_guard lock(mu_);
+    if (busy_groups_.contains(key)) {
+      return Status::Conflict("a backup of " + group.ToString() + " is already running");
+    }
+    busy_groups_[key] = id;  // reserved; released below on any failure
+  }
+  auto release = [&] {
+    std::lock_guard lock(mu_);
+    busy_groups_.erase(key);
+  };
+
+  StartBackupResult out;
+  std::optional<SnapshotRef> previous;
+  auto snaps = store->ListSnapshots(group);
+  if (!snaps.ok() && !snaps.status().IsNotFound()) {
+    release();
+    return snaps.status();
+  }
+  int64_t t = time.value_or(now);
+  if (snaps.ok() && !snaps->empty()) {
+    const SnapshotRef& last = snaps->back();
+    if (t <= last.time) {
+      release();
+      return Status::Conflict("backup time " + storage::FormatSnapshotTime(t) +
+                              " is not later than the group's last snapshot " +
+                              storage::FormatSnapshotTime(last.time));
+    }
+    auto m = store->ReadManifest(last);
+    // A base that failed verification (or cannot be read) is not offered:
+    // the client then sends every chunk, which heals the store.
+    if (m.ok() && !(m->verify && m->verify->state == "failed")) {
+      previous = last;
+      out.previous_manifest = std::move(*m);
+    }
+  }
+  SnapshotRef ref{group, t};
+  auto staged = store->Stage(ref);
+  if (!staged.ok()) {
+    release();
+    return staged.status();
+  }
+  out.session = std::make_shared<BackupSession>(id, store_name, store, ref, previous, std::move(*staged), now);
+  std::lock_guard lock(mu_);
+  backups_[id] = BackupEntry{store_name, key, auth_id, out.session};
+  return out;
+}
+
+Result<std::shared_ptr<BackupSession>> SessionManager::GetBackup(const std::string& id,
+                                                                 const std::string& auth_id,
+                                                                 int64_t now) {
+  std::lock_guard lock(mu_);
+  auto it = backups_.find(id);
+  if (it == backups_.end() || it->second.auth_id != auth_id) {
+    return Status::NotFound("no backup session " + id);
+  }
+  it->second.session->Touch(now);
+  return it->second.session;
+}
+
+void SessionManager::EndBackup(const std::string& id) {
+  std::shared_ptr<BackupSession> s;
+  {
+    std::lock_guard lock(mu_);
+    auto it = backups_.find(id);
+    if (it == backups_.end()) return;
+    s = it->second.session;
+    busy_groups_.erase(it->second.group_key);
+    backups_.erase(it);
+  }
+  s->Abort();  // no-op after a successful Finish
+}
+
+Result<std::shared_ptr<ReaderSession>> SessionManager::StartReader(const std::string& store_name,
+                                                                   storage::Datastore* store,
+                                                                   const SnapshotRef& ref,
+                                                                   const std::string& auth_id,
+                                                                   int64_t now) {
+  CAIRN_RETURN_IF_ERROR(ref.Validate());
+  std::string id = NewSessionId();
+  CAIRN_ASSIGN_OR_RETURN(std::unique_ptr<ReaderSession> r, ReaderSession::Open(id, store, ref, now));
+  std::shared_ptr<ReaderSession> shared(std::move(r));
+  std::lock_guard lock(mu_);
+  readers_[id] = ReaderEntry{store_name, auth_id, shared};
+  return shared;
+}
+
+Result<std::shared_ptr<ReaderSession>> SessionManager::GetReader(const std::string& id,
+                                                                 const std::string& auth_id,
+                                                                 int64_t now) {
+  std::lock_guard lock(mu_);
+  auto it = readers_.find(id);
+  if (it == readers_.end() || it->second.auth_id != auth_id) {
+    return Status::NotFound("no reader session " + id);
+  }
+  it->second.session->Touch(now);
+  return it->second.session;
+}
+
+void SessionManager::EndReader(const std::string& id) {
+  std::lock_guard lock(mu_);
+  readers_.erase(id);
+}
+
+bool SessionManager::IsInUse(const std::string& store_name, const SnapshotRef& ref) {
+  std::lock_guard lock(mu_);
+  for (const auto& [id, e] : backups_) {
+    if (e.store == store_name && e.session->previous() == ref) return true;
+  }
+  for (const auto& [id, e] : readers_) {
+    if (e.store == store_name && e.session->ref() == ref) return true;
+  }
+  return false;
+}
+
+std::vector<Digest> SessionManager::KnownDigests(const std::string& store_name,
+                                                 int64_t* oldest_start) {
+  std::vector<std::shared_ptr<BackupSession>> sessions;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [id, e] : backups_) {
+      if (e.store == store_name) sessions.push_back(e.session);
+    }
+  }
+  std::vector<Digest> out;
+  for (const auto& s : sessions) {
+    if (oldest_start && (*oldest_start == 0 || s->start_time() < *oldest_start)) {
+      *oldest_start = s->start_time();
+    }
+    auto d = s->KnownDigests();
+    out.insert(out.end(), d.begin(), d.end());
+  }
+  return out;
+}
+
+size_t SessionManager::ReapIdle(int64_t now) {
+  std::vector<std::string> idle_backups;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [id, e] : backups_) {
+      if (now - e.session->last_active() > idle_timeout_) idle_backups.push_back(id);
+    }
+    for (auto it = readers_.begin(); it != readers_.end();) {
+      if (now - it->second.session->last_active() > idle_timeout_) {
+        it = readers_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (const auto& id : idle_backups) EndBackup(id);
+  return idle_backups.size();
+}
+
+void SessionManager::Shutdown() {
+  std::vector<std::string> ids;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [id, e] : backups_) ids.push_back(id);
+    readers_.clear();
+  }
+  for (const auto& id : ids) EndBackup(id);
+}
+
+size_t SessionManager::backup_count() {
+  std::lock_guard lock(mu_);
+  return backups_.size();
+}
+
+size_t SessionManager::reader_count() {
+  std::lock_guard lock(mu_);
+  return readers_.size();
+}
+
+}  // namespace cairn::server
