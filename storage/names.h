@@ -14,7 +14,9 @@
 //   namespace depth:            at most kMaxNamespaceDepth components
 // A leading '.' is never allowed, so "..", hidden files and staging folders
 // can never be named from outside; '/', NUL and anything outside the
-// charset are rejected.
+// charset are rejected, and so is ".." anywhere in a name ("a..b").
+// Every rejection is InvalidArgument; its message shows the name escaped
+// (non-printable bytes as \xNN) and cut to 48 characters.
 //
 // Thread safety: pure functions and plain values.
 
