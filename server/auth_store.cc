@@ -203,7 +203,7 @@ Result<std::vector<std::string>> AuthStore::ListTokens() {
 }
 
 Result<Principal> AuthStore::Authenticate(const std::string& header) {
-  const Status denied = Status::PermissionDenied("authentication failed");
+  const Status denied = Status::Unauthenticated("authentication failed");
   static constexpr std::string_view kScheme = "CairnToken ";
   if (header.size() > 256 || header.compare(0, kScheme.size(), kScheme) != 0) return denied;
   std::string rest = header.substr(kScheme.size());

@@ -75,7 +75,7 @@ class AuthStore {
   Result<std::vector<std::string>> ListTokens();
 
   // Checks an Authorization header value "CairnToken USER!TOKEN:SECRET".
-  // PermissionDenied for anything wrong (same message whatever it was).
+  // Unauthenticated for anything wrong (same message whatever it was).
   Result<Principal> Authenticate(const std::string& header);
 
   // Grants `role` on `store` to `auth_id` (replacing an earlier role there).

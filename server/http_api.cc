@@ -31,6 +31,7 @@ int HttpCode(const Status& s) {
     case Status::Code::kAlreadyExists: return 409;
     case Status::Code::kBusy: return 503;
     case Status::Code::kIOError: return 500;
+    case Status::Code::kUnauthenticated: return 401;
   }
   return 500;
 }
@@ -81,7 +82,7 @@ class Api {
 
   Result<Principal> Authenticate(const httplib::Request& req) {
     std::string header = req.get_header_value("Authorization");
-    if (header.empty()) return Status::PermissionDenied("missing Authorization header");
+    if (header.empty()) return Status::Unauthenticated("missing Authorization header");
     return server_->auth()->Authenticate(header);
   }
 

@@ -26,6 +26,7 @@ const char* Status::CodeName(Code code) {
     case Code::kConflict: return "Conflict";
     case Code::kAlreadyExists: return "AlreadyExists";
     case Code::kBusy: return "Busy";
+    case Code::kUnauthenticated: return "Unauthenticated";
   }
   return "Unknown";
 }

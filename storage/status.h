@@ -29,6 +29,7 @@ class [[nodiscard]] Status {
     kConflict,
     kAlreadyExists,
     kBusy,
+    kUnauthenticated,  // no or wrong credentials (HTTP 401)
   };
 
   Status() = default;
@@ -46,6 +47,9 @@ class [[nodiscard]] Status {
   static Status Conflict(std::string_view msg) { return Status(Code::kConflict, msg); }
   static Status AlreadyExists(std::string_view msg) { return Status(Code::kAlreadyExists, msg); }
   static Status Busy(std::string_view msg) { return Status(Code::kBusy, msg); }
+  static Status Unauthenticated(std::string_view msg) {
+    return Status(Code::kUnauthenticated, msg);
+  }
   // IOError from an errno value: "<context>: <strerror(err)>".
   static Status FromErrno(std::string_view context, int err);
 
@@ -58,6 +62,7 @@ class [[nodiscard]] Status {
   bool IsConflict() const { return code_ == Code::kConflict; }
   bool IsAlreadyExists() const { return code_ == Code::kAlreadyExists; }
   bool IsBusy() const { return code_ == Code::kBusy; }
+  bool IsUnauthenticated() const { return code_ == Code::kUnauthenticated; }
 
   Code code() const { return code_; }
   const std::string& message() const { return message_; }
