@@ -1,0 +1,197 @@
+#include "tests/integration/server_process_testutil.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include "storage/env.h"
+
+namespace cairn::testing {
+
+std::string BinaryPath(const std::string& rel) {
+  const char* dir = std::getenv("CAIRN_BINARY_DIR");
+  if (dir == nullptr) {
+    ADD_FAILURE() << "CAIRN_BINARY_DIR is not set: run the integration tests through ctest";
+    return rel;
+  }
+  return std::string(dir) + "/" + rel;
+}
+
+TempDir::TempDir() {
+  char tmpl[] = "/tmp/cairn-test-XXXXXX";
+  char* p = ::mkdtemp(tmpl);
+  if (p == nullptr) throw std::runtime_error("mkdtemp failed");
+  path_ = p;
+}
+
+TempDir::~TempDir() { (void)storage::RemoveAll(storage::Env::Default(), path_); }
+
+namespace {
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+pid_t Spawn(const std::vector<std::string>& argv, const std::string& log_path) {
+  pid_t pid = ::fork();
+  if (pid != 0) return pid;
+  int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  if (fd >= 0) {
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    ::close(fd);
+  }
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  ::execv(args[0], args.data());
+  ::_exit(127);
+}
+
+}  // namespace
+
+std::unique_ptr<ServerProcess> ServerProcess::Start(const std::string& data_dir) {
+  std::unique_ptr<ServerProcess> s(new ServerProcess());
+  s->data_dir_ = data_dir;
+  (void)storage::CreateDirAll(storage::Env::Default(), data_dir);
+  std::string log = data_dir + "/server.log";
+  ::truncate(log.c_str(), 0);
+  s->pid_ = Spawn({BinaryPath("server/cairn-server"), "--data", data_dir, "run", "--listen",
+                   "127.0.0.1:0"},
+                  log);
+  const std::regex url_re(R"(listening on https://127\.0\.0\.1:(\d+)/)");
+  const std::regex fp_re(R"(fingerprint \(SHA-256\): ([0-9A-F:]{95}))");
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::string out = ReadFile(log);
+    std::smatch m, f;
+    if (std::regex_search(out, m, url_re) && std::regex_search(out, f, fp_re)) {
+      s->port_ = std::stoi(m[1]);
+      s->fingerprint_ = f[1];
+      return s;
+    }
+    int status;
+    if (::waitpid(s->pid_, &status, WNOHANG) == s->pid_) {
+      s->pid_ = -1;
+      ADD_FAILURE() << "cairn-server exited at start:\n" << out;
+      return nullptr;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ADD_FAILURE() << "cairn-server did not start in 30 s:\n" << ReadFile(log);
+  return nullptr;
+}
+
+ServerProcess::~ServerProcess() {
+  if (pid_ > 0) Stop(SIGTERM);
+}
+
+std::string ServerProcess::AdminToken() const {
+  std::string t = ReadFile(data_dir_ + "/admin.token");
+  while (!t.empty() && (t.back() == '\n' || t.back() == '\r')) t.pop_back();
+  return t;
+}
+
+int ServerProcess::Stop(int sig) {
+  if (pid_ <= 0) return -1;
+  ::kill(pid_, sig);
+  int status = 0;
+  ::waitpid(pid_, &status, 0);
+  pid_ = -1;
+  return status;
+}
+
+std::string ServerProcess::Log() const { return ReadFile(data_dir_ + "/server.log"); }
+
+CommandResult RunServerCommand(const std::string& data_dir, const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {BinaryPath("server/cairn-server"), "--data", data_dir};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::string log = data_dir + "/command.log";
+  (void)storage::CreateDirAll(storage::Env::Default(), data_dir);
+  ::truncate(log.c_str(), 0);
+  pid_t pid = Spawn(argv, log);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  CommandResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.output = ReadFile(log);
+  ::unlink(log.c_str());
+  return r;
+}
+
+ApiClient::ApiClient(int port, std::string token)
+    : client_("127.0.0.1", port), token_(std::move(token)) {
+  client_.enable_server_certificate_verification(false);
+  client_.set_read_timeout(120, 0);
+  client_.set_write_timeout(120, 0);
+  client_.set_keep_alive(true);
+}
+
+nlohmann::json ApiClient::Response::Json() const {
+  return nlohmann::json::parse(body, nullptr, false);
+}
+
+httplib::Headers ApiClient::Headers() const {
+  httplib::Headers h;
+  if (!token_.empty()) h.emplace("Authorization", "CairnToken " + token_);
+  return h;
+}
+
+namespace {
+ApiClient::Response From(const httplib::Result& r) {
+  ApiClient::Response out;
+  if (!r) {
+    out.status = -1;
+    out.body = "transport error " + httplib::to_string(r.error());
+    return out;
+  }
+  out.status = r->status;
+  out.body = r->body;
+  return out;
+}
+}  // namespace
+
+ApiClient::Response ApiClient::Get(const std::string& path) {
+  return From(client_.Get(path.c_str(), Headers()));
+}
+ApiClient::Response ApiClient::Post(const std::string& path, const std::string& body,
+                                    const std::string& content_type) {
+  return From(client_.Post(path.c_str(), Headers(), body, content_type.c_str()));
+}
+ApiClient::Response ApiClient::PostJson(const std::string& path, const nlohmann::json& body) {
+  return Post(path, body.dump());
+}
+ApiClient::Response ApiClient::Put(const std::string& path, const nlohmann::json& body) {
+  return From(client_.Put(path.c_str(), Headers(), body.dump(), "application/json"));
+}
+ApiClient::Response ApiClient::Delete(const std::string& path) {
+  return From(client_.Delete(path.c_str(), Headers()));
+}
+
+std::string Q(const std::string& value) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : value) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 0xf];
+    }
+  }
+  return out;
+}
+
+}  // namespace cairn::testing

@@ -1,0 +1,92 @@
+#pragma once
+
+// Runs the real cairn-server binary for integration tests, and a small HTTPS
+// client for its API. The server listens on an ephemeral loopback port; its
+// output goes to <data>/server.log (a pipe could fill and block it).
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+namespace cairn::testing {
+
+// Path of a built binary: $CAIRN_BINARY_DIR/<rel>. Fails the test loudly when
+// the variable is unset (run through CTest).
+std::string BinaryPath(const std::string& rel);
+
+// A fresh temporary directory, removed by the destructor.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+class ServerProcess {
+ public:
+  // Starts `cairn-server --data <data_dir> run --listen 127.0.0.1:0` and waits
+  // (up to 30 s) until it prints its URL. Returns null on failure (the test
+  // has already been failed with the log).
+  static std::unique_ptr<ServerProcess> Start(const std::string& data_dir);
+  ~ServerProcess();
+
+  int port() const { return port_; }
+  const std::string& fingerprint() const { return fingerprint_; }
+  // "admin!default:SECRET" from <data>/admin.token.
+  std::string AdminToken() const;
+  // Sends `sig` and waits for the process to end; returns its wait status.
+  int Stop(int sig);
+  std::string Log() const;
+
+ private:
+  std::string data_dir_;
+  pid_t pid_ = -1;
+  int port_ = 0;
+  std::string fingerprint_;
+};
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr
+};
+// Runs `cairn-server --data <data_dir> <args...>` to completion.
+CommandResult RunServerCommand(const std::string& data_dir, const std::vector<std::string>& args);
+
+// A client for the JSON/binary API over TLS (certificate checks off: tests
+// talk to their own self-signed server on loopback).
+class ApiClient {
+ public:
+  ApiClient(int port, std::string token);
+
+  struct Response {
+    int status = 0;
+    std::string body;
+    nlohmann::json Json() const;
+  };
+
+  Response Get(const std::string& path);
+  Response Post(const std::string& path, const std::string& body,
+                const std::string& content_type = "application/json");
+  Response PostJson(const std::string& path, const nlohmann::json& body);
+  Response Put(const std::string& path, const nlohmann::json& body);
+  Response Delete(const std::string& path);
+  void set_token(std::string token) { token_ = std::move(token); }
+
+ private:
+  httplib::Headers Headers() const;
+  httplib::SSLClient client_;
+  std::string token_;
+};
+
+// URL-encodes a query parameter value.
+std::string Q(const std::string& value);
+
+}  // namespace cairn::testing
