@@ -57,10 +57,18 @@ struct Manifest {
   uint64_t TotalSize() const;
   const ArchiveInfo* FindArchive(std::string_view name) const;
 
-  // Serialises, computing protected-sha256.
+  // Serialises, computing protected-sha256; pretty-printed (indent 2) with a
+  // final newline. Never fails. The result Parse()s back to an equal Manifest
+  // only if every name is valid, backup_time is in 1970..9999, `client` is an
+  // object nested at most 32 levels deep (counting the manifest itself) and
+  // strings are valid UTF-8 (invalid bytes are written as U+FFFD): writers of
+  // outside input should Parse() their own ToJson() before committing it.
   std::string ToJson() const;
-  // Parses and checks: JSON shape, every name valid, protected-sha256 matches.
-  // Corruption for anything malformed or altered.
+  // Parses and checks: size <= kMaxManifestSize, valid JSON without duplicate
+  // keys and at most 32 levels deep, no unknown keys outside `client`, exact
+  // types, every name valid, verify state "ok"/"failed", archive names unique,
+  // protected-sha256 matches. Every failure is Corruption (never
+  // InvalidArgument): the text is a file or an upload, not a caller's argument.
   static Result<Manifest> Parse(std::string_view text);
 };
 
