@@ -280,11 +280,15 @@ TEST(ManifestTest, DeepNestingIsCorruption) {
   m.client["deep"] = deep;
   EXPECT_TRUE(Manifest::Parse(m.ToJson()).status().IsCorruption());
 
+  // Exactly 32 levels (top level and client are two of them) pass; 33 do not.
+  json nested = 1;
+  for (int i = 0; i < 30; ++i) nested = json::array({nested});
   Manifest ok = Sample();
-  json shallow = 1;
-  for (int i = 0; i < 29; ++i) shallow = json::array({shallow});  // 31 levels with the top two
-  ok.client["deep"] = shallow;
+  ok.client["deep"] = nested;
   EXPECT_TRUE(Manifest::Parse(ok.ToJson()).ok());
+  Manifest one_more = Sample();
+  one_more.client["deep"] = json::array({nested});
+  EXPECT_TRUE(Manifest::Parse(one_more.ToJson()).status().IsCorruption());
 
   // A megabyte of brackets neither crashes nor recurses.
   EXPECT_TRUE(Manifest::Parse(std::string(kMaxManifestSize, '[')).status().IsCorruption());
