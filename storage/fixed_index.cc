@@ -61,7 +61,8 @@ Status ValidateFixedIndexGeometry(uint64_t image_size, uint64_t chunk_size) {
                                    " is not a power of two up to 16 MiB");
   }
   if (FixedIndexChunkCount(image_size, chunk_size) > kMaxFixedIndexChunks) {
-    return Status::InvalidArgument("image of " + std::to_string(image_size) + " bytes needs more than " +
+    return Status::InvalidArgument("image of " + std::to_string(image_size) +
+                                   " bytes needs more than " +
                                    std::to_string(kMaxFixedIndexChunks) + " chunks");
   }
   return Status::OK();
@@ -131,9 +132,7 @@ Digest FixedIndex::digest(uint64_t i) const {
   return d;
 }
 
-uint64_t FixedIndex::ChunkLength(uint64_t i) const {
-  return LengthOf(i, image_size_, chunk_size_);
-}
+uint64_t FixedIndex::ChunkLength(uint64_t i) const { return LengthOf(i, image_size_, chunk_size_); }
 
 // --- FixedIndexWriter ---
 
@@ -181,8 +180,9 @@ Result<std::string> FixedIndexWriter::Finish(int64_t ctime) const {
   if (set_count_ != chunk_count_) {
     uint64_t first = 0;
     while (first < chunk_count_ && set_[first]) ++first;
-    return Status::InvalidArgument("index incomplete: " + std::to_string(chunk_count_ - set_count_) +
-                                   " chunks without a digest, first " + std::to_string(first));
+    return Status::InvalidArgument(
+        "index incomplete: " + std::to_string(chunk_count_ - set_count_) +
+        " chunks without a digest, first " + std::to_string(first));
   }
   std::string out(kFixedIndexHeaderSize, '\0');
   char* h = out.data();

@@ -12,11 +12,16 @@ constexpr int64_t kMaxSnapshotTime = 253402300799;
 
 const char* KindName(NameKind kind) {
   switch (kind) {
-    case NameKind::kStore: return "store name";
-    case NameKind::kNamespace: return "namespace component";
-    case NameKind::kBackupType: return "backup type";
-    case NameKind::kBackupId: return "backup id";
-    case NameKind::kArchive: return "archive name";
+    case NameKind::kStore:
+      return "store name";
+    case NameKind::kNamespace:
+      return "namespace component";
+    case NameKind::kBackupType:
+      return "backup type";
+    case NameKind::kBackupId:
+      return "backup id";
+    case NameKind::kArchive:
+      return "archive name";
   }
   return "name";
 }
@@ -152,7 +157,8 @@ Result<std::vector<std::string>> ParseNamespace(std::string_view ns) {
   size_t start = 0;
   while (true) {
     size_t slash = ns.find('/', start);
-    std::string_view part = ns.substr(start, slash == std::string_view::npos ? ns.npos : slash - start);
+    std::string_view part =
+        ns.substr(start, slash == std::string_view::npos ? ns.npos : slash - start);
     CAIRN_RETURN_IF_ERROR(ValidateName(NameKind::kNamespace, part));
     if (parts.size() == kMaxNamespaceDepth) {
       return Status::InvalidArgument("namespace " + Printable(ns) + ": deeper than " +
@@ -196,8 +202,8 @@ Result<int64_t> ParseSnapshotTime(std::string_view text) {
   // 0123456789012345678 9
   // YYYY-MM-DDTHH:MM:SSZ
   if (text.size() != 20) return BadTime(text, "must be YYYY-MM-DDTHH:MM:SSZ");
-  if (text[4] != '-' || text[7] != '-' || text[10] != 'T' || text[13] != ':' ||
-      text[16] != ':' || text[19] != 'Z') {
+  if (text[4] != '-' || text[7] != '-' || text[10] != 'T' || text[13] != ':' || text[16] != ':' ||
+      text[19] != 'Z') {
     return BadTime(text, "must be YYYY-MM-DDTHH:MM:SSZ");
   }
   unsigned year, month, day, hour, minute, second;
@@ -266,7 +272,8 @@ Status GroupRef::Validate() const {
     return Status::InvalidArgument("namespace deeper than " + std::to_string(kMaxNamespaceDepth) +
                                    " levels");
   }
-  for (const std::string& part : ns) CAIRN_RETURN_IF_ERROR(ValidateName(NameKind::kNamespace, part));
+  for (const std::string& part : ns)
+    CAIRN_RETURN_IF_ERROR(ValidateName(NameKind::kNamespace, part));
   CAIRN_RETURN_IF_ERROR(ValidateName(NameKind::kBackupType, type));
   return ValidateName(NameKind::kBackupId, id);
 }

@@ -71,11 +71,10 @@ TEST(FixedIndexTest, RoundTrip) {
     uint64_t chunks;
     uint64_t last_length;
   };
-  for (const Case& c : {Case{10 * kSmallChunk, kSmallChunk, 10, kSmallChunk},
-                        Case{3 * kSmallChunk + 100, kSmallChunk, 4, 100},
-                        Case{1, kSmallChunk, 1, 1},
-                        Case{10 * 1024 * 1024, kChunkSize, 3, 2 * 1024 * 1024},
-                        Case{0, kChunkSize, 0, 0}}) {
+  for (const Case& c :
+       {Case{10 * kSmallChunk, kSmallChunk, 10, kSmallChunk},
+        Case{3 * kSmallChunk + 100, kSmallChunk, 4, 100}, Case{1, kSmallChunk, 1, 1},
+        Case{10 * 1024 * 1024, kChunkSize, 3, 2 * 1024 * 1024}, Case{0, kChunkSize, 0, 0}}) {
     std::string bytes = Build(c.image_size, c.chunk_size, -5);
     ASSERT_EQ(bytes.size(), kFixedIndexHeaderSize + kDigestSize * c.chunks);
     auto index = FixedIndex::Parse(bytes);
@@ -174,8 +173,10 @@ TEST(FixedIndexTest, OutOfRangeAndIncomplete) {
 }
 
 TEST(FixedIndexTest, InvalidGeometryWriter) {
-  for (auto [image, chunk] : {std::pair<uint64_t, uint64_t>{100, 0}, {100, 3},
-                              {100, 32 << 20}, {~uint64_t{0}, kChunkSize}}) {
+  for (auto [image, chunk] : {std::pair<uint64_t, uint64_t>{100, 0},
+                              {100, 3},
+                              {100, 32 << 20},
+                              {~uint64_t{0}, kChunkSize}}) {
     FixedIndexWriter w(image, chunk);
     EXPECT_TRUE(w.status().IsInvalidArgument());
     EXPECT_EQ(w.chunk_count(), 0u);
@@ -220,8 +221,8 @@ TEST(FixedIndexTest, EveryHeaderByteFlipIsCorruption) {
       std::string bad = good;
       bad[pos] = static_cast<char>(bad[pos] ^ mask);
       Status s = FixedIndex::Parse(bad).status();
-      ASSERT_TRUE(s.IsCorruption()) << "byte " << pos << " mask " << int{mask} << ": "
-                                    << s.ToString();
+      ASSERT_TRUE(s.IsCorruption())
+          << "byte " << pos << " mask " << int{mask} << ": " << s.ToString();
     }
   }
 }
@@ -268,7 +269,8 @@ TEST(FixedIndexTest, ResealedBadFieldsAreCorruption) {
       {"image one chunk more", [](std::string* s) { PutLE64(s, 40, 4 * 4096 + 100); }},
       {"image one chunk less", [](std::string* s) { PutLE64(s, 40, 2 * 4096 + 100); }},
       {"image huge", [](std::string* s) { PutLE64(s, 40, ~uint64_t{0}); }},
-      {"image 2^24+1 chunks", [](std::string* s) { PutLE64(s, 40, ((uint64_t{1} << 24) + 1) * 4096); }},
+      {"image 2^24+1 chunks",
+       [](std::string* s) { PutLE64(s, 40, ((uint64_t{1} << 24) + 1) * 4096); }},
       {"reserved byte", [](std::string* s) { (*s)[100] = 1; }},
       {"last reserved byte", [](std::string* s) { (*s)[123] = 1; }},
       {"checksum", [](std::string* s) { (*s)[60] ^= 1; }},

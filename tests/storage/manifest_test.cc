@@ -22,8 +22,10 @@ Manifest Sample() {
   m.client["version"] = "0.1.0";
   m.client["consistency"] = "application";
   m.client["bitmaps"] = json::array();
-  m.client["bitmaps"].push_back({{"drive", "drive-scsi0"}, {"state", "incremental"},
-                                 {"dirty-bytes", 12582912}, {"base-uuid", "0123abcd"}});
+  m.client["bitmaps"].push_back({{"drive", "drive-scsi0"},
+                                 {"state", "incremental"},
+                                 {"dirty-bytes", 12582912},
+                                 {"base-uuid", "0123abcd"}});
   m.verify = VerifyState{"ok", 1795290000, "UPID:verify:1"};
   m.notes = "weekly \"gold\" image \xc3\xbc\n<script>";
   m.is_protected = true;
@@ -139,8 +141,9 @@ TEST(ManifestTest, ProtectedChangesAreCorruption) {
       [](json& j) { j["archives"][0]["name"] = "drive-scsi1.img.fidx"; },
       [](json& j) { j["archives"].erase(1); },
       [](json& j) { std::swap(j["archives"][0], j["archives"][1]); },
-      [](json& j) { j["archives"].push_back({{"name", "x.blob"}, {"size", 1},
-                                             {"csum", Sha256("").ToHex()}}); },
+      [](json& j) {
+        j["archives"].push_back({{"name", "x.blob"}, {"size", 1}, {"csum", Sha256("").ToHex()}});
+      },
       [](json& j) { j["backup-time"] = 1795283439; },
       [](json& j) { j["backup-id"] = "101"; },
       [](json& j) { j["backup-type"] = "ct"; },
@@ -229,9 +232,8 @@ TEST(ManifestTest, WrongTypesAreCorruptionEvenWhenResealed) {
   for (size_t i = 0; i < edits.size(); ++i) {
     json j = SampleJson();
     edits[i](j);
-    std::string text = j.contains("protected-sha256") && j["protected-sha256"].is_string()
-                           ? Reseal(j)
-                           : j.dump();
+    std::string text =
+        j.contains("protected-sha256") && j["protected-sha256"].is_string() ? Reseal(j) : j.dump();
     Status s = Manifest::Parse(text).status();
     EXPECT_TRUE(s.IsCorruption()) << "edit " << i << ": " << s.ToString();
   }

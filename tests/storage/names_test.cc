@@ -114,13 +114,14 @@ TEST(NamesTest, MessagesDoNotCarryRawControlBytes) {
 }
 
 TEST(NamesTest, ValidNamesAccepted) {
-  for (const char* n : {"a", "A", "0", "_", "store1", "my-store", "my_store.2", "a-", "a.",
-                        "_hidden_but_fine"}) {
+  for (const char* n :
+       {"a", "A", "0", "_", "store1", "my-store", "my_store.2", "a-", "a.", "_hidden_but_fine"}) {
     EXPECT_TRUE(ValidateName(NameKind::kStore, n).ok()) << n;
     EXPECT_TRUE(ValidateName(NameKind::kNamespace, n).ok()) << n;
     EXPECT_TRUE(ValidateName(NameKind::kBackupId, n).ok()) << n;
   }
-  for (const char* t : {"vm", "ct", "host"}) EXPECT_TRUE(ValidateName(NameKind::kBackupType, t).ok());
+  for (const char* t : {"vm", "ct", "host"})
+    EXPECT_TRUE(ValidateName(NameKind::kBackupType, t).ok());
   for (const char* t : {"VM", "vm ", "qemu", "v", "hosts", ""}) {
     EXPECT_TRUE(ValidateName(NameKind::kBackupType, t).IsInvalidArgument()) << t;
   }
@@ -266,10 +267,28 @@ TEST(NamesTest, GroupRefRoundTrip) {
 }
 
 TEST(NamesTest, GroupRefRejects) {
-  for (const char* bad : {"", "vm", "vm/", "/100", "vm/100/", "vm/1/2", "qemu/100", ":vm/100",
-                          "a:", "a:vm", "a/:vm/100", "a::vm/100", "a:b:vm/100", "a/b/vm/100",
-                          "../vm/100", "a/..:vm/100", "vm/..", "vm/.", "vm/ 100", "VM/100",
-                          "1/2/3/4/5/6/7/8:vm/100", "ns/a/vm/100x/"}) {
+  for (const char* bad : {"",
+                          "vm",
+                          "vm/",
+                          "/100",
+                          "vm/100/",
+                          "vm/1/2",
+                          "qemu/100",
+                          ":vm/100",
+                          "a:",
+                          "a:vm",
+                          "a/:vm/100",
+                          "a::vm/100",
+                          "a:b:vm/100",
+                          "a/b/vm/100",
+                          "../vm/100",
+                          "a/..:vm/100",
+                          "vm/..",
+                          "vm/.",
+                          "vm/ 100",
+                          "VM/100",
+                          "1/2/3/4/5/6/7/8:vm/100",
+                          "ns/a/vm/100x/"}) {
     EXPECT_TRUE(GroupRef::Parse(bad).status().IsInvalidArgument()) << bad;
   }
   EXPECT_TRUE(GroupRef::Parse("1/2/3/4/5/6/7:vm/100").ok());
@@ -293,11 +312,11 @@ TEST(NamesTest, SnapshotRefRoundTrip) {
 }
 
 TEST(NamesTest, SnapshotRefRejects) {
-  for (const char* bad : {"", "vm/100", "vm/100/", "vm/100/2026-02-29T00:00:00Z",
-                          "vm/100/2026-11-21T17:50:38Z/", "vm/100/2026-11-21T17:50:38",
-                          "2026-11-21T17:50:38Z", "/2026-11-21T17:50:38Z",
-                          "vm/../2026-11-21T17:50:38Z", "x:vm/100/1969-12-31T23:59:59Z",
-                          "vm/100/..", "vm/100/1795283438"}) {
+  for (const char* bad :
+       {"", "vm/100", "vm/100/", "vm/100/2026-02-29T00:00:00Z", "vm/100/2026-11-21T17:50:38Z/",
+        "vm/100/2026-11-21T17:50:38", "2026-11-21T17:50:38Z", "/2026-11-21T17:50:38Z",
+        "vm/../2026-11-21T17:50:38Z", "x:vm/100/1969-12-31T23:59:59Z", "vm/100/..",
+        "vm/100/1795283438"}) {
     EXPECT_TRUE(SnapshotRef::Parse(bad).status().IsInvalidArgument()) << bad;
   }
   SnapshotRef before{{{}, "vm", "1"}, -1};
