@@ -39,7 +39,7 @@ namespace cairn::storage {
 inline constexpr char kFixedIndexMagic[] = "CRNFIDX1";  // 8 bytes, no NUL on disk
 inline constexpr uint32_t kFixedIndexVersion = 1;
 inline constexpr size_t kFixedIndexHeaderSize = 128;
-inline constexpr uint64_t kMaxFixedIndexChunkSize = 16 * 1024 * 1024;
+inline constexpr uint64_t kMaxFixedIndexChunkSize = uint64_t{16} << 20;
 // 64 TiB at 4 MiB chunks; bounds every allocation made for an index.
 inline constexpr uint64_t kMaxFixedIndexChunks = uint64_t{1} << 24;
 inline constexpr uint64_t kMaxFixedIndexFileSize =

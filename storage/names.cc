@@ -217,7 +217,8 @@ Result<int64_t> ParseSnapshotTime(std::string_view text) {
   if (day < 1 || day > DaysInMonth(year, month)) return BadTime(text, "no such day");
   // No leap seconds: a second 60 never appears in a snapshot name.
   if (hour > 23 || minute > 59 || second > 59) return BadTime(text, "no such time of day");
-  return DaysFromCivil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second;
+  return DaysFromCivil(year, month, day) * 86400 + int64_t{hour} * 3600 + int64_t{minute} * 60 +
+         int64_t{second};
 }
 
 std::string GroupRef::RelPath() const {
@@ -272,8 +273,9 @@ Status GroupRef::Validate() const {
     return Status::InvalidArgument("namespace deeper than " + std::to_string(kMaxNamespaceDepth) +
                                    " levels");
   }
-  for (const std::string& part : ns)
+  for (const std::string& part : ns) {
     CAIRN_RETURN_IF_ERROR(ValidateName(NameKind::kNamespace, part));
+  }
   CAIRN_RETURN_IF_ERROR(ValidateName(NameKind::kBackupType, type));
   return ValidateName(NameKind::kBackupId, id);
 }
