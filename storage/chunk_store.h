@@ -71,7 +71,9 @@ class ChunkStore {
   // `expected_size`. Encrypted blobs: CRC and `expected_size` against the
   // blob's payload length only. Corruption on any mismatch; nothing is written
   // then. An existing chunk only gets its mtime refreshed.
-  // `dirty` (may be null) collects folders to fsync at session finish.
+  // `dirty` (may be null) collects folders to fsync at session finish: the
+  // folder of a new chunk, and that of an existing chunk whose entry may not
+  // be durable yet (made by another session, or before this Open).
   Result<InsertResult> InsertBlob(const Digest& digest, std::string_view blob,
                                   uint64_t expected_size, DirtyFolders* dirty);
 
@@ -106,6 +108,8 @@ class ChunkStore {
 
  private:
   ChunkStore(Env* env, std::string chunks_dir, ChunkStoreOptions options);
+  // True when the chunk exists; its mtime is then refreshed.
+  Result<bool> Refresh(const Digest& digest, DirtyFolders* dirty);
   Result<InsertResult> Store(const Digest& digest, std::string_view blob, DirtyFolders* dirty);
 
   static constexpr size_t kStripes = 1024;
@@ -114,6 +118,11 @@ class ChunkStore {
   const std::string chunks_dir_;
   const ChunkStoreOptions options_;
   std::unique_ptr<std::mutex[]> stripes_;
+  // Per prefix folder: renames into it so far, and how many of them a
+  // finished fsync of the folder covers. They differ while a new entry may
+  // not be durable. Guarded by the prefix's stripe.
+  std::unique_ptr<uint32_t[]> inserted_gen_;
+  std::unique_ptr<uint32_t[]> synced_gen_;
 };
 
 // The prefix folder number of a digest: its first two bytes.
