@@ -15,8 +15,8 @@ constexpr int kMaxBadCopies = 100000;
 
 // The largest blob file a chunk may be: the largest payload stored plain,
 // plus the biggest header. Larger files are refused before they are read.
-constexpr uint64_t kMaxChunkFileSize = kMaxBlobPayload + kBlobHeaderSize + kBlobIvSize +
-                                       kBlobTagSize;
+constexpr uint64_t kMaxChunkFileSize =
+    kMaxBlobPayload + kBlobHeaderSize + kBlobIvSize + kBlobTagSize;
 
 std::string PrefixName(uint16_t prefix) {
   std::string s(4, '0');
@@ -159,8 +159,7 @@ Result<InsertResult> ChunkStore::InsertBlob(const Digest& digest, std::string_vi
                               " bytes exceeds the limit");
   }
   if (expected_size > kMaxBlobPayload) {
-    return Status::Corruption("chunk size " + std::to_string(expected_size) +
-                              " exceeds the limit");
+    return Status::Corruption("chunk size " + std::to_string(expected_size) + " exceeds the limit");
   }
   CAIRN_ASSIGN_OR_RETURN(BlobKind kind, CheckBlob(blob));
   std::string_view body = blob.substr(kBlobHeaderSize);
@@ -168,9 +167,8 @@ Result<InsertResult> ChunkStore::InsertBlob(const Digest& digest, std::string_vi
     case BlobKind::kPlain:
       // Hashed in place: no copy of the payload.
       if (body.size() != expected_size) {
-        return Status::Corruption("chunk size mismatch: expected " +
-                                  std::to_string(expected_size) + ", blob holds " +
-                                  std::to_string(body.size()));
+        return Status::Corruption("chunk size mismatch: expected " + std::to_string(expected_size) +
+                                  ", blob holds " + std::to_string(body.size()));
       }
       if (Digest got = PlaintextDigest(body); got != digest) return DigestMismatch(digest, got);
       break;

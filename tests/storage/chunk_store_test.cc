@@ -199,8 +199,8 @@ TEST_F(ChunkStoreTest, ZeroChunk) {
   EXPECT_TRUE(*store_->ReadChunk(d) == zeros);
   // A short zero chunk (the tail of an image) has its own digest.
   const std::string short_zeros(12345, '\0');
-  ASSERT_TRUE(store_->InsertBlob(Sha256(short_zeros), EncodeBlob(short_zeros), 12345, nullptr)
-                  .ok());
+  ASSERT_TRUE(
+      store_->InsertBlob(Sha256(short_zeros), EncodeBlob(short_zeros), 12345, nullptr).ok());
   EXPECT_TRUE(*store_->ReadChunk(Sha256(short_zeros)) == short_zeros);
 }
 
@@ -208,8 +208,7 @@ TEST_F(ChunkStoreTest, WrongDigestIsCorruptionAndWritesNothing) {
   const std::string data = RandomBytes(5000, 3);
   const Digest wrong = Sha256("something else");
   for (bool compress : {false, true}) {
-    Status s = store_->InsertBlob(wrong, EncodeBlob(data, compress), data.size(), nullptr)
-                   .status();
+    Status s = store_->InsertBlob(wrong, EncodeBlob(data, compress), data.size(), nullptr).status();
     EXPECT_TRUE(s.IsCorruption()) << s.ToString();
   }
   EXPECT_FALSE(*store_->Exists(wrong));
@@ -222,9 +221,8 @@ TEST_F(ChunkStoreTest, WrongDigestIsCorruptionAndWritesNothing) {
   const Digest d = Sha256(other);
   ASSERT_TRUE(store_->InsertBlob(d, EncodeBlob(other), other.size(), nullptr).ok());
   SetOldMtime(store_->ChunkPath(d));
-  EXPECT_TRUE(store_->InsertBlob(d, EncodeBlob(data), data.size(), nullptr)
-                  .status()
-                  .IsCorruption());
+  EXPECT_TRUE(
+      store_->InsertBlob(d, EncodeBlob(data), data.size(), nullptr).status().IsCorruption());
   EXPECT_EQ(StatOrDie(store_->ChunkPath(d)).st_mtim.tv_sec, 1000000000);
 }
 
@@ -537,9 +535,8 @@ TEST_F(ChunkStoreTest, FailedWriteLeavesNothing) {
   for (auto op : {FaultInjectionEnv::Op::kAppend, FaultInjectionEnv::Op::kSync,
                   FaultInjectionEnv::Op::kClose, FaultInjectionEnv::Op::kRename}) {
     fenv.FailNth(op, 1);
-    EXPECT_TRUE((*store)->InsertBlob(d, EncodeBlob(data), data.size(), nullptr)
-                    .status()
-                    .IsIOError());
+    EXPECT_TRUE(
+        (*store)->InsertBlob(d, EncodeBlob(data), data.size(), nullptr).status().IsIOError());
     EXPECT_TRUE(ListPrefix(DigestPrefix(d)).empty()) << static_cast<int>(op);
   }
   fenv.ClearFaults();
@@ -644,8 +641,7 @@ TEST_F(ChunkStoreCrashTest, InsertWithoutFolderSync) {
   const Digest d = Sha256(data);
   const std::string blob = EncodeBlob(data);
   auto outcomes = CrashLoop(
-      d, data, [] {},
-      [&](ChunkStore* s) { (void)s->InsertBlob(d, blob, data.size(), nullptr); });
+      d, data, [] {}, [&](ChunkStore* s) { (void)s->InsertBlob(d, blob, data.size(), nullptr); });
   ASSERT_FALSE(outcomes.empty());
   // Without the session's folder fsync even a finished insert may vanish.
   for (auto o : outcomes) EXPECT_EQ(o, Outcome::kAbsent);
@@ -655,10 +651,12 @@ TEST_F(ChunkStoreCrashTest, InsertThenSyncFolders) {
   const std::string data = RandomBytes(200000, 21);
   const Digest d = Sha256(data);
   const std::string blob = EncodeBlob(data);
-  auto outcomes = CrashLoop(d, data, [] {}, [&](ChunkStore* s) {
-    DirtyFolders dirty;
-    if (s->InsertBlob(d, blob, data.size(), &dirty).ok()) (void)s->SyncFolders(&dirty);
-  });
+  auto outcomes = CrashLoop(
+      d, data, [] {},
+      [&](ChunkStore* s) {
+        DirtyFolders dirty;
+        if (s->InsertBlob(d, blob, data.size(), &dirty).ok()) (void)s->SyncFolders(&dirty);
+      });
   ASSERT_FALSE(outcomes.empty());
   EXPECT_EQ(outcomes.back(), Outcome::kValid);  // finished: durable
   EXPECT_EQ(outcomes.front(), Outcome::kAbsent);
@@ -669,11 +667,13 @@ TEST_F(ChunkStoreCrashTest, InsertThenSyncFolders) {
 TEST_F(ChunkStoreCrashTest, InsertDataThenSyncFolders) {
   const std::string data = TextLike(150000, 22);
   const Digest d = Sha256(data);
-  auto outcomes = CrashLoop(d, data, [] {}, [&](ChunkStore* s) {
-    DirtyFolders dirty;
-    Digest got;
-    if (s->InsertData(data, &got, &dirty).ok()) (void)s->SyncFolders(&dirty);
-  });
+  auto outcomes = CrashLoop(
+      d, data, [] {},
+      [&](ChunkStore* s) {
+        DirtyFolders dirty;
+        Digest got;
+        if (s->InsertData(data, &got, &dirty).ok()) (void)s->SyncFolders(&dirty);
+      });
   ASSERT_FALSE(outcomes.empty());
   EXPECT_EQ(outcomes.back(), Outcome::kValid);
 }
@@ -701,8 +701,7 @@ TEST_F(ChunkStoreCrashTest, MarkBadIsAtomic) {
   const Digest d = Sha256(data);
   const std::string blob = EncodeBlob(data);
   auto outcomes = CrashLoop(
-      d, data,
-      [&] { ASSERT_TRUE(WriteFileAtomic(env_, store_->ChunkPath(d), blob, true).ok()); },
+      d, data, [&] { ASSERT_TRUE(WriteFileAtomic(env_, store_->ChunkPath(d), blob, true).ok()); },
       [&](ChunkStore* s) { (void)s->MarkBad(d); });
   ASSERT_FALSE(outcomes.empty());
   EXPECT_EQ(outcomes.front(), Outcome::kValid);

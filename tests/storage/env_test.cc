@@ -156,7 +156,7 @@ TEST_F(EnvTest, CreateDirAll) {
   const std::string deep = Path("a/b/c/d");
   ASSERT_TRUE(CreateDirAll(env_, deep).ok());
   EXPECT_TRUE(env_->Stat(deep)->is_dir);
-  EXPECT_TRUE(CreateDirAll(env_, deep).ok());           // exists: fine
+  EXPECT_TRUE(CreateDirAll(env_, deep).ok());          // exists: fine
   EXPECT_TRUE(CreateDirAll(env_, Path("a/b/")).ok());  // trailing slash
   Write(Path("a/file"), "x");
   EXPECT_TRUE(CreateDirAll(env_, Path("a/file")).IsAlreadyExists());

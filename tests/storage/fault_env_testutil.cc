@@ -44,16 +44,26 @@ std::string Reparent(const std::string& path, const std::string& from, const std
 
 const char* OpName(FaultInjectionEnv::Op op) {
   switch (op) {
-    case FaultInjectionEnv::Op::kNewFile: return "NewFile";
-    case FaultInjectionEnv::Op::kAppend: return "Append";
-    case FaultInjectionEnv::Op::kSync: return "Sync";
-    case FaultInjectionEnv::Op::kClose: return "Close";
-    case FaultInjectionEnv::Op::kRename: return "Rename";
-    case FaultInjectionEnv::Op::kRemoveFile: return "RemoveFile";
-    case FaultInjectionEnv::Op::kCreateDir: return "CreateDir";
-    case FaultInjectionEnv::Op::kRemoveDir: return "RemoveDir";
-    case FaultInjectionEnv::Op::kSyncDir: return "SyncDir";
-    case FaultInjectionEnv::Op::kTouchMtime: return "TouchMtime";
+    case FaultInjectionEnv::Op::kNewFile:
+      return "NewFile";
+    case FaultInjectionEnv::Op::kAppend:
+      return "Append";
+    case FaultInjectionEnv::Op::kSync:
+      return "Sync";
+    case FaultInjectionEnv::Op::kClose:
+      return "Close";
+    case FaultInjectionEnv::Op::kRename:
+      return "Rename";
+    case FaultInjectionEnv::Op::kRemoveFile:
+      return "RemoveFile";
+    case FaultInjectionEnv::Op::kCreateDir:
+      return "CreateDir";
+    case FaultInjectionEnv::Op::kRemoveDir:
+      return "RemoveDir";
+    case FaultInjectionEnv::Op::kSyncDir:
+      return "SyncDir";
+    case FaultInjectionEnv::Op::kTouchMtime:
+      return "TouchMtime";
   }
   return "?";
 }
@@ -63,9 +73,9 @@ const char* OpName(FaultInjectionEnv::Op op) {
 // What the env knows about one file it wrote (or renamed). Shared between the
 // path map and the open TrackedFile, so renames of an open file keep working.
 struct FaultInjectionEnv::FileState {
-  std::string path;          // where it is now (normalized)
-  uint64_t size = 0;         // bytes appended through this env
-  uint64_t synced_size = 0;  // `size` at the last successful Sync
+  std::string path;            // where it is now (normalized)
+  uint64_t size = 0;           // bytes appended through this env
+  uint64_t synced_size = 0;    // `size` at the last successful Sync
   bool entry_durable = false;  // its name in its folder survives a crash
 };
 
@@ -204,13 +214,11 @@ Status FaultInjectionEnv::BeginOpLocked(Op op, const std::string& what) {
   return Status::OK();
 }
 
-Result<std::unique_ptr<WritableFile>> FaultInjectionEnv::NewWritableFile(
-    const std::string& path) {
+Result<std::unique_ptr<WritableFile>> FaultInjectionEnv::NewWritableFile(const std::string& path) {
   return NewFile(path, /*exclusive=*/false);
 }
 
-Result<std::unique_ptr<WritableFile>> FaultInjectionEnv::NewExclusiveFile(
-    const std::string& path) {
+Result<std::unique_ptr<WritableFile>> FaultInjectionEnv::NewExclusiveFile(const std::string& path) {
   return NewFile(path, /*exclusive=*/true);
 }
 

@@ -163,14 +163,14 @@ class FaultInjectionEnv : public EnvWrapper {
   void ResetLocked();
 
   mutable std::mutex mu_;
-  int64_t ops_ = 0;                                   // GUARDED_BY(mu_)
-  std::vector<std::string> log_;                      // GUARDED_BY(mu_)
-  int64_t fail_countdown_[kOpKinds] = {};             // GUARDED_BY(mu_); 0 = off
-  std::optional<int64_t> crash_countdown_;            // GUARDED_BY(mu_)
-  bool crashed_ = false;                              // GUARDED_BY(mu_)
-  std::optional<int64_t> now_;                        // GUARDED_BY(mu_)
+  int64_t ops_ = 0;                                          // GUARDED_BY(mu_)
+  std::vector<std::string> log_;                             // GUARDED_BY(mu_)
+  int64_t fail_countdown_[kOpKinds] = {};                    // GUARDED_BY(mu_); 0 = off
+  std::optional<int64_t> crash_countdown_;                   // GUARDED_BY(mu_)
+  bool crashed_ = false;                                     // GUARDED_BY(mu_)
+  std::optional<int64_t> now_;                               // GUARDED_BY(mu_)
   std::map<std::string, std::shared_ptr<FileState>> files_;  // GUARDED_BY(mu_); by path
-  std::vector<RenameRecord> renames_;                 // GUARDED_BY(mu_); not yet durable
+  std::vector<RenameRecord> renames_;                        // GUARDED_BY(mu_); not yet durable
 };
 
 }  // namespace cairn::storage
