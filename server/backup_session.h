@@ -14,6 +14,7 @@
 // (verification happens outside the session lock); index, blob, finish and
 // abort are serialised.
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>

@@ -76,6 +76,9 @@ Status Server::OpenStores() {
   return Status::OK();
 }
 
+Server::Server(ServerOptions options)
+    : options_(std::move(options)), sessions_(options_.idle_timeout_seconds) {}
+
 Server::~Server() { Stop(); }
 
 Result<storage::Datastore*> Server::Store(const std::string& name) {
@@ -99,7 +102,8 @@ Status Server::Start() {
   http_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   http_->set_payload_max_length(kMaxBodyBytes);
   http_->set_keep_alive_max_count(100000);
-  http_->set_keep_alive_timeout(30);
+  // Short: an idle keep-alive connection holds a worker, and Stop() waits for it.
+  http_->set_keep_alive_timeout(5);
   http_->set_read_timeout(120, 0);
   http_->set_write_timeout(120, 0);
   RegisterRoutes(this, http_.get());

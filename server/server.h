@@ -72,8 +72,7 @@ class Server {
   int64_t start_time() const { return start_time_; }
 
  private:
-  Server(ServerOptions options) : options_(std::move(options)),
-                                  sessions_(options_.idle_timeout_seconds) {}
+  explicit Server(ServerOptions options);
   Status OpenStores();
 
   const ServerOptions options_;

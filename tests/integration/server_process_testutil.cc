@@ -18,11 +18,9 @@ namespace cairn::testing {
 
 std::string BinaryPath(const std::string& rel) {
   const char* dir = std::getenv("CAIRN_BINARY_DIR");
-  if (dir == nullptr) {
-    ADD_FAILURE() << "CAIRN_BINARY_DIR is not set: run the integration tests through ctest";
-    return rel;
-  }
-  return std::string(dir) + "/" + rel;
+  std::string path = std::string(dir != nullptr ? dir : CAIRN_DEFAULT_BINARY_DIR) + "/" + rel;
+  if (::access(path.c_str(), X_OK) != 0) ADD_FAILURE() << "no executable " << path;
+  return path;
 }
 
 TempDir::TempDir() {

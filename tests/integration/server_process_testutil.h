@@ -15,8 +15,8 @@
 
 namespace cairn::testing {
 
-// Path of a built binary: $CAIRN_BINARY_DIR/<rel>. Fails the test loudly when
-// the variable is unset (run through CTest).
+// Path of a built binary: <build dir>/<rel> (the build dir is compiled in;
+// $CAIRN_BINARY_DIR overrides it). Fails the test loudly when it is missing.
 std::string BinaryPath(const std::string& rel);
 
 // A fresh temporary directory, removed by the destructor.
