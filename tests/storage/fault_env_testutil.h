@@ -52,7 +52,8 @@
 //     state of every file under it, both ways. (Simplification: only the
 //     target folder matters; syncing only the source folder does not make a
 //     rename durable here. If the old name has since been taken by another
-//     entry, the renamed entry is dropped instead of being moved back.)
+//     entry, a renamed file is deleted and a renamed folder stays where it
+//     is, instead of being moved back.)
 //   * Simplifications, all on the optimistic side: CreateDir, RemoveDir,
 //     RemoveFile and TouchMtime are durable as soon as they return; files
 //     that existed before this env touched them are durable as they are;
