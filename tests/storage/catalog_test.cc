@@ -1,0 +1,431 @@
+#include "storage/catalog.h"
+
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+
+#include <thread>
+
+#include "storage/datastore.h"
+#include "tests/storage/datastore_testutil.h"
+
+namespace cairn::storage {
+namespace {
+
+constexpr int64_t kT0 = 1795283438;  // 2026-11-21T17:50:38Z
+
+SnapshotRef Ref(std::vector<std::string> ns, std::string type, std::string id, int64_t t) {
+  return SnapshotRef{GroupRef{std::move(ns), std::move(type), std::move(id)}, t};
+}
+
+Manifest MakeManifest(const SnapshotRef& ref, const std::map<std::string, std::string>& archives) {
+  Manifest m;
+  m.backup_type = ref.group.type;
+  m.backup_id = ref.group.id;
+  m.backup_time = ref.time;
+  for (const auto& [name, bytes] : archives) {
+    m.archives.push_back(ArchiveInfo{name, bytes.size(), Sha256(bytes)});
+  }
+  m.client = {{"host", "pve1"}};
+  return m;
+}
+
+std::map<std::string, std::string> Archives(int seed) {
+  return {{"drive0.fidx", std::string(100 + seed, 'x')},
+          {"qemu-server.conf.blob", "conf " + std::to_string(seed)}};
+}
+
+// Reads one integer PRAGMA straight from the file, bypassing Catalog.
+int64_t Pragma(const std::string& db_path, const char* sql) {
+  sqlite3* db = nullptr;
+  EXPECT_EQ(sqlite3_open_v2(db_path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  EXPECT_EQ(sqlite3_prepare_v2(db, sql, -1, &st, nullptr), SQLITE_OK);
+  int64_t v = -1;
+  if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return v;
+}
+
+std::string PragmaText(const std::string& db_path, const char* sql) {
+  sqlite3* db = nullptr;
+  EXPECT_EQ(sqlite3_open_v2(db_path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  EXPECT_EQ(sqlite3_prepare_v2(db, sql, -1, &st, nullptr), SQLITE_OK);
+  std::string v;
+  if (sqlite3_step(st) == SQLITE_ROW) {
+    v = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
+  }
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return v;
+}
+
+class CatalogTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = JoinPath(::testing::TempDir(), "cairn_catalog_test.XXXXXX");
+    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+    tmp_ = tmpl;
+    db_path_ = JoinPath(tmp_, "cairn.db");
+  }
+  void TearDown() override {
+    cat_.reset();
+    EXPECT_TRUE(RemoveAll(Env::Default(), tmp_).ok());
+  }
+
+  void OpenCatalog() {
+    auto c = Catalog::Open(db_path_);
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    cat_ = std::move(*c);
+  }
+
+  std::string Dump(const std::string& store) {
+    auto d = cat_->Dump(store);
+    EXPECT_TRUE(d.ok()) << d.status().ToString();
+    return d.ok() ? *d : "";
+  }
+
+  std::string tmp_;
+  std::string db_path_;
+  std::unique_ptr<Catalog> cat_;
+};
+
+TEST_F(CatalogTest, MigrationsOnFreshDatabase) {
+  OpenCatalog();
+  auto v = cat_->SchemaVersion();
+  ASSERT_TRUE(v.ok());
+  EXPECT_EQ(*v, kCatalogSchemaVersion);
+  EXPECT_GE(kCatalogSchemaVersion, 1);
+  cat_.reset();
+  EXPECT_EQ(Pragma(db_path_, "PRAGMA user_version"), kCatalogSchemaVersion);
+  EXPECT_EQ(PragmaText(db_path_, "PRAGMA journal_mode"), "wal");
+  for (const char* table : {"datastores", "groups", "snapshots", "archives"}) {
+    const std::string sql =
+        std::string("SELECT COUNT(*) FROM sqlite_master WHERE type='table' AND name='") + table +
+        "'";
+    EXPECT_EQ(Pragma(db_path_, sql.c_str()), 1) << table;
+  }
+
+  // Reopening keeps the version and the data.
+  OpenCatalog();
+  ASSERT_TRUE(cat_->AddDatastore("main", "/srv/main").ok());
+  cat_.reset();
+  OpenCatalog();
+  EXPECT_EQ(*cat_->SchemaVersion(), kCatalogSchemaVersion);
+  EXPECT_EQ(cat_->ListDatastores()->size(), 1u);
+}
+
+TEST_F(CatalogTest, RefusesNewerSchema) {
+  OpenCatalog();
+  cat_.reset();
+  Pragma(db_path_, "PRAGMA user_version = 999");
+  auto c = Catalog::Open(db_path_);
+  ASSERT_FALSE(c.ok());
+  EXPECT_TRUE(c.status().IsConflict()) << c.status().ToString();
+  EXPECT_EQ(Pragma(db_path_, "PRAGMA user_version"), 999);
+}
+
+TEST_F(CatalogTest, ForeignKeysAreOn) {
+  OpenCatalog();
+  ASSERT_TRUE(cat_->AddDatastore("main", "/srv/main").ok());
+  const SnapshotRef a = Ref({}, "vm", "100", kT0);
+  ASSERT_TRUE(cat_->UpsertSnapshot("main", a, MakeManifest(a, Archives(1))).ok());
+  // Removing the store cascades to groups, snapshots, archives.
+  ASSERT_TRUE(cat_->RemoveDatastore("main").ok());
+  ASSERT_TRUE(cat_->AddDatastore("main", "/srv/main").ok());
+  EXPECT_TRUE(cat_->ListGroups("main")->empty());
+  EXPECT_TRUE(cat_->ListArchives("main", a)->empty());
+  cat_.reset();
+  EXPECT_EQ(Pragma(db_path_, "SELECT COUNT(*) FROM archives"), 0);
+  EXPECT_EQ(Pragma(db_path_, "SELECT COUNT(*) FROM snapshots"), 0);
+}
+
+TEST_F(CatalogTest, Datastores) {
+  OpenCatalog();
+  ASSERT_TRUE(cat_->AddDatastore("zeta", "/srv/z").ok());
+  ASSERT_TRUE(cat_->AddDatastore("alpha", "/srv/a").ok());
+  EXPECT_TRUE(cat_->AddDatastore("alpha", "/elsewhere").IsAlreadyExists());
+  EXPECT_TRUE(cat_->AddDatastore("../x", "/srv/x").IsInvalidArgument());
+  EXPECT_TRUE(cat_->AddDatastore("ok", "").IsInvalidArgument());
+  auto list = cat_->ListDatastores();
+  ASSERT_TRUE(list.ok());
+  EXPECT_EQ(*list, (std::vector<DatastoreRow>{{"alpha", "/srv/a"}, {"zeta", "/srv/z"}}));
+  EXPECT_EQ(cat_->GetDatastore("zeta")->path, "/srv/z");
+  EXPECT_TRUE(cat_->GetDatastore("nope").status().IsNotFound());
+  EXPECT_TRUE(cat_->RemoveDatastore("nope").IsNotFound());
+  ASSERT_TRUE(cat_->RemoveDatastore("zeta").ok());
+  EXPECT_EQ(cat_->ListDatastores()->size(), 1u);
+}
+
+TEST_F(CatalogTest, UpsertListAndUpdate) {
+  OpenCatalog();
+  ASSERT_TRUE(cat_->AddDatastore("main", "/srv/main").ok());
+  const SnapshotRef a1 = Ref({}, "vm", "100", kT0);
+  const SnapshotRef a2 = Ref({}, "vm", "100", kT0 + 60);
+  const SnapshotRef b1 = Ref({"prod", "eu"}, "ct", "7", kT0);
+  const Manifest m1 = MakeManifest(a1, Archives(1));
+  ASSERT_TRUE(cat_->UpsertSnapshot("main", a2, MakeManifest(a2, Archives(2))).ok());
+  ASSERT_TRUE(cat_->UpsertSnapshot("main", a1, m1).ok());
+  ASSERT_TRUE(cat_->UpsertSnapshot("main", b1, MakeManifest(b1, Archives(3))).ok());
+  ASSERT_TRUE(cat_->SetGroupOwner("main", a1.group, "alice").ok());
+  EXPECT_TRUE(cat_->UpsertSnapshot("main", a1, MakeManifest(a2, Archives(1))).IsInvalidArgument());
+  EXPECT_TRUE(cat_->UpsertSnapshot("nostore", a1, m1).IsNotFound());
+  EXPECT_TRUE(cat_->ListGroups("nostore").status().IsNotFound());
+
+  auto groups = cat_->ListGroups("main");
+  ASSERT_TRUE(groups.ok()) << groups.status().ToString();
+  ASSERT_EQ(groups->size(), 2u);
+  EXPECT_EQ((*groups)[0], (GroupRow{a1.group, "alice", 2, kT0 + 60}));
+  EXPECT_EQ((*groups)[1], (GroupRow{b1.group, "", 1, kT0}));
+
+  auto snaps = cat_->ListSnapshots("main", a1.group);
+  ASSERT_TRUE(snaps.ok());
+  ASSERT_EQ(snaps->size(), 2u);
+  EXPECT_EQ((*snaps)[0].ref, a1);
+  EXPECT_EQ((*snaps)[1].ref, a2);
+  EXPECT_EQ((*snaps)[0].size, m1.TotalSize());
+  EXPECT_FALSE((*snaps)[0].verify.has_value());
+
+  auto archives = cat_->ListArchives("main", a1);
+  ASSERT_TRUE(archives.ok());
+  EXPECT_EQ(*archives, m1.archives);  // both sorted by name
+
+  ASSERT_TRUE(cat_->SetVerifyState("main", a1, VerifyState{"failed", kT0 + 9, "task-1"}).ok());
+  ASSERT_TRUE(cat_->SetProtected("main", a1, true).ok());
+  // Outside text goes in as a bound value, never as SQL.
+  const std::string evil = "x'); DROP TABLE snapshots; --\n\"quoted\"\x01";
+  ASSERT_TRUE(cat_->SetNotes("main", a1, evil).ok());
+  auto row = cat_->GetSnapshot("main", a1);
+  ASSERT_TRUE(row.ok());
+  EXPECT_TRUE(row->is_protected);
+  EXPECT_EQ(row->notes, evil);
+  EXPECT_EQ(row->verify, (VerifyState{"failed", kT0 + 9, "task-1"}));
+  EXPECT_TRUE(cat_->SetNotes("main", Ref({}, "vm", "100", 1), "x").IsNotFound());
+  EXPECT_TRUE(cat_->GetSnapshot("main", Ref({}, "vm", "100", 1)).status().IsNotFound());
+
+  // Dump keeps one row a line whatever the notes hold.
+  const std::string dump = Dump("main");
+  EXPECT_EQ(std::count(dump.begin(), dump.end(), '\n'), 1 + 2 + 3 + 6);
+
+  // Upsert again replaces the row and its archives.
+  Manifest m1b = MakeManifest(a1, {{"drive0.fidx", "y"}});
+  m1b.notes = "replaced";
+  ASSERT_TRUE(cat_->UpsertSnapshot("main", a1, m1b).ok());
+  EXPECT_EQ(cat_->GetSnapshot("main", a1)->notes, "replaced");
+  EXPECT_FALSE(cat_->GetSnapshot("main", a1)->is_protected);
+  EXPECT_EQ(cat_->ListArchives("main", a1)->size(), 1u);
+
+  // Removing the last snapshot of an owned group keeps the group row; of an
+  // unowned one removes it (as the datastore does with the folder).
+  ASSERT_TRUE(cat_->RemoveSnapshot("main", a1).ok());
+  ASSERT_TRUE(cat_->RemoveSnapshot("main", a2).ok());
+  ASSERT_TRUE(cat_->RemoveSnapshot("main", b1).ok());
+  EXPECT_TRUE(cat_->RemoveSnapshot("main", b1).IsNotFound());
+  groups = cat_->ListGroups("main");
+  ASSERT_TRUE(groups.ok());
+  EXPECT_EQ(*groups, (std::vector<GroupRow>{{a1.group, "alice", 0, 0}}));
+  ASSERT_TRUE(cat_->RemoveGroup("main", a1.group).ok());
+  EXPECT_TRUE(cat_->RemoveGroup("main", a1.group).IsNotFound());
+  EXPECT_TRUE(cat_->ListGroups("main")->empty());
+}
+
+// Builds a datastore with several groups and namespaces, protected snapshots,
+// notes, verify states and owners, mirroring every change into the catalog
+// as the server does; then checks reindex gives the very same rows.
+class CatalogReindexTest : public CatalogTest {
+ protected:
+  void SetUp() override {
+    CatalogTest::SetUp();
+    store_dir_ = JoinPath(tmp_, "store");
+    ASSERT_TRUE(TestDatastores::Create(store_dir_).ok());
+    auto ds = Datastore::Open(Env::Default(), store_dir_);
+    ASSERT_TRUE(ds.ok());
+    ds_ = std::move(*ds);
+    OpenCatalog();
+    ASSERT_TRUE(cat_->AddDatastore("main", store_dir_).ok());
+  }
+  void TearDown() override {
+    ds_.reset();
+    EXPECT_TRUE(TestDatastores::Remove(store_dir_).ok());
+    CatalogTest::TearDown();
+  }
+
+  void Commit(const std::string& store, const SnapshotRef& ref, int seed) {
+    auto staged = ds_->Stage(ref);
+    ASSERT_TRUE(staged.ok());
+    for (const auto& [name, bytes] : Archives(seed)) {
+      ASSERT_TRUE((*staged)->WriteArchive(name, bytes).ok());
+    }
+    Manifest m = MakeManifest(ref, Archives(seed));
+    ASSERT_TRUE((*staged)->Commit(m).ok());
+    ASSERT_TRUE(cat_->UpsertSnapshot(store, ref, m).ok());
+  }
+
+  void Populate() {
+    const GroupRef g1{{}, "vm", "100"};
+    const GroupRef g2{{"prod"}, "vm", "100"};
+    const GroupRef g3{{"prod", "eu"}, "ct", "web-1"};
+    const GroupRef g4{{}, "host", "h1"};
+    const GroupRef g5{{"a-b"}, "vm", "1"};  // "a-b" < "a/…" as text, not as components
+    const GroupRef g6{{"a", "b"}, "vm", "1"};
+    for (const auto& [g, owner] : std::vector<std::pair<GroupRef, std::string>>{
+             {g1, "alice"}, {g2, "bob!tok"}, {g3, "carol"}, {g5, "dave"}}) {
+      ASSERT_TRUE(ds_->SetOwner(g, owner).ok());
+      ASSERT_TRUE(cat_->SetGroupOwner("main", g, owner).ok());
+    }
+    for (int i = 0; i < 3; ++i) Commit("main", SnapshotRef{g1, kT0 + 3600 * i}, i);
+    Commit("main", SnapshotRef{g2, kT0}, 4);
+    Commit("main", SnapshotRef{g3, kT0 + 1}, 5);
+    Commit("main", SnapshotRef{g4, kT0 + 2}, 6);
+    Commit("main", SnapshotRef{g6, kT0 + 3}, 7);
+    // g5: owner only, no snapshot yet.
+
+    const SnapshotRef p{g1, kT0};
+    ASSERT_TRUE(ds_->SetProtected(p, true).ok());
+    ASSERT_TRUE(cat_->SetProtected("main", p, true).ok());
+    const SnapshotRef n{g2, kT0};
+    ASSERT_TRUE(ds_->SetNotes(n, "before upgrade\nsecond line \"quoted\"").ok());
+    ASSERT_TRUE(cat_->SetNotes("main", n, "before upgrade\nsecond line \"quoted\"").ok());
+    const SnapshotRef v{g3, kT0 + 1};
+    const VerifyState vs{"ok", kT0 + 100, "UPID:verify"};
+    ASSERT_TRUE(ds_->SetVerifyState(v, vs).ok());
+    ASSERT_TRUE(cat_->SetVerifyState("main", v, vs).ok());
+    // A delete, mirrored.
+    const SnapshotRef d{g1, kT0 + 3600};
+    ASSERT_TRUE(ds_->DeleteSnapshot(d).ok());
+    ASSERT_TRUE(cat_->RemoveSnapshot("main", d).ok());
+    // A group whose only snapshot is deleted disappears from both.
+    const SnapshotRef gone = Ref({}, "vm", "555", kT0);
+    Commit("main", gone, 8);
+    ASSERT_TRUE(ds_->DeleteSnapshot(gone).ok());
+    ASSERT_TRUE(cat_->RemoveSnapshot("main", gone).ok());
+  }
+
+  std::string store_dir_;
+  std::unique_ptr<Datastore> ds_;
+};
+
+TEST_F(CatalogReindexTest, ReindexEqualsIncrementalCatalog) {
+  Populate();
+  const std::string incremental = Dump("main");
+  EXPECT_NE(incremental.find("protected=1"), std::string::npos);
+  EXPECT_NE(incremental.find("owner=\"bob!tok\""), std::string::npos);
+  EXPECT_NE(incremental.find("UPID:verify"), std::string::npos);
+  EXPECT_EQ(cat_->ListGroups("main")->size(), 6u);
+
+  ReindexReport report;
+  ASSERT_TRUE(cat_->Reindex("main", *ds_, &report).ok());
+  EXPECT_EQ(Dump("main"), incremental);
+  EXPECT_EQ(report.groups, 6);
+  EXPECT_EQ(report.snapshots, 6);
+  EXPECT_TRUE(report.skipped.empty());
+
+  // Rows that drifted from the directory are put right.
+  ASSERT_TRUE(cat_->RemoveSnapshot("main", Ref({"prod"}, "vm", "100", kT0)).ok());
+  ASSERT_TRUE(cat_->UpsertSnapshot("main", Ref({}, "vm", "999", kT0),
+                                   MakeManifest(Ref({}, "vm", "999", kT0), Archives(9)))
+                  .ok());
+  ASSERT_TRUE(cat_->SetNotes("main", Ref({}, "vm", "100", kT0), "stale").ok());
+  ASSERT_NE(Dump("main"), incremental);
+  ASSERT_TRUE(cat_->Reindex("main", *ds_).ok());
+  EXPECT_EQ(Dump("main"), incremental);
+}
+
+TEST_F(CatalogReindexTest, ReindexAfterLosingTheDatabase) {
+  Populate();
+  const std::string incremental = Dump("main");
+  cat_.reset();
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    ASSERT_TRUE(RemoveAll(Env::Default(), db_path_ + suffix).ok());
+  }
+  OpenCatalog();
+  ASSERT_TRUE(cat_->AddDatastore("main", store_dir_).ok());
+  ASSERT_TRUE(cat_->Reindex("main", *ds_).ok());
+  EXPECT_EQ(Dump("main"), incremental);
+}
+
+TEST_F(CatalogReindexTest, OtherStoreUnaffected) {
+  // A second store whose rows only the catalog knows (its folder is elsewhere).
+  ASSERT_TRUE(cat_->AddDatastore("other", "/srv/other").ok());
+  const SnapshotRef o = Ref({"x"}, "vm", "100", kT0);
+  ASSERT_TRUE(cat_->SetGroupOwner("other", o.group, "zed").ok());
+  Manifest mo = MakeManifest(o, Archives(1));
+  mo.is_protected = true;
+  mo.notes = "other store";
+  ASSERT_TRUE(cat_->UpsertSnapshot("other", o, mo).ok());
+  // The same group name in "main" too.
+  Commit("main", o, 2);
+  const std::string other = Dump("other");
+
+  Populate();
+  ASSERT_TRUE(cat_->Reindex("main", *ds_).ok());
+  EXPECT_EQ(Dump("other"), other);
+  EXPECT_NE(Dump("main").find("vm\" \"100\" 1795283438"), std::string::npos);
+  EXPECT_TRUE(cat_->Reindex("nostore", *ds_).IsNotFound());
+  EXPECT_TRUE(cat_->Dump("nostore").status().IsNotFound());
+}
+
+TEST_F(CatalogReindexTest, ReindexSkipsUnreadableManifests) {
+  Populate();
+  const SnapshotRef bad{GroupRef{{}, "host", "h1"}, kT0 + 2};
+  const std::string index = JoinPath(*ds_->SnapshotPath(bad), "index.json");
+  ASSERT_TRUE(WriteFileAtomic(Env::Default(), index, "{not json", false).ok());
+  ReindexReport report;
+  ASSERT_TRUE(cat_->Reindex("main", *ds_, &report).ok());
+  ASSERT_EQ(report.skipped.size(), 1u);
+  EXPECT_EQ(report.skipped[0].first, bad);
+  EXPECT_TRUE(report.skipped[0].second.IsCorruption());
+  EXPECT_TRUE(cat_->GetSnapshot("main", bad).status().IsNotFound());
+  EXPECT_EQ(report.snapshots, 5);
+}
+
+// An Env whose reads of one path fail: Reindex must then change nothing.
+class FailReadEnv : public EnvWrapper {
+ public:
+  FailReadEnv(Env* target, std::string needle) : EnvWrapper(target), needle_(std::move(needle)) {}
+  Status ReadFile(const std::string& p, std::string* out, uint64_t max_size) override {
+    if (p.find(needle_) != std::string::npos) return Status::IOError("injected read failure");
+    return EnvWrapper::ReadFile(p, out, max_size);
+  }
+
+ private:
+  std::string needle_;
+};
+
+TEST_F(CatalogReindexTest, FailedReindexChangesNothing) {
+  Populate();
+  ASSERT_TRUE(cat_->SetNotes("main", Ref({}, "vm", "100", kT0), "catalog only").ok());
+  const std::string before = Dump("main");
+  ds_.reset();
+  FailReadEnv env(Env::Default(), "ns/prod/ns/eu");
+  auto ds = Datastore::Open(&env, store_dir_);
+  ASSERT_TRUE(ds.ok());
+  Status s = cat_->Reindex("main", **ds);
+  EXPECT_TRUE(s.IsIOError()) << s.ToString();
+  EXPECT_EQ(Dump("main"), before);
+}
+
+TEST_F(CatalogTest, ConcurrentWriters) {
+  OpenCatalog();
+  ASSERT_TRUE(cat_->AddDatastore("main", "/srv/main").ok());
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 25; ++i) {
+        const SnapshotRef r = Ref({}, "vm", std::to_string(t), kT0 + i);
+        EXPECT_TRUE(cat_->UpsertSnapshot("main", r, MakeManifest(r, Archives(i))).ok());
+        EXPECT_TRUE(cat_->ListGroups("main").ok());
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  auto groups = cat_->ListGroups("main");
+  ASSERT_TRUE(groups.ok());
+  ASSERT_EQ(groups->size(), 4u);
+  for (const auto& g : *groups) EXPECT_EQ(g.snapshot_count, 25);
+}
+
+}  // namespace
+}  // namespace cairn::storage
