@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <map>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -584,6 +585,39 @@ TEST_F(DatastoreTest, HiddenAndInvalidFoldersAreNotListed) {
   auto snaps = ds_->ListSnapshots(a.group);
   ASSERT_TRUE(snaps.ok());
   EXPECT_EQ(*snaps, std::vector<SnapshotRef>{a});
+}
+
+// Commits and deletes racing in the same groups: a delete that empties a
+// group folder must never pull it from under a commit renaming into it.
+TEST_F(DatastoreTest, ConcurrentCommitsAndDeletes) {
+  CreateAndOpen();
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([this, t] {
+      for (int i = 0; i < 15; ++i) {
+        const SnapshotRef r = Ref({}, "vm", std::to_string(t % 2), kT0 + 100 * i + t);
+        Status s = WriteSnapshot(ds_.get(), r, SomeArchives(i));
+        EXPECT_TRUE(s.ok()) << s.ToString();
+        EXPECT_TRUE(ds_->ListGroups().ok());
+        if (i % 3 != 0) {
+          s = ds_->DeleteSnapshot(r);
+          EXPECT_TRUE(s.ok()) << s.ToString();
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  int64_t total = 0;
+  auto groups = ds_->ListGroups();
+  ASSERT_TRUE(groups.ok());
+  for (const GroupRef& g : *groups) {
+    auto snaps = ds_->ListSnapshots(g);
+    ASSERT_TRUE(snaps.ok());
+    for (const SnapshotRef& r : *snaps) EXPECT_TRUE(ds_->ReadManifest(r).ok());
+    total += static_cast<int64_t>(snaps->size());
+  }
+  EXPECT_EQ(total, 4 * 5);
+  EXPECT_TRUE(List(".staging").empty());
 }
 
 // --- Crash injection -------------------------------------------------------
