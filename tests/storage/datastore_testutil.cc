@@ -1,8 +1,12 @@
 #include "tests/storage/datastore_testutil.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <mutex>
 #include <vector>
 
@@ -15,8 +19,8 @@ namespace {
 
 constexpr char kChunks[] = ".chunks";
 
-// Spare `.chunks` trees, each in its own folder below one temp folder that
-// is removed when the process exits.
+// Spare `.chunks` trees, each in its own folder below one temp folder
+// ("cairn_spare_chunks.<pid>.XXXXXX") that is removed when the process exits.
 class Pool {
  public:
   ~Pool() {
@@ -49,7 +53,10 @@ class Pool {
  private:
   Result<std::string> NewSlotLocked() {
     if (base_.empty()) {
-      std::string tmpl = JoinPath(::testing::TempDir(), "cairn_spare_chunks.XXXXXX");
+      RemoveStaleLocked();
+      std::string tmpl = JoinPath(::testing::TempDir(), std::string(kPrefix) +
+                                                            std::to_string(::getpid()) +
+                                                            ".XXXXXX");
       if (::mkdtemp(tmpl.data()) == nullptr) return Status::FromErrno("mkdtemp", errno);
       base_ = tmpl;
     }
@@ -57,6 +64,27 @@ class Pool {
     CAIRN_RETURN_IF_ERROR(Env::Default()->CreateDir(slot));
     return slot;
   }
+
+  // Spare trees of test processes that were killed (their destructor never
+  // ran) would pile up in the temp folder, 65536 folders each.
+  static void RemoveStaleLocked() {
+    Env* env = Env::Default();
+    std::vector<std::string> names;
+    if (!env->ListDir(::testing::TempDir(), &names).ok()) return;
+    for (const auto& n : names) {
+      if (n.rfind(kPrefix, 0) != 0) continue;
+      const std::string rest = n.substr(std::strlen(kPrefix));
+      const size_t dot = rest.find('.');
+      if (dot == 0 || dot == std::string::npos) continue;
+      char* end = nullptr;
+      const long pid = std::strtol(rest.c_str(), &end, 10);
+      if (end != rest.c_str() + dot || pid <= 0) continue;
+      if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
+      (void)RemoveAll(env, JoinPath(::testing::TempDir(), n));
+    }
+  }
+
+  static constexpr char kPrefix[] = "cairn_spare_chunks.";
 
   std::mutex mu_;
   std::string base_;               // GUARDED_BY(mu_)
