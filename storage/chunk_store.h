@@ -59,8 +59,9 @@ enum class InsertResult { kInserted, kExisted };
 
 class ChunkStore {
  public:
-  // Creates `<dir>/.chunks` and its 65536 prefix folders (durably). OK when
-  // they exist already.
+  // Creates `<dir>/.chunks` (durably); OK when it exists already. The 65536
+  // prefix folders are made on first use, each durably, by the first insert
+  // into it (storage/FORMAT.md says why).
   static Status Create(Env* env, const std::string& datastore_dir);
   // REQUIRES: Create() has run on the folder. NotFound otherwise.
   static Result<std::unique_ptr<ChunkStore>> Open(Env* env, const std::string& datastore_dir,

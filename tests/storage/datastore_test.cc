@@ -79,8 +79,6 @@ class DatastoreTest : public ::testing::Test {
     EXPECT_TRUE(RemoveAll(Env::Default(), tmp_).ok());
   }
 
-  // Creating the 65536 chunk folders is slow on some disks; all tests but
-  // CreateFromScratch borrow them (tests/storage/datastore_testutil.h).
   void CreateAndOpen() {
     ASSERT_TRUE(TestDatastores::Create(root_).ok());
     auto ds = Datastore::Open(env(), root_);
@@ -119,8 +117,7 @@ TEST_F(DatastoreTest, CreateFromScratch) {
   Status s = Datastore::Create(env(), root_);
   ASSERT_TRUE(s.ok()) << s.ToString();
   EXPECT_EQ(List(""), (std::vector<std::string>{".cairn-datastore", ".chunks", ".staging"}));
-  EXPECT_TRUE(Exists(".chunks/0000"));
-  EXPECT_TRUE(Exists(".chunks/ffff"));
+  EXPECT_TRUE(List(".chunks").empty());  // prefix folders come on first use
   auto ds = Datastore::Open(env(), root_);
   ASSERT_TRUE(ds.ok()) << ds.status().ToString();
   EXPECT_TRUE(Datastore::Create(env(), root_).IsAlreadyExists());
