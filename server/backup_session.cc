@@ -125,6 +125,12 @@ Result<storage::Manifest> BackupSession::Finish(const nlohmann::json& client) {
   std::sort(m.archives.begin(), m.archives.end(),
             [](const auto& a, const auto& b) { return a.name < b.name; });
   m.client = client.is_object() ? client : nlohmann::json::object();
+  // The client info comes from outside: never commit a manifest that would
+  // not read back (too deep, too large, invalid UTF-8).
+  if (auto check = storage::Manifest::Parse(m.ToJson()); !check.ok()) {
+    return Status::InvalidArgument("client info makes an invalid manifest: " +
+                                   check.status().message());
+  }
   CAIRN_RETURN_IF_ERROR(staged_->Commit(m));
   closed_ = true;
   staged_.reset();
