@@ -1,0 +1,586 @@
+// Storage microbenchmarks: SHA-256, zstd level 1, the blob codec and the chunk
+// store, on 4 MiB chunks. Throughput is plaintext bytes per second of wall
+// time (UseRealTime: fsync waits are not CPU time). bench/README.md explains
+// each benchmark and records measured numbers; bench/run_storage_bench.sh
+// builds, runs and compares against `openssl speed`.
+//
+// Content kinds, named in every benchmark that depends on content:
+//   random — incompressible bytes (encrypted or already compressed data);
+//   text   — log-like lines from a small vocabulary (zstd -1 shrinks it ~3.3x);
+//   zero   — all zero bytes (unused disk space).
+//
+// The chunk-store benchmarks write into a datastore created under
+// $CAIRN_BENCH_DIR (default /var/tmp), which must be a real disk filesystem
+// for the fsync variants to mean anything; a tmpfs there is reported on
+// stderr. The datastore is removed when the binary exits normally.
+
+#include <benchmark/benchmark.h>
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <stdlib.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "storage/blob.h"
+#include "storage/chunk_store.h"
+#include "storage/digest.h"
+#include "storage/env.h"
+#include "storage/status.h"
+
+namespace cairn::storage {
+namespace {
+
+constexpr size_t kBufSize = kChunkSize;  // 4 MiB
+constexpr double kCpuMinTime = 1.0;
+constexpr double kInsertMinTime = 2.0;
+
+enum class Content { kRandom, kText, kZero };
+
+const char* ContentName(Content c) {
+  switch (c) {
+    case Content::kRandom: return "random";
+    case Content::kText: return "text";
+    case Content::kZero: return "zero";
+  }
+  return "?";
+}
+
+std::string MakeRandom(size_t n) {
+  std::mt19937_64 rng(0x5eed);
+  std::string s(n, '\0');
+  for (size_t i = 0; i + 8 <= n; i += 8) {
+    uint64_t v = rng();
+    std::memcpy(s.data() + i, &v, 8);
+  }
+  return s;
+}
+
+// Log-like lines: a timestamp, a host, a level and a handful of words drawn
+// with a skew towards the common ones, plus a number. Compresses about like
+// system logs and text files do, which is the middle ground between the two
+// extremes.
+std::string MakeText(size_t n) {
+  static constexpr std::string_view kWords[] = {
+      "the",      "of",        "and",     "to",       "in",       "is",      "for",
+      "on",       "with",      "that",    "by",       "from",     "as",      "at",
+      "request",  "response",  "client",  "server",   "session",  "backup",  "chunk",
+      "snapshot", "datastore", "index",   "manifest", "upload",   "verify",  "error",
+      "warning",  "connected", "closed",  "timeout",  "retrying", "started", "finished",
+      "user",     "root",      "kernel",  "network",  "device",   "block",   "write",
+      "read",     "bytes",     "seconds", "ok",       "failed",   "denied",  "granted",
+      "cache",    "memory",    "process", "thread",   "queue",    "worker",  "task",
+      "config",   "loaded",    "value",   "key",      "path",     "file",    "folder",
+      "sync"};
+  static constexpr std::string_view kHosts[] = {"pve1", "pve2", "backup01", "web-03"};
+  static constexpr std::string_view kLevels[] = {"INFO", "INFO", "INFO", "DEBUG", "WARN",
+                                                 "ERROR"};
+  constexpr size_t kWordCount = sizeof(kWords) / sizeof(kWords[0]);
+  std::mt19937_64 rng(0x7e47);
+  std::uniform_int_distribution<size_t> word(0, kWordCount - 1);
+  std::string s;
+  s.reserve(n + 256);
+  uint64_t t = 1714564800;  // 2024-05-01
+  char num[64];
+  while (s.size() < n) {
+    t += rng() % 3;
+    std::snprintf(num, sizeof(num), "%llu.%03u ", static_cast<unsigned long long>(t),
+                  static_cast<unsigned>(rng() % 1000));
+    s += num;
+    s += kHosts[rng() % 4];
+    s += ' ';
+    s += kLevels[rng() % 6];
+    s += ' ';
+    size_t words = 4 + rng() % 10;
+    for (size_t i = 0; i < words; ++i) {
+      size_t a = word(rng), b = word(rng);
+      s += kWords[a < b ? a : b];
+      s += ' ';
+    }
+    std::snprintf(num, sizeof(num), "%u\n", static_cast<unsigned>(rng() % 100000));
+    s += num;
+  }
+  s.resize(n);
+  return s;
+}
+
+const std::string& Buffer(Content c) {
+  static const std::string kRandom = MakeRandom(kBufSize);
+  static const std::string kText = MakeText(kBufSize);
+  static const std::string kZero(kBufSize, '\0');
+  switch (c) {
+    case Content::kRandom: return kRandom;
+    case Content::kText: return kText;
+    case Content::kZero: return kZero;
+  }
+  return kZero;
+}
+
+// Makes a copy of the content unique by overwriting its first 8 bytes with a
+// process-wide counter, so every insert-new iteration stores a new chunk.
+uint64_t NextStamp() {
+  static uint64_t next = 1;
+  return next++;
+}
+void Stamp(std::string* buf, uint64_t n) { std::memcpy(buf->data(), &n, sizeof(n)); }
+
+void SetThroughput(benchmark::State& state) {
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) *
+                          static_cast<int64_t>(kBufSize));
+}
+
+// --- CPU-only benchmarks ---
+
+void BM_Sha256(benchmark::State& state, Content c) {
+  const std::string& buf = Buffer(c);
+  for (auto _ : state) {
+    Digest d = Sha256(buf);
+    benchmark::DoNotOptimize(d);
+  }
+  SetThroughput(state);
+}
+
+void BM_IsAllZero(benchmark::State& state, bool last_byte_set) {
+  // The worst case for a chunk that is not zero: a full scan before the last
+  // byte says no. Random or text data are rejected within the first bytes.
+  std::string buf(kBufSize, '\0');
+  if (last_byte_set) buf.back() = 1;
+  for (auto _ : state) {
+    bool zero = IsAllZero(buf);
+    benchmark::DoNotOptimize(zero);
+    if (zero == last_byte_set) {
+      state.SkipWithError("IsAllZero gave the wrong answer");
+      break;
+    }
+  }
+  SetThroughput(state);
+}
+
+struct CCtxDeleter {
+  void operator()(ZSTD_CCtx* c) const { ZSTD_freeCCtx(c); }
+};
+struct DCtxDeleter {
+  void operator()(ZSTD_DCtx* d) const { ZSTD_freeDCtx(d); }
+};
+
+void BM_Zstd1Compress(benchmark::State& state, Content c) {
+  const std::string& buf = Buffer(c);
+  std::unique_ptr<ZSTD_CCtx, CCtxDeleter> cctx(ZSTD_createCCtx());
+  std::string out(ZSTD_compressBound(buf.size()), '\0');
+  size_t n = 0;
+  for (auto _ : state) {
+    n = ZSTD_compressCCtx(cctx.get(), out.data(), out.size(), buf.data(), buf.size(), 1);
+    if (ZSTD_isError(n)) {
+      state.SkipWithError(ZSTD_getErrorName(n));
+      break;
+    }
+    benchmark::DoNotOptimize(out.data());
+  }
+  SetThroughput(state);
+  if (n > 0) state.counters["ratio"] = static_cast<double>(buf.size()) / static_cast<double>(n);
+}
+
+void BM_Zstd1Decompress(benchmark::State& state, Content c) {
+  const std::string& buf = Buffer(c);
+  std::unique_ptr<ZSTD_CCtx, CCtxDeleter> cctx(ZSTD_createCCtx());
+  std::unique_ptr<ZSTD_DCtx, DCtxDeleter> dctx(ZSTD_createDCtx());
+  std::string frame(ZSTD_compressBound(buf.size()), '\0');
+  size_t n = ZSTD_compressCCtx(cctx.get(), frame.data(), frame.size(), buf.data(), buf.size(), 1);
+  if (ZSTD_isError(n)) {
+    state.SkipWithError(ZSTD_getErrorName(n));
+    return;
+  }
+  frame.resize(n);
+  std::string out(buf.size(), '\0');
+  for (auto _ : state) {
+    size_t m = ZSTD_decompressDCtx(dctx.get(), out.data(), out.size(), frame.data(), frame.size());
+    if (ZSTD_isError(m) || m != buf.size()) {
+      state.SkipWithError("zstd decompression failed");
+      break;
+    }
+    benchmark::DoNotOptimize(out.data());
+  }
+  SetThroughput(state);
+  state.counters["ratio"] = static_cast<double>(buf.size()) / static_cast<double>(n);
+}
+
+void BM_BlobEncode(benchmark::State& state, Content c) {
+  const std::string& buf = Buffer(c);
+  size_t size = 0;
+  for (auto _ : state) {
+    std::string blob = EncodeBlob(buf);
+    size = blob.size();
+    benchmark::DoNotOptimize(blob.data());
+  }
+  SetThroughput(state);
+  if (size > 0) state.counters["ratio"] = static_cast<double>(buf.size()) / static_cast<double>(size);
+}
+
+void BM_BlobDecode(benchmark::State& state, Content c) {
+  const std::string& buf = Buffer(c);
+  const std::string blob = EncodeBlob(buf);
+  std::string out;
+  for (auto _ : state) {
+    Status s = DecodeBlob(blob, &out);
+    if (!s.ok() || out.size() != buf.size()) {
+      state.SkipWithError("DecodeBlob failed");
+      break;
+    }
+    benchmark::DoNotOptimize(out.data());
+  }
+  SetThroughput(state);
+}
+
+// The work the local insert path cannot avoid: the reference that
+// InsertDataNew is compared against.
+void BM_HashCompress(benchmark::State& state, Content c) {
+  const std::string& buf = Buffer(c);
+  for (auto _ : state) {
+    Digest d = Sha256(buf);
+    std::string blob = EncodeBlob(buf);
+    benchmark::DoNotOptimize(d);
+    benchmark::DoNotOptimize(blob.data());
+  }
+  SetThroughput(state);
+}
+
+// --- Chunk store ---
+
+// One datastore for the whole process (creating 65536 prefix folders is too
+// slow to repeat per benchmark), with one store per sync setting.
+struct BenchDatastore {
+  std::string root;
+  std::unique_ptr<ChunkStore> stores[2];  // [0] sync off, [1] sync on
+  DirtyFolders dirty;
+  Status status;
+};
+
+BenchDatastore* g_datastore = nullptr;
+
+std::string BenchBaseDir() {
+  const char* dir = std::getenv("CAIRN_BENCH_DIR");
+  return dir != nullptr && *dir != '\0' ? dir : "/var/tmp";
+}
+
+// Flushes the datastore's filesystem, outside any timed region. Without it,
+// the journal commits and writeback left over by creating 65536 folders, or
+// by deleting the previous run's chunks (synchronous discards on a volume
+// mounted with -o discard), land in the next timed run and slow it down
+// several times over.
+void SyncFilesystem(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;
+  if (syncfs(fd) != 0) std::perror("syncfs");
+  close(fd);
+}
+
+BenchDatastore* Datastore() {
+  if (g_datastore != nullptr) return g_datastore;
+  g_datastore = new BenchDatastore;
+  Env* env = Env::Default();
+  std::string templ = JoinPath(BenchBaseDir(), "cairn-storage-bench.XXXXXX");
+  if (mkdtemp(templ.data()) == nullptr) {
+    g_datastore->status = Status::FromErrno("mkdtemp " + templ, errno);
+    return g_datastore;
+  }
+  g_datastore->root = templ;
+  struct statfs fs;
+  if (statfs(templ.c_str(), &fs) == 0 && fs.f_type == TMPFS_MAGIC) {
+    std::fprintf(stderr,
+                 "warning: %s is on tmpfs; the fsync_on numbers mean nothing. "
+                 "Set CAIRN_BENCH_DIR to a folder on disk.\n",
+                 templ.c_str());
+  }
+  auto start = std::chrono::steady_clock::now();
+  g_datastore->status = ChunkStore::Create(env, templ);
+  if (!g_datastore->status.ok()) return g_datastore;
+  auto secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  start = std::chrono::steady_clock::now();
+  SyncFilesystem(templ);
+  double sync_secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::fprintf(stderr, "datastore %s created in %.2f s (+ %.2f s syncfs)\n", templ.c_str(), secs,
+               sync_secs);
+  for (int sync = 0; sync < 2; ++sync) {
+    ChunkStoreOptions options;
+    options.sync = sync == 1;
+    auto store = ChunkStore::Open(env, templ, options);
+    if (!store.ok()) {
+      g_datastore->status = store.status();
+      return g_datastore;
+    }
+    g_datastore->stores[sync] = std::move(store).value();
+  }
+  return g_datastore;
+}
+
+void RemoveDatastore() {
+  if (g_datastore == nullptr) return;
+  if (!g_datastore->root.empty()) {
+    Status s = RemoveAll(Env::Default(), g_datastore->root);
+    if (!s.ok()) std::fprintf(stderr, "removing %s: %s\n", g_datastore->root.c_str(),
+                              s.ToString().c_str());
+  }
+  g_datastore->stores[0].reset();
+  g_datastore->stores[1].reset();
+  delete g_datastore;
+  g_datastore = nullptr;
+}
+
+// The store for `sync`, or null after SkipWithError.
+ChunkStore* StoreOrSkip(benchmark::State& state, bool sync) {
+  BenchDatastore* ds = Datastore();
+  if (!ds->status.ok()) {
+    state.SkipWithError(("datastore: " + ds->status.ToString()).c_str());
+    return nullptr;
+  }
+  return ds->stores[sync ? 1 : 0].get();
+}
+
+// Removes the chunks a run inserted, outside the timed loop: keeps the disk
+// and the page cache from filling up across runs (chunks not yet written back
+// never reach the disk), then flushes so the next run starts clean.
+void RemoveChunks(ChunkStore* store, const std::vector<Digest>& digests) {
+  for (const Digest& d : digests) {
+    Status s = store->env()->RemoveFile(store->ChunkPath(d));
+    if (!s.ok() && !s.IsNotFound()) {
+      std::fprintf(stderr, "removing chunk: %s\n", s.ToString().c_str());
+    }
+  }
+  g_datastore->dirty.Take();
+  SyncFilesystem(g_datastore->root);
+}
+
+// Local path, new chunk: hash + compress + write (+ fsync).
+void BM_InsertDataNew(benchmark::State& state, Content c, bool sync) {
+  ChunkStore* store = StoreOrSkip(state, sync);
+  if (store == nullptr) return;
+  std::string buf = Buffer(c);
+  std::vector<Digest> inserted;
+  inserted.reserve(4096);
+  for (auto _ : state) {
+    Stamp(&buf, NextStamp());
+    Digest d;
+    auto r = store->InsertData(buf, &d, &g_datastore->dirty);
+    if (!r.ok() || *r != InsertResult::kInserted) {
+      state.SkipWithError(r.ok() ? "chunk existed already" : r.status().ToString().c_str());
+      break;
+    }
+    inserted.push_back(d);
+  }
+  SetThroughput(state);
+  RemoveChunks(store, inserted);
+}
+
+// Server path, new chunk: verify (CRC, decode, SHA-256) + write (+ fsync) of
+// a blob encoded outside the timed region.
+void BM_InsertBlobNew(benchmark::State& state, Content c, bool sync) {
+  ChunkStore* store = StoreOrSkip(state, sync);
+  if (store == nullptr) return;
+  std::string buf = Buffer(c);
+  std::vector<Digest> inserted;
+  inserted.reserve(4096);
+  for (auto _ : state) {
+    state.PauseTiming();
+    Stamp(&buf, NextStamp());
+    Digest d = Sha256(buf);
+    std::string blob = EncodeBlob(buf);
+    state.ResumeTiming();
+    auto r = store->InsertBlob(d, blob, buf.size(), &g_datastore->dirty);
+    if (!r.ok() || *r != InsertResult::kInserted) {
+      state.SkipWithError(r.ok() ? "chunk existed already" : r.status().ToString().c_str());
+      break;
+    }
+    inserted.push_back(d);
+  }
+  SetThroughput(state);
+  RemoveChunks(store, inserted);
+}
+
+// Local path, chunk already stored: hash + mtime refresh.
+void BM_InsertDataExisting(benchmark::State& state, Content c) {
+  ChunkStore* store = StoreOrSkip(state, false);
+  if (store == nullptr) return;
+  std::string buf = Buffer(c);
+  Stamp(&buf, NextStamp());
+  Digest first;
+  auto r0 = store->InsertData(buf, &first, &g_datastore->dirty);
+  if (!r0.ok()) {
+    state.SkipWithError(r0.status().ToString().c_str());
+    return;
+  }
+  for (auto _ : state) {
+    Digest d;
+    auto r = store->InsertData(buf, &d, &g_datastore->dirty);
+    if (!r.ok() || *r != InsertResult::kExisted || d != first) {
+      state.SkipWithError(r.ok() ? "chunk was not recognised as existing"
+                                 : r.status().ToString().c_str());
+      break;
+    }
+  }
+  SetThroughput(state);
+  RemoveChunks(store, {first});
+}
+
+// Server path, chunk already stored: whatever InsertBlob does before it finds
+// the chunk exists (verification, at least the CRC), + mtime refresh.
+void BM_InsertBlobExisting(benchmark::State& state, Content c) {
+  ChunkStore* store = StoreOrSkip(state, false);
+  if (store == nullptr) return;
+  std::string buf = Buffer(c);
+  Stamp(&buf, NextStamp());
+  const Digest d = Sha256(buf);
+  const std::string blob = EncodeBlob(buf);
+  auto r0 = store->InsertBlob(d, blob, buf.size(), &g_datastore->dirty);
+  if (!r0.ok()) {
+    state.SkipWithError(r0.status().ToString().c_str());
+    return;
+  }
+  for (auto _ : state) {
+    auto r = store->InsertBlob(d, blob, buf.size(), &g_datastore->dirty);
+    if (!r.ok() || *r != InsertResult::kExisted) {
+      state.SkipWithError(r.ok() ? "chunk was not recognised as existing"
+                                 : r.status().ToString().c_str());
+      break;
+    }
+  }
+  SetThroughput(state);
+  RemoveChunks(store, {d});
+}
+
+// The all-zero chunk through the local path. After the first insert it exists,
+// so this is zero detection + mtime refresh; it should run far above SHA-256
+// speed, which shows the zeros are not hashed.
+void BM_InsertDataZero(benchmark::State& state) {
+  ChunkStore* store = StoreOrSkip(state, false);
+  if (store == nullptr) return;
+  const std::string& buf = Buffer(Content::kZero);
+  const Digest zero = ZeroChunkDigest();
+  Digest d;
+  auto r0 = store->InsertData(buf, &d, &g_datastore->dirty);
+  if (!r0.ok() || d != zero) {
+    state.SkipWithError(r0.ok() ? "wrong digest for the zero chunk"
+                                : r0.status().ToString().c_str());
+    return;
+  }
+  for (auto _ : state) {
+    auto r = store->InsertData(buf, &d, &g_datastore->dirty);
+    if (!r.ok() || *r != InsertResult::kExisted || d != zero) {
+      state.SkipWithError(r.ok() ? "zero chunk not recognised" : r.status().ToString().c_str());
+      break;
+    }
+  }
+  SetThroughput(state);
+  RemoveChunks(store, {zero});
+}
+
+// The filesystem part of storing a new chunk, without hashing or compression:
+// create a temp file, write the 4 MiB blob, (fsync,) close, rename. The floor
+// under InsertDataNew/random minus HashCompress/random.
+void BM_WriteRenameFile(benchmark::State& state, bool sync) {
+  ChunkStore* store = StoreOrSkip(state, sync);
+  if (store == nullptr) return;
+  Env* env = store->env();
+  const std::string blob = EncodeBlob(Buffer(Content::kRandom));
+  const std::string dir = JoinPath(g_datastore->root, "files");
+  Status s = CreateDirAll(env, dir);
+  if (!s.ok()) {
+    state.SkipWithError(s.ToString().c_str());
+    return;
+  }
+  uint64_t n = 0;
+  for (auto _ : state) {
+    const std::string path = JoinPath(dir, std::to_string(n++));
+    const std::string tmp = TempName(path);
+    auto file = env->NewExclusiveFile(tmp);
+    if (!file.ok()) {
+      state.SkipWithError(file.status().ToString().c_str());
+      break;
+    }
+    s = (*file)->Append(blob);
+    if (s.ok() && sync) s = (*file)->Sync();
+    Status c = (*file)->Close();
+    if (s.ok()) s = c;
+    if (s.ok()) s = env->RenameNoReplace(tmp, path);
+    if (!s.ok()) {
+      state.SkipWithError(s.ToString().c_str());
+      break;
+    }
+  }
+  SetThroughput(state);
+  s = RemoveAll(env, dir);
+  if (!s.ok()) std::fprintf(stderr, "removing %s: %s\n", dir.c_str(), s.ToString().c_str());
+  SyncFilesystem(g_datastore->root);
+}
+
+void RegisterAll() {
+  using benchmark::RegisterBenchmark;
+  const Content kAll[] = {Content::kRandom, Content::kText, Content::kZero};
+  auto cpu = [](benchmark::internal::Benchmark* b) {
+    b->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(kCpuMinTime);
+  };
+  auto io = [](benchmark::internal::Benchmark* b) {
+    b->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(kInsertMinTime);
+  };
+  auto name = [](const char* bm, Content c) { return std::string(bm) + "/" + ContentName(c); };
+
+  for (Content c : kAll) cpu(RegisterBenchmark(name("Sha256", c).c_str(), BM_Sha256, c));
+  cpu(RegisterBenchmark("IsAllZero/zero", BM_IsAllZero, false));
+  cpu(RegisterBenchmark("IsAllZero/zero_but_last_byte", BM_IsAllZero, true));
+  for (Content c : kAll) {
+    cpu(RegisterBenchmark(name("Zstd1Compress", c).c_str(), BM_Zstd1Compress, c));
+  }
+  for (Content c : kAll) {
+    cpu(RegisterBenchmark(name("Zstd1Decompress", c).c_str(), BM_Zstd1Decompress, c));
+  }
+  for (Content c : kAll) cpu(RegisterBenchmark(name("BlobEncode", c).c_str(), BM_BlobEncode, c));
+  for (Content c : kAll) cpu(RegisterBenchmark(name("BlobDecode", c).c_str(), BM_BlobDecode, c));
+  for (Content c : kAll) {
+    cpu(RegisterBenchmark(name("HashCompress", c).c_str(), BM_HashCompress, c));
+  }
+
+  // Zero content is left out of the insert-new benchmarks: there is only one
+  // zero chunk (see InsertDataZero).
+  for (bool sync : {false, true}) {
+    for (Content c : {Content::kRandom, Content::kText}) {
+      std::string suffix = sync ? "/fsync_on" : "/fsync_off";
+      io(RegisterBenchmark((name("InsertDataNew", c) + suffix).c_str(), BM_InsertDataNew, c,
+                           sync));
+      io(RegisterBenchmark((name("InsertBlobNew", c) + suffix).c_str(), BM_InsertBlobNew, c,
+                           sync));
+    }
+  }
+  for (bool sync : {false, true}) {
+    io(RegisterBenchmark(sync ? "WriteRenameFile/random/fsync_on" : "WriteRenameFile/random/fsync_off",
+                         BM_WriteRenameFile, sync));
+  }
+  cpu(RegisterBenchmark("InsertDataExisting/text", BM_InsertDataExisting, Content::kText));
+  cpu(RegisterBenchmark("InsertBlobExisting/text", BM_InsertBlobExisting, Content::kText));
+  cpu(RegisterBenchmark("InsertDataZero/zero", BM_InsertDataZero));
+}
+
+}  // namespace
+}  // namespace cairn::storage
+
+int main(int argc, char** argv) {
+  cairn::storage::RegisterAll();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::AddCustomContext("bench_dir", cairn::storage::BenchBaseDir());
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  cairn::storage::RemoveDatastore();
+  return 0;
+}
