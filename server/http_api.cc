@@ -10,6 +10,7 @@
 #include <ctime>
 #include <sys/statvfs.h>
 
+#include "server/maintenance.h"
 #include "server/server.h"
 #include "storage/blob.h"
 
@@ -300,6 +301,33 @@ void RegisterRoutes(Server* server, httplib::SSLServer* http) {
     CAIRN_ASSIGN_OR_RETURN(storage::Manifest m, c.store->ReadManifest(ref));
     (void)api->server()->catalog()->UpsertSnapshot(c.store_name, ref, m);
     SendJson(res, 200, api->SnapshotJson(c, ref, m));
+    return Status::OK();
+  }));
+
+  // Prune one group (Admin only: the Backup role may never remove snapshots).
+  http->Post(R"(/api/v1/datastores/([^/]+)/prune)",
+             Wrap([api](const httplib::Request& req, httplib::Response& res) {
+    CAIRN_ASSIGN_OR_RETURN(Caller c, api->ForStore(req, req.matches[1]));
+    if (!c.roles.Has(Role::kAdmin)) return Status::PermissionDenied("pruning needs the Admin role");
+    CAIRN_ASSIGN_OR_RETURN(json body, ParseBody(req));
+    CAIRN_ASSIGN_OR_RETURN(std::string group_text, StringField(body, "group"));
+    CAIRN_ASSIGN_OR_RETURN(GroupRef group, GroupRef::Parse(group_text));
+    CAIRN_ASSIGN_OR_RETURN(storage::PruneOptions options, PruneOptionsFromJson(body));
+    bool dry_run = false;
+    if (auto it = body.find("dry-run"); it != body.end() && !it->is_null()) {
+      if (!it->is_boolean()) return Status::InvalidArgument("dry-run must be a boolean");
+      dry_run = it->get<bool>();
+    }
+    auto* sessions = api->server()->sessions();
+    const std::string store_name = c.store_name;
+    CAIRN_ASSIGN_OR_RETURN(
+        PruneReport report,
+        PruneGroup(*c.store, api->server()->catalog(), store_name, group, options,
+                   api->server()->time_zone(), dry_run,
+                   [&](const SnapshotRef& ref) { return sessions->IsInUse(store_name, ref); }));
+    spdlog::info("prune {} by {}: {} kept, {} removed{}", group.ToString(), c.principal.auth_id,
+                 report.kept, report.removed, dry_run ? " (dry run)" : "");
+    SendJson(res, 200, report.ToJson());
     return Status::OK();
   }));
 

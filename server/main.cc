@@ -8,8 +8,10 @@
 #include <cstdlib>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <semaphore>
 
+#include "server/maintenance.h"
 #include "server/server.h"
 #include "storage/env.h"
 
@@ -50,10 +52,12 @@ bool ParseListen(const std::string& text, std::string* host, int* port) {
   return !host->empty() && *port >= 0 && *port <= 65535;
 }
 
-int Run(const std::string& data, const std::string& listen, int threads) {
+int Run(const std::string& data, const std::string& listen, int threads,
+        const std::string& time_zone) {
   ServerOptions opts;
   opts.data_dir = data;
   opts.threads = threads;
+  opts.time_zone = time_zone;
   if (!ParseListen(listen, &opts.host, &opts.port)) {
     std::cerr << "cairn-server: --listen must be ADDR:PORT\n";
     return 2;
@@ -93,6 +97,8 @@ int main(int argc, char** argv) {
   int threads = 16;
   run->add_option("--listen", listen, "address and port (port 0 picks a free one)");
   run->add_option("--threads", threads, "request worker threads")->check(CLI::Range(2, 256));
+  std::string time_zone = "UTC";
+  run->add_option("--time-zone", time_zone, "zone for prune periods: UTC, +02:00, Europe/Vienna");
 
   auto* ds = app.add_subcommand("datastore", "manage datastores");
   ds->require_subcommand(1);
@@ -128,9 +134,23 @@ int main(int argc, char** argv) {
   std::string reindex_store;
   reindex->add_option("STORE", reindex_store)->required();
 
+  auto* prune = app.add_subcommand("prune", "prune one group (server stopped; else use the API)");
+  std::string prune_store, prune_group;
+  std::optional<uint64_t> keep[6];
+  bool prune_dry_run = false;
+  std::string prune_output = "text", prune_tz = "UTC";
+  prune->add_option("STORE", prune_store)->required();
+  prune->add_option("GROUP", prune_group, "e.g. vm/100 or ns/a:vm/100")->required();
+  const char* keep_names[6] = {"--keep-last", "--keep-hourly", "--keep-daily",
+                               "--keep-weekly", "--keep-monthly", "--keep-yearly"};
+  for (int i = 0; i < 6; ++i) prune->add_option(keep_names[i], keep[i]);
+  prune->add_flag("--dry-run", prune_dry_run, "show what would be removed, remove nothing");
+  prune->add_option("--time-zone", prune_tz, "zone of the periods (default UTC)");
+  prune->add_option("--output", prune_output)->check(CLI::IsMember({"text", "json"}));
+
   CLI11_PARSE(app, argc, argv);
 
-  if (run->parsed()) return Run(data, listen, threads);
+  if (run->parsed()) return Run(data, listen, threads, time_zone);
 
   // Admin commands work on the data directory directly.
   cairn::storage::Env* env = cairn::storage::Env::Default();
@@ -193,6 +213,35 @@ int main(int argc, char** argv) {
       std::cout << "  skipped " << ref.ToString() << ": " << st.ToString() << "\n";
     }
     return report.skipped.empty() ? 0 : 1;
+  }
+  if (prune->parsed()) {
+    auto row = (*catalog)->GetDatastore(prune_store);
+    if (!row.ok()) return Fail(row.status());
+    auto group = cairn::storage::GroupRef::Parse(prune_group);
+    if (!group.ok()) return Fail(group.status());
+    auto tz = cairn::storage::TimeZone::Parse(prune_tz);
+    if (!tz.ok()) return Fail(tz.status());
+    cairn::storage::PruneOptions o;
+    o.keep_last = keep[0];
+    o.keep_hourly = keep[1];
+    o.keep_daily = keep[2];
+    o.keep_weekly = keep[3];
+    o.keep_monthly = keep[4];
+    o.keep_yearly = keep[5];
+    auto store = cairn::storage::Datastore::Open(env, row->path);
+    if (!store.ok()) {
+      return Fail(store.status().WithContext(
+          "open " + row->path + " (is the server running? then prune through the API)"));
+    }
+    auto report = cairn::server::PruneGroup(**store, catalog->get(), prune_store, *group, o, *tz,
+                                            prune_dry_run, nullptr);
+    if (!report.ok()) return Fail(report.status());
+    if (prune_output == "json") {
+      std::cout << report->ToJson().dump(2) << "\n";
+    } else {
+      std::cout << report->ToText();
+    }
+    return report->failed == 0 ? 0 : 1;
   }
   return 0;
 }

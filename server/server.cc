@@ -26,6 +26,9 @@ int64_t Now() { return static_cast<int64_t>(std::time(nullptr)); }
 
 Result<std::unique_ptr<Server>> Server::Open(const ServerOptions& options, StartupInfo* info) {
   std::unique_ptr<Server> s(new Server(options));
+  auto tz = storage::TimeZone::Parse(options.time_zone);
+  if (!tz.ok()) return tz.status().WithContext("time zone " + options.time_zone);
+  s->tz_ = *tz;
   storage::Env* env = storage::Env::Default();
   const std::string& data = options.data_dir;
   CAIRN_RETURN_IF_ERROR(storage::CreateDirAll(env, data));

@@ -25,6 +25,7 @@
 #include "server/tls.h"
 #include "storage/catalog.h"
 #include "storage/datastore.h"
+#include "storage/time_zone.h"
 
 namespace httplib {
 class SSLServer;
@@ -39,6 +40,7 @@ struct ServerOptions {
   int threads = 16;                 // request worker threads
   int64_t idle_timeout_seconds = 900;
   bool sync_chunks = true;          // fsync every new chunk before its rename
+  std::string time_zone = "UTC";    // prune periods (storage/time_zone.h names)
 };
 
 // What the first start prints.
@@ -70,12 +72,14 @@ class Server {
   Result<storage::Datastore*> Store(const std::string& name);
   std::vector<std::string> StoreNames();
   int64_t start_time() const { return start_time_; }
+  const storage::TimeZone& time_zone() const { return tz_; }
 
  private:
   explicit Server(ServerOptions options);
   Status OpenStores();
 
   const ServerOptions options_;
+  storage::TimeZone tz_ = storage::TimeZone::Utc();
   TlsPaths tls_;
   std::unique_ptr<AuthStore> auth_;
   std::unique_ptr<storage::Catalog> catalog_;

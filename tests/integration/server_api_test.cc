@@ -12,7 +12,7 @@
 #include "storage/digest.h"
 #include "storage/env.h"
 #include "storage/fixed_index.h"
-#include "tests/integration/server_process_testutil.h"
+#include "tests/integration/backup_api_testutil.h"
 
 namespace cairn::testing {
 namespace {
@@ -20,32 +20,6 @@ namespace {
 using nlohmann::json;
 using storage::Digest;
 using storage::kChunkSize;
-
-// A disk image of `chunks` chunks (the last one short) with mixed content.
-std::string MakeImage(size_t chunks, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::string img((chunks - 1) * kChunkSize + 12345, '\0');
-  for (size_t c = 0; c < chunks; ++c) {
-    size_t begin = c * kChunkSize, end = std::min(img.size(), begin + kChunkSize);
-    switch (c % 3) {
-      case 0:  // random
-        for (size_t i = begin; i < end; ++i) img[i] = static_cast<char>(rng());
-        break;
-      case 1:  // text-like
-        for (size_t i = begin; i < end; ++i) img[i] = "cairn backup\n"[i % 13];
-        break;
-      default:  // zero
-        break;
-    }
-  }
-  return img;
-}
-
-std::string ChunkOf(const std::string& img, size_t i) {
-  return img.substr(i * kChunkSize, std::min(kChunkSize, img.size() - i * kChunkSize));
-}
-
-size_t ChunkCount(const std::string& img) { return (img.size() + kChunkSize - 1) / kChunkSize; }
 
 // Every file below `dir` with its size, for "nothing changed" checks.
 std::set<std::pair<std::string, uint64_t>> Tree(const std::string& dir) {
@@ -77,62 +51,6 @@ class ServerApiTest : public ::testing::Test {
 
   std::string StorePath() const { return dir_.path() + "/stores/default"; }
 
-  // Starts a backup session; returns its JSON answer.
-  json Start(ApiClient& c, const std::string& group, int64_t time) {
-    auto r = c.PostJson("/api/v1/datastores/default/backup", {{"group", group}, {"time", time}});
-    EXPECT_EQ(r.status, 201) << r.body;
-    return r.Json();
-  }
-
-  // Uploads the chunks of `img` not in `skip` and writes the index; returns
-  // how many chunks went up.
-  size_t UploadImage(ApiClient& c, const std::string& sid, const std::string& archive,
-                     const std::string& img, const std::set<Digest>& skip) {
-    storage::FixedIndexWriter w(img.size());
-    size_t uploaded = 0;
-    for (size_t i = 0; i < ChunkCount(img); ++i) {
-      std::string chunk = ChunkOf(img, i);
-      Digest d = storage::Sha256(chunk);
-      EXPECT_TRUE(w.Set(i, d).ok());
-      if (skip.contains(d)) continue;
-      auto r = c.Post("/api/v1/backup/" + sid + "/chunk?digest=" + d.ToHex() +
-                          "&size=" + std::to_string(chunk.size()),
-                      storage::EncodeBlob(chunk), "application/octet-stream");
-      EXPECT_TRUE(r.status == 200 || r.status == 201) << r.body;
-      ++uploaded;
-    }
-    auto bytes = w.Finish(1700000000);
-    EXPECT_TRUE(bytes.ok());
-    auto r = c.Post("/api/v1/backup/" + sid + "/index?archive=" + archive, *bytes,
-                    "application/octet-stream");
-    EXPECT_EQ(r.status, 200) << r.body;
-    return uploaded;
-  }
-
-  // Restores `archive` of `snapshot` through a reader session.
-  std::string Restore(ApiClient& c, const std::string& snapshot, const std::string& archive) {
-    auto r = c.PostJson("/api/v1/datastores/default/reader", {{"snapshot", snapshot}});
-    EXPECT_EQ(r.status, 201) << r.body;
-    if (r.status != 201) return "";
-    std::string rid = r.Json()["session"];
-    auto idx = c.Get("/api/v1/reader/" + rid + "/archive?archive=" + archive);
-    EXPECT_EQ(idx.status, 200) << idx.body;
-    auto index = storage::FixedIndex::Parse(idx.body);
-    EXPECT_TRUE(index.ok()) << index.status().ToString();
-    if (!index.ok()) return "";
-    std::string img;
-    for (uint64_t i = 0; i < index->chunk_count(); ++i) {
-      auto ch = c.Get("/api/v1/reader/" + rid + "/chunk?digest=" + index->digest(i).ToHex());
-      EXPECT_EQ(ch.status, 200) << ch.body;
-      std::string plain;
-      EXPECT_TRUE(storage::DecodeBlob(ch.body, &plain).ok());
-      EXPECT_EQ(storage::Sha256(plain), index->digest(i));
-      img += plain;
-    }
-    EXPECT_EQ(c.Delete("/api/v1/reader/" + rid).status, 200);
-    return img;
-  }
-
   TempDir dir_;
   std::unique_ptr<ServerProcess> server_;
   std::unique_ptr<ApiClient> admin_;
@@ -140,7 +58,7 @@ class ServerApiTest : public ::testing::Test {
 
 TEST_F(ServerApiTest, FullBackupThenRestoreIsByteIdentical) {
   std::string img = MakeImage(5, 1);
-  json s = Start(*admin_, "vm/100", 1800000000);
+  json s = StartBackup(*admin_, "vm/100", 1800000000);
   EXPECT_TRUE(s["previous"].is_null());
   std::string sid = s["session"];
   EXPECT_EQ(UploadImage(*admin_, sid, "drive0.fidx", img, {}), 5u);
@@ -160,13 +78,13 @@ TEST_F(ServerApiTest, FullBackupThenRestoreIsByteIdentical) {
 
 TEST_F(ServerApiTest, IncrementalUploadsOnlyNewChunks) {
   std::string img = MakeImage(6, 2);
-  std::string sid = Start(*admin_, "vm/101", 1800000000)["session"];
+  std::string sid = StartBackup(*admin_, "vm/101", 1800000000)["session"];
   UploadImage(*admin_, sid, "drive0.fidx", img, {});
   ASSERT_EQ(admin_->PostJson("/api/v1/backup/" + sid + "/finish", json::object()).status, 200);
 
   std::string img2 = img;
   for (size_t i = 0; i < 1000; ++i) img2[kChunkSize + i] = 'X';  // chunk 1 changes
-  json s2 = Start(*admin_, "vm/101", 1800000100);
+  json s2 = StartBackup(*admin_, "vm/101", 1800000100);
   ASSERT_FALSE(s2["previous"].is_null());
   std::string sid2 = s2["session"];
   auto prev = admin_->Get("/api/v1/backup/" + sid2 + "/previous-index?archive=drive0.fidx");
@@ -187,7 +105,7 @@ TEST_F(ServerApiTest, IncrementalUploadsOnlyNewChunks) {
 
 TEST_F(ServerApiTest, BadInputGets4xxAndChangesNothing) {
   std::string img = MakeImage(2, 3);
-  std::string sid = Start(*admin_, "vm/102", 1800000000)["session"];
+  std::string sid = StartBackup(*admin_, "vm/102", 1800000000)["session"];
   auto before = Tree(StorePath());
   std::string chunk = ChunkOf(img, 0);
   Digest d = storage::Sha256(chunk);
@@ -247,7 +165,7 @@ TEST_F(ServerApiTest, BadInputGets4xxAndChangesNothing) {
 
 TEST_F(ServerApiTest, IndexWithUnregisteredDigestIsRejected) {
   std::string img = MakeImage(3, 4);
-  std::string sid = Start(*admin_, "vm/103", 1800000000)["session"];
+  std::string sid = StartBackup(*admin_, "vm/103", 1800000000)["session"];
   storage::FixedIndexWriter w(img.size());
   for (size_t i = 0; i < ChunkCount(img); ++i) {
     std::string chunk = ChunkOf(img, i);
@@ -267,7 +185,7 @@ TEST_F(ServerApiTest, IndexWithUnregisteredDigestIsRejected) {
 }
 
 TEST_F(ServerApiTest, SecondSessionOnOneGroupConflicts) {
-  std::string sid = Start(*admin_, "vm/104", 1800000000)["session"];
+  std::string sid = StartBackup(*admin_, "vm/104", 1800000000)["session"];
   auto r = admin_->PostJson("/api/v1/datastores/default/backup",
                             {{"group", "vm/104"}, {"time", 1800000100}});
   EXPECT_EQ(r.status, 409) << r.body;
@@ -280,7 +198,7 @@ TEST_F(ServerApiTest, SecondSessionOnOneGroupConflicts) {
 TEST_F(ServerApiTest, BackupRoleSeesAndTouchesOnlyItsOwnGroups) {
   // Admin's group.
   std::string img = MakeImage(2, 5);
-  std::string sid = Start(*admin_, "vm/200", 1800000000)["session"];
+  std::string sid = StartBackup(*admin_, "vm/200", 1800000000)["session"];
   UploadImage(*admin_, sid, "drive0.fidx", img, {});
   ASSERT_EQ(admin_->PostJson("/api/v1/backup/" + sid + "/finish", json::object()).status, 200);
 
@@ -295,7 +213,7 @@ TEST_F(ServerApiTest, BackupRoleSeesAndTouchesOnlyItsOwnGroups) {
   ApiClient alice(server_->port(), token);
 
   // Her own backup works.
-  std::string asid = Start(alice, "vm/300", 1800000000)["session"];
+  std::string asid = StartBackup(alice, "vm/300", 1800000000)["session"];
   UploadImage(alice, asid, "drive0.fidx", img, {});
   ASSERT_EQ(alice.PostJson("/api/v1/backup/" + asid + "/finish", json::object()).status, 200);
   EXPECT_EQ(Restore(alice, "vm/300/2027-01-15T08:00:00Z", "drive0.fidx"), img);
@@ -329,12 +247,12 @@ TEST_F(ServerApiTest, BackupRoleSeesAndTouchesOnlyItsOwnGroups) {
 
 TEST_F(ServerApiTest, KillDashNineMidSessionLosesNothingCommitted) {
   std::string img = MakeImage(3, 6);
-  std::string sid = Start(*admin_, "vm/400", 1800000000)["session"];
+  std::string sid = StartBackup(*admin_, "vm/400", 1800000000)["session"];
   UploadImage(*admin_, sid, "drive0.fidx", img, {});
   ASSERT_EQ(admin_->PostJson("/api/v1/backup/" + sid + "/finish", json::object()).status, 200);
 
   std::string img2 = MakeImage(3, 7);
-  std::string sid2 = Start(*admin_, "vm/400", 1800000100)["session"];
+  std::string sid2 = StartBackup(*admin_, "vm/400", 1800000100)["session"];
   UploadImage(*admin_, sid2, "drive0.fidx", img2, {});  // index written, not finished
   server_->Stop(SIGKILL);
 
@@ -354,7 +272,7 @@ TEST_F(ServerApiTest, KillDashNineMidSessionLosesNothingCommitted) {
 }
 
 TEST_F(ServerApiTest, SigtermAbortsRunningSessionsCleanly) {
-  std::string sid = Start(*admin_, "vm/500", 1800000000)["session"];
+  std::string sid = StartBackup(*admin_, "vm/500", 1800000000)["session"];
   int status = server_->Stop(SIGTERM);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << server_->Log();
   std::vector<std::string> staging;

@@ -1,0 +1,63 @@
+#pragma once
+
+// Datastore maintenance that the API and the admin command line share:
+// applying a prune to one group (selection: storage/prune.h).
+//
+// Thread safety: functions are thread-safe as far as Datastore and Catalog are.
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "storage/catalog.h"
+#include "storage/datastore.h"
+#include "storage/prune.h"
+
+namespace cairn::server {
+
+using storage::Result;
+using storage::SnapshotRef;
+using storage::Status;
+
+struct PruneEntry {
+  SnapshotRef ref;
+  bool keep = false;
+  bool is_protected = false;
+  std::string reason;  // "keep-daily", "protected", "keep-all", "remove", "in use"
+  bool removed = false;  // actually deleted (not in a dry run)
+  std::string error;     // why a removal failed, empty otherwise
+};
+
+struct PruneReport {
+  storage::GroupRef group;
+  std::string options;    // PruneOptions::ToString()
+  std::string time_zone;  // name of the zone the periods were computed in
+  bool dry_run = false;
+  std::vector<PruneEntry> entries;  // newest first
+  size_t kept = 0;
+  size_t removed = 0;
+  size_t failed = 0;
+
+  nlohmann::json ToJson() const;
+  // One line per snapshot: "keep   vm/100/2026-…Z  keep-daily".
+  std::string ToText() const;
+};
+
+// Selects with ComputePrune and, unless `dry_run`, deletes every snapshot
+// marked remove. A snapshot `in_use` (base of a running backup, open in a
+// reader) is kept and reported as "in use". Deletions also remove the
+// catalog row (`catalog` may be null). NotFound for an unknown group.
+// A deletion that fails is reported in its entry; the others go on.
+Result<PruneReport> PruneGroup(storage::Datastore& store, storage::Catalog* catalog,
+                               const std::string& store_name, const storage::GroupRef& group,
+                               const storage::PruneOptions& options,
+                               const storage::TimeZone& tz, bool dry_run,
+                               const std::function<bool(const SnapshotRef&)>& in_use);
+
+// Reads keep-last … keep-yearly (non-negative integers) from a JSON object;
+// InvalidArgument for anything else.
+Result<storage::PruneOptions> PruneOptionsFromJson(const nlohmann::json& j);
+
+}  // namespace cairn::server
