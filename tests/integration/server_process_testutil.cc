@@ -41,9 +41,11 @@ std::string ReadFile(const std::string& path) {
   return ss.str();
 }
 
-pid_t Spawn(const std::vector<std::string>& argv, const std::string& log_path) {
+pid_t Spawn(const std::vector<std::string>& argv, const std::string& log_path,
+            const std::vector<std::string>& env = {}) {
   pid_t pid = ::fork();
   if (pid != 0) return pid;
+  for (const auto& e : env) ::putenv(const_cast<char*>(e.c_str()));
   int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
   if (fd >= 0) {
     ::dup2(fd, 1);
@@ -113,12 +115,19 @@ int ServerProcess::Stop(int sig) {
 std::string ServerProcess::Log() const { return ReadFile(data_dir_ + "/server.log"); }
 
 CommandResult RunServerCommand(const std::string& data_dir, const std::vector<std::string>& args) {
-  std::vector<std::string> argv = {BinaryPath("server/cairn-server"), "--data", data_dir};
+  std::vector<std::string> all = {"--data", data_dir};
+  all.insert(all.end(), args.begin(), args.end());
+  return RunBinary("server/cairn-server", all, {}, data_dir);
+}
+
+CommandResult RunBinary(const std::string& rel, const std::vector<std::string>& args,
+                        const std::vector<std::string>& env, const std::string& work_dir) {
+  std::vector<std::string> argv = {BinaryPath(rel)};
   argv.insert(argv.end(), args.begin(), args.end());
-  std::string log = data_dir + "/command.log";
-  (void)storage::CreateDirAll(storage::Env::Default(), data_dir);
+  std::string log = work_dir + "/command.log";
+  (void)storage::CreateDirAll(storage::Env::Default(), work_dir);
   ::truncate(log.c_str(), 0);
-  pid_t pid = Spawn(argv, log);
+  pid_t pid = Spawn(argv, log, env);
   int status = 0;
   ::waitpid(pid, &status, 0);
   CommandResult r;

@@ -59,6 +59,11 @@ struct CommandResult {
 };
 // Runs `cairn-server --data <data_dir> <args...>` to completion.
 CommandResult RunServerCommand(const std::string& data_dir, const std::vector<std::string>& args);
+// Runs the built binary `rel` (e.g. "client/cairn") with `args`, adding
+// `env` ("NAME=value") to the environment; output is collected in a file in
+// `work_dir`.
+CommandResult RunBinary(const std::string& rel, const std::vector<std::string>& args,
+                        const std::vector<std::string>& env, const std::string& work_dir);
 
 // A client for the JSON/binary API over TLS (certificate checks off: tests
 // talk to their own self-signed server on loopback).
