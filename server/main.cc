@@ -53,8 +53,9 @@ bool ParseListen(const std::string& text, std::string* host, int* port) {
 }
 
 int Run(const std::string& data, const std::string& listen, int threads,
-        const std::string& time_zone) {
+        const std::string& time_zone, int64_t session_timeout) {
   ServerOptions opts;
+  opts.idle_timeout_seconds = session_timeout;
   opts.data_dir = data;
   opts.threads = threads;
   opts.time_zone = time_zone;
@@ -97,6 +98,10 @@ int main(int argc, char** argv) {
   int threads = 16;
   run->add_option("--listen", listen, "address and port (port 0 picks a free one)");
   run->add_option("--threads", threads, "request worker threads")->check(CLI::Range(2, 256));
+  int64_t session_timeout = 900;
+  run->add_option("--session-timeout", session_timeout,
+                  "abort a session after this many idle seconds (default 900)")
+      ->check(CLI::Range(int64_t{1}, int64_t{86400}));
   std::string time_zone = "UTC";
   run->add_option("--time-zone", time_zone, "zone for prune periods: UTC, +02:00, Europe/Vienna");
 
@@ -150,7 +155,7 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
 
-  if (run->parsed()) return Run(data, listen, threads, time_zone);
+  if (run->parsed()) return Run(data, listen, threads, time_zone, session_timeout);
 
   // Admin commands work on the data directory directly.
   cairn::storage::Env* env = cairn::storage::Env::Default();

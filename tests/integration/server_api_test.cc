@@ -271,6 +271,47 @@ TEST_F(ServerApiTest, KillDashNineMidSessionLosesNothingCommitted) {
   EXPECT_EQ(Restore(*admin_, "vm/400/2027-01-15T08:00:00Z", "drive0.fidx"), img);
 }
 
+TEST_F(ServerApiTest, BaseSnapshotCannotBeDeletedWhileASessionUsesIt) {
+  std::string img = MakeImage(2, 8);
+  std::string snap = BackupImage(*admin_, "vm/600", 1800000000, img);
+  ASSERT_NE(snap, "");
+  std::string sid = StartBackup(*admin_, "vm/600", 1800000100)["session"];
+  auto del = admin_->Delete("/api/v1/datastores/default/snapshots?snapshot=" + Q(snap));
+  EXPECT_EQ(del.status, 409) << del.body;
+  ASSERT_EQ(admin_->Post("/api/v1/backup/" + sid + "/abort", "").status, 200);
+  // Protected: still refused; unprotected: deleted.
+  ASSERT_EQ(admin_->Put("/api/v1/datastores/default/snapshots/protected?snapshot=" + Q(snap),
+                        {{"protected", true}}).status, 200);
+  EXPECT_EQ(admin_->Delete("/api/v1/datastores/default/snapshots?snapshot=" + Q(snap)).status, 409);
+  auto notes = admin_->Put("/api/v1/datastores/default/snapshots/notes?snapshot=" + Q(snap),
+                           {{"notes", "before the upgrade"}});
+  ASSERT_EQ(notes.status, 200) << notes.body;
+  EXPECT_EQ(notes.Json()["notes"], "before the upgrade");
+  EXPECT_EQ(notes.Json()["protected"], true);
+  ASSERT_EQ(admin_->Put("/api/v1/datastores/default/snapshots/protected?snapshot=" + Q(snap),
+                        {{"protected", false}}).status, 200);
+  EXPECT_EQ(admin_->Delete("/api/v1/datastores/default/snapshots?snapshot=" + Q(snap)).status, 200);
+  EXPECT_EQ(admin_->Get("/api/v1/datastores/default/snapshots?group=vm/600").Json().size(), 0u);
+}
+
+TEST(ServerSessionTimeoutTest, IdleSessionIsAbortedAndItsStagingRemoved) {
+  TempDir dir;
+  auto server = ServerProcess::Start(dir.path(), {"--session-timeout", "1"});
+  ASSERT_NE(server, nullptr);
+  ApiClient admin(server->port(), server->AdminToken());
+  std::string sid = StartBackup(admin, "vm/700", 1800000000)["session"];
+  std::vector<std::string> staging;
+  ASSERT_TRUE(storage::Env::Default()->ListDir(dir.path() + "/stores/default/.staging", &staging).ok());
+  EXPECT_EQ(staging.size(), 1u);
+  std::this_thread::sleep_for(std::chrono::seconds(4));
+  ASSERT_TRUE(storage::Env::Default()->ListDir(dir.path() + "/stores/default/.staging", &staging).ok());
+  EXPECT_TRUE(staging.empty());
+  EXPECT_EQ(admin.Get("/api/v1/backup/" + sid + "/stats").status, 404);
+  // The group is free again.
+  EXPECT_EQ(admin.PostJson("/api/v1/datastores/default/backup",
+                           {{"group", "vm/700"}, {"time", 1800000100}}).status, 201);
+}
+
 TEST_F(ServerApiTest, SigtermAbortsRunningSessionsCleanly) {
   std::string sid = StartBackup(*admin_, "vm/500", 1800000000)["session"];
   int status = server_->Stop(SIGTERM);

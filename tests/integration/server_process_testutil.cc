@@ -61,15 +61,17 @@ pid_t Spawn(const std::vector<std::string>& argv, const std::string& log_path,
 
 }  // namespace
 
-std::unique_ptr<ServerProcess> ServerProcess::Start(const std::string& data_dir) {
+std::unique_ptr<ServerProcess> ServerProcess::Start(const std::string& data_dir,
+                                                    const std::vector<std::string>& extra_args) {
   std::unique_ptr<ServerProcess> s(new ServerProcess());
   s->data_dir_ = data_dir;
   (void)storage::CreateDirAll(storage::Env::Default(), data_dir);
   std::string log = data_dir + "/server.log";
   ::truncate(log.c_str(), 0);
-  s->pid_ = Spawn({BinaryPath("server/cairn-server"), "--data", data_dir, "run", "--listen",
-                   "127.0.0.1:0"},
-                  log);
+  std::vector<std::string> argv = {BinaryPath("server/cairn-server"), "--data", data_dir, "run",
+                                   "--listen", "127.0.0.1:0"};
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  s->pid_ = Spawn(argv, log);
   const std::regex url_re(R"(listening on https://127\.0\.0\.1:(\d+)/)");
   const std::regex fp_re(R"(fingerprint \(SHA-256\): ([0-9A-F:]{95}))");
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);

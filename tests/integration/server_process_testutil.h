@@ -35,7 +35,8 @@ class ServerProcess {
   // Starts `cairn-server --data <data_dir> run --listen 127.0.0.1:0` and waits
   // (up to 30 s) until it prints its URL. Returns null on failure (the test
   // has already been failed with the log).
-  static std::unique_ptr<ServerProcess> Start(const std::string& data_dir);
+  static std::unique_ptr<ServerProcess> Start(const std::string& data_dir,
+                                              const std::vector<std::string>& extra_args = {});
   ~ServerProcess();
 
   int port() const { return port_; }
