@@ -68,6 +68,12 @@ int main(int argc, char** argv) {
   for (int i = 0; i < 6; ++i) prune->add_option(keep_names[i], keep[i]);
   prune->add_flag("--dry-run", dry_run, "show keep/remove for each snapshot, remove nothing");
 
+  auto* gc = app.add_subcommand("gc", "collect garbage in the datastore (Admin token)");
+  bool gc_dry_run = false;
+  bool gc_status = false;
+  gc->add_flag("--dry-run", gc_dry_run, "count what would be removed, remove nothing");
+  gc->add_flag("--status", gc_status, "show the last result instead of running one");
+
   CLI11_PARSE(app, argc, argv);
 
   auto resolved = Repository::Resolve(repo, token_file, fingerprint);
@@ -126,6 +132,25 @@ int main(int argc, char** argv) {
                 << (dry_run ? " to remove" : " removed") << "\n";
     }
     return (*j)["failed"].get<int>() == 0 ? 0 : 1;
+  }
+  if (gc->parsed()) {
+    auto j = gc_status ? Call(api.Get(api.StorePath("/gc")))
+                       : Call(api.PostJson(api.StorePath("/gc"), {{"dry-run", gc_dry_run}}));
+    if (!j.ok()) return Fail(j.status());
+    if (output == "json") {
+      std::cout << j->dump(2) << "\n";
+      return 0;
+    }
+    const json& r = *j;
+    auto n = [&](const char* k) { return r.value(k, uint64_t{0}); };
+    std::cout << "garbage collection" << (r.value("dry-run", false) ? " (dry run)" : "") << "\n"
+              << "  on disk:  " << n("disk-chunks") << " chunks, " << HumanSize(n("disk-bytes")) << "\n"
+              << "  removed:  " << n("removed-chunks") << " chunks, " << HumanSize(n("removed-bytes")) << "\n"
+              << "  pending:  " << n("pending-chunks") << " chunks, " << HumanSize(n("pending-bytes")) << "\n"
+              << "  bad:      " << n("bad-chunks") << "\n"
+              << "  dedup factor " << r.value("dedup-factor", 0.0) << ", " << n("duration-ms")
+              << " ms\n";
+    return 0;
   }
   return 0;
 }

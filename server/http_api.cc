@@ -331,6 +331,44 @@ void RegisterRoutes(Server* server, httplib::SSLServer* http) {
     return Status::OK();
   }));
 
+  // Garbage collection (Admin): run now, or read the last result.
+  http->Post(R"(/api/v1/datastores/([^/]+)/gc)",
+             Wrap([api](const httplib::Request& req, httplib::Response& res) {
+    CAIRN_ASSIGN_OR_RETURN(Caller c, api->ForStore(req, req.matches[1]));
+    if (!c.roles.Has(Role::kAdmin)) return Status::PermissionDenied("garbage collection needs the Admin role");
+    CAIRN_ASSIGN_OR_RETURN(json body, ParseBody(req));
+    storage::GcOptions options;
+    if (auto it = body.find("dry-run"); it != body.end() && !it->is_null()) {
+      if (!it->is_boolean()) return Status::InvalidArgument("dry-run must be a boolean");
+      options.dry_run = it->get<bool>();
+    }
+    if (auto it = body.find("grace-seconds"); it != body.end() && !it->is_null()) {
+      if (!it->is_number_unsigned() || it->get<uint64_t>() > 7 * 86400) {
+        return Status::InvalidArgument("grace-seconds must be a whole number up to 604800");
+      }
+      options.grace_seconds = it->get<int64_t>();
+    }
+    spdlog::info("garbage collection of {} started by {}", c.store_name, c.principal.auth_id);
+    CAIRN_ASSIGN_OR_RETURN(storage::GcResult r,
+                           RunGarbageCollection(*c.store, c.store_name,
+                                                api->server()->sessions(), options));
+    spdlog::info("garbage collection of {}: removed {} chunks, {} pending", c.store_name,
+                 r.removed_chunks, r.pending_chunks);
+    SendJson(res, 200, r.ToJson());
+    return Status::OK();
+  }));
+
+  http->Get(R"(/api/v1/datastores/([^/]+)/gc)",
+            Wrap([api](const httplib::Request& req, httplib::Response& res) {
+    CAIRN_ASSIGN_OR_RETURN(Caller c, api->ForStore(req, req.matches[1]));
+    if (!c.roles.Has(Role::kAdmin) && !c.roles.Has(Role::kAudit)) {
+      return Status::PermissionDenied("the GC status needs the Admin or Audit role");
+    }
+    CAIRN_ASSIGN_OR_RETURN(storage::GcResult r, LastGcResult(*c.store));
+    SendJson(res, 200, r.ToJson());
+    return Status::OK();
+  }));
+
   // --- Backup sessions ---
   http->Post(R"(/api/v1/datastores/([^/]+)/backup)",
              Wrap([api](const httplib::Request& req, httplib::Response& res) {

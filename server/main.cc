@@ -4,6 +4,8 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdlib>
 #include <iostream>
@@ -153,6 +155,16 @@ int main(int argc, char** argv) {
   prune->add_option("--time-zone", prune_tz, "zone of the periods (default UTC)");
   prune->add_option("--output", prune_output)->check(CLI::IsMember({"text", "json"}));
 
+  auto* gc = app.add_subcommand("gc", "collect garbage in a datastore (server stopped; else use the API)");
+  std::string gc_store, gc_output = "text";
+  bool gc_dry_run = false;
+  int64_t gc_grace = cairn::storage::kDefaultGcGraceSeconds;
+  gc->add_option("STORE", gc_store)->required();
+  gc->add_flag("--dry-run", gc_dry_run, "count what would be removed, remove nothing");
+  gc->add_option("--grace-seconds", gc_grace, "keep unreferenced chunks younger than this (default 300)")
+      ->check(CLI::Range(int64_t{0}, int64_t{604800}));
+  gc->add_option("--output", gc_output)->check(CLI::IsMember({"text", "json"}));
+
   CLI11_PARSE(app, argc, argv);
 
   if (run->parsed()) return Run(data, listen, threads, time_zone, session_timeout);
@@ -247,6 +259,34 @@ int main(int argc, char** argv) {
       std::cout << report->ToText();
     }
     return report->failed == 0 ? 0 : 1;
+  }
+  if (gc->parsed()) {
+    auto row = (*catalog)->GetDatastore(gc_store);
+    if (!row.ok()) return Fail(row.status());
+    auto store = cairn::storage::Datastore::Open(env, row->path);
+    if (!store.ok()) {
+      return Fail(store.status().WithContext(
+          "open " + row->path + " (is the server running? then run GC through the API: cairn gc)"));
+    }
+    cairn::storage::GcOptions options;
+    options.dry_run = gc_dry_run;
+    options.grace_seconds = gc_grace;
+    const bool tty = ::isatty(2);
+    if (tty) {
+      options.progress = [](cairn::storage::GcPhase phase, uint64_t done, uint64_t total) {
+        std::fprintf(stderr, "\r%-5s %llu/%llu   ", cairn::storage::GcPhaseName(phase),
+                     static_cast<unsigned long long>(done), static_cast<unsigned long long>(total));
+      };
+    }
+    auto r = cairn::server::RunGarbageCollection(**store, gc_store, nullptr, options);
+    if (tty) std::fprintf(stderr, "\r\033[K");
+    if (!r.ok()) return Fail(r.status());
+    if (gc_output == "json") {
+      std::cout << r->ToJson().dump(2) << "\n";
+    } else {
+      std::cout << cairn::server::GcResultText(*r);
+    }
+    return 0;
   }
   return 0;
 }

@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include "server/session_manager.h"
+#include "storage/env.h"
+
 namespace cairn::server {
 
 nlohmann::json PruneReport::ToJson() const {
@@ -77,6 +80,52 @@ Result<PruneReport> PruneGroup(storage::Datastore& store, storage::Catalog* cata
     report.entries.push_back(std::move(e));
   }
   return report;
+}
+
+Result<storage::GcResult> RunGarbageCollection(storage::Datastore& store,
+                                               const std::string& store_name,
+                                               SessionManager* sessions,
+                                               storage::GcOptions options) {
+  if (sessions != nullptr) {
+    // Asked by GC after it took its start time (storage/gc.h says why).
+    options.sessions = [sessions, store_name] {
+      storage::GcSessions out;
+      out.known = sessions->KnownDigests(store_name, &out.oldest_start);
+      return out;
+    };
+  }
+  CAIRN_ASSIGN_OR_RETURN(storage::GcResult result, storage::CollectGarbage(store, options));
+  if (!result.dry_run) {
+    Status s = storage::WriteFileAtomic(store.env(), storage::JoinPath(store.path(), kGcStatusFile),
+                                        result.ToJson().dump(2) + "\n", true);
+    if (!s.ok()) return s.WithContext("GC finished but its status could not be kept");
+  }
+  return result;
+}
+
+Result<storage::GcResult> LastGcResult(storage::Datastore& store) {
+  std::string text;
+  Status s = store.env()->ReadFile(storage::JoinPath(store.path(), kGcStatusFile), &text, 1 << 20);
+  if (s.IsNotFound()) return Status::NotFound("no garbage collection has run on this datastore yet");
+  CAIRN_RETURN_IF_ERROR(s);
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded()) return Status::Corruption("the last GC status is not JSON");
+  return storage::GcResult::FromJson(j);
+}
+
+std::string GcResultText(const storage::GcResult& r) {
+  auto mib = [](uint64_t b) { return static_cast<double>(b) / (1024.0 * 1024.0); };
+  return fmt::format(
+      "garbage collection{}: {} snapshots, {} indexes marked\n"
+      "  on disk:  {} chunks, {:.1f} MiB\n"
+      "  removed:  {} chunks, {:.1f} MiB\n"
+      "  pending:  {} chunks, {:.1f} MiB (unreferenced, inside the grace period)\n"
+      "  bad:      {} chunks kept, {} removed\n"
+      "  dedup factor {:.2f} ({:.1f} MiB logical), {} ms (mark {} ms, sweep {} ms)\n",
+      r.dry_run ? " (dry run)" : "", r.snapshots, r.indexes, r.disk_chunks, mib(r.disk_bytes),
+      r.removed_chunks, mib(r.removed_bytes), r.pending_chunks, mib(r.pending_bytes),
+      r.bad_chunks, r.bad_removed, r.dedup_factor, mib(r.logical_bytes), r.duration_ms,
+      r.mark_ms, r.sweep_ms);
 }
 
 Result<storage::PruneOptions> PruneOptionsFromJson(const nlohmann::json& j) {

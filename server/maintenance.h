@@ -13,6 +13,7 @@
 
 #include "storage/catalog.h"
 #include "storage/datastore.h"
+#include "storage/gc.h"
 #include "storage/prune.h"
 
 namespace cairn::server {
@@ -55,6 +56,22 @@ Result<PruneReport> PruneGroup(storage::Datastore& store, storage::Catalog* cata
                                const storage::PruneOptions& options,
                                const storage::TimeZone& tz, bool dry_run,
                                const std::function<bool(const SnapshotRef&)>& in_use);
+
+// The file in a datastore folder that keeps the last GC result (JSON).
+inline constexpr char kGcStatusFile[] = ".gc-status.json";
+
+// Runs a GC of `store` (storage/gc.h) with the digests and start time of the
+// running backups from `sessions` (may be null: no running sessions, as for
+// the offline admin command), then keeps the result as the store's last GC
+// status (unless a dry run).
+Result<storage::GcResult> RunGarbageCollection(storage::Datastore& store,
+                                               const std::string& store_name,
+                                               class SessionManager* sessions,
+                                               storage::GcOptions options);
+// The last kept GC result; NotFound before the first GC.
+Result<storage::GcResult> LastGcResult(storage::Datastore& store);
+// Human-readable summary, several lines.
+std::string GcResultText(const storage::GcResult& r);
 
 // Reads keep-last … keep-yearly (non-negative integers) from a JSON object;
 // InvalidArgument for anything else.
