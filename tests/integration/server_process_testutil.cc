@@ -12,6 +12,7 @@
 #include <sstream>
 #include <thread>
 
+#include "client/api_client.h"
 #include "storage/env.h"
 
 namespace cairn::testing {
@@ -188,19 +189,6 @@ ApiClient::Response ApiClient::Delete(const std::string& path) {
   return From(client_.Delete(path.c_str(), Headers()));
 }
 
-std::string Q(const std::string& value) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : value) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += kHex[c >> 4];
-      out += kHex[c & 0xf];
-    }
-  }
-  return out;
-}
+std::string Q(const std::string& value) { return client::ApiClient::Escape(value); }
 
 }  // namespace cairn::testing
