@@ -8,53 +8,12 @@
 
 #include "storage/digest.h"
 #include "storage/names.h"
+#include "storage/sqlite_db.h"
 
 namespace cairn::server {
 namespace {
 
-// A prepared statement, finalized on destruction.
-class Stmt {
- public:
-  Stmt(sqlite3* db, const char* sql) : db_(db) {
-    rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr);
-  }
-  ~Stmt() { sqlite3_finalize(stmt_); }
-  Stmt(const Stmt&) = delete;
-  Stmt& operator=(const Stmt&) = delete;
-
-  bool ok() const { return rc_ == SQLITE_OK; }
-  Stmt& Bind(int i, const std::string& v) {
-    sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
-    return *this;
-  }
-  Stmt& Bind(int i, int64_t v) {
-    sqlite3_bind_int64(stmt_, i, v);
-    return *this;
-  }
-  // SQLITE_ROW, SQLITE_DONE or an error code.
-  int Step() { return sqlite3_step(stmt_); }
-  std::string Text(int col) const {
-    const unsigned char* t = sqlite3_column_text(stmt_, col);
-    return t ? std::string(reinterpret_cast<const char*>(t)) : std::string();
-  }
-  int64_t Int(int col) const { return sqlite3_column_int64(stmt_, col); }
-  Status Error() const { return Status::IOError(std::string("sqlite: ") + sqlite3_errmsg(db_)); }
-
- private:
-  sqlite3* db_;
-  sqlite3_stmt* stmt_ = nullptr;
-  int rc_;
-};
-
-Status Exec(sqlite3* db, const char* sql) {
-  char* err = nullptr;
-  if (sqlite3_exec(db, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-    std::string msg = err ? err : "unknown error";
-    sqlite3_free(err);
-    return Status::IOError("sqlite: " + msg);
-  }
-  return Status::OK();
-}
+using storage::Stmt;
 
 // Schema migrations, applied in order; PRAGMA user_version counts them.
 constexpr const char* kMigrations[] = {
@@ -120,34 +79,9 @@ bool OwnsGroup(const Principal& p, const std::string& owner) {
 }
 
 Result<std::unique_ptr<AuthStore>> AuthStore::Open(const std::string& path) {
-  sqlite3* db = nullptr;
-  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) !=
-      SQLITE_OK) {
-    std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
-    sqlite3_close(db);
-    return Status::IOError(path + ": " + msg);
-  }
+  CAIRN_ASSIGN_OR_RETURN(sqlite3* db, storage::OpenDatabase(path));
   std::unique_ptr<AuthStore> store(new AuthStore(db));
-  sqlite3_busy_timeout(db, 5000);
-  CAIRN_RETURN_IF_ERROR(Exec(db, "PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON;"));
-  Stmt v(db, "PRAGMA user_version");
-  if (v.Step() != SQLITE_ROW) return v.Error();
-  int64_t version = v.Int(0);
-  constexpr int64_t kLatest = std::size(kMigrations);
-  if (version > kLatest) {
-    return Status::InvalidArgument(path + ": schema version " + std::to_string(version) +
-                                   " is newer than this server knows");
-  }
-  for (int64_t i = version; i < kLatest; ++i) {
-    CAIRN_RETURN_IF_ERROR(Exec(db, "BEGIN IMMEDIATE"));
-    Status s = Exec(db, kMigrations[i]);
-    if (s.ok()) s = Exec(db, ("PRAGMA user_version=" + std::to_string(i + 1)).c_str());
-    if (!s.ok()) {
-      (void)Exec(db, "ROLLBACK");
-      return s;
-    }
-    CAIRN_RETURN_IF_ERROR(Exec(db, "COMMIT"));
-  }
+  CAIRN_RETURN_IF_ERROR(storage::Migrate(db, kMigrations, "auth database"));
   return store;
 }
 
@@ -157,19 +91,21 @@ Status AuthStore::AddUser(const std::string& user) {
   CAIRN_RETURN_IF_ERROR(ValidateAuthPart(user, "user"));
   std::lock_guard lock(mu_);
   Stmt st(db_, "INSERT INTO users (name, created) VALUES (?, ?)");
-  st.Bind(1, user).Bind(2, static_cast<int64_t>(std::time(nullptr)));
-  int rc = st.Step();
-  if (rc == SQLITE_CONSTRAINT) return Status::AlreadyExists("user " + user + " exists already");
-  return rc == SQLITE_DONE ? Status::OK() : st.Error();
+  st.Text(1, user).Int(2, static_cast<int64_t>(std::time(nullptr)));
+  Status s = st.Run();
+  if (s.IsConflict()) return Status::AlreadyExists("user " + user + " exists already");
+  return s;
 }
 
 Result<std::vector<std::string>> AuthStore::ListUsers() {
   std::lock_guard lock(mu_);
   Stmt st(db_, "SELECT name FROM users ORDER BY name");
   std::vector<std::string> out;
-  int rc;
-  while ((rc = st.Step()) == SQLITE_ROW) out.push_back(st.Text(0));
-  if (rc != SQLITE_DONE) return st.Error();
+  while (true) {
+    CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    out.push_back(st.ColText(0));
+  }
   return out;
 }
 
@@ -182,13 +118,14 @@ Result<std::string> AuthStore::CreateToken(const std::string& auth_id) {
   std::string hash = storage::Sha256(secret_hex).ToHex();
   std::lock_guard lock(mu_);
   Stmt exists(db_, "SELECT 1 FROM users WHERE name = ?");
-  exists.Bind(1, user);
-  if (exists.Step() != SQLITE_ROW) return Status::NotFound("no user " + user);
+  exists.Text(1, user);
+  CAIRN_ASSIGN_OR_RETURN(bool found, exists.Step());
+  if (!found) return Status::NotFound("no user " + user);
   Stmt st(db_, "INSERT INTO tokens (user, name, secret_sha256, created) VALUES (?, ?, ?, ?)");
-  st.Bind(1, user).Bind(2, token).Bind(3, hash).Bind(4, static_cast<int64_t>(std::time(nullptr)));
-  int rc = st.Step();
-  if (rc == SQLITE_CONSTRAINT) return Status::AlreadyExists("token " + auth_id + " exists already");
-  if (rc != SQLITE_DONE) return st.Error();
+  st.Text(1, user).Text(2, token).Text(3, hash).Int(4, static_cast<int64_t>(std::time(nullptr)));
+  Status s = st.Run();
+  if (s.IsConflict()) return Status::AlreadyExists("token " + auth_id + " exists already");
+  CAIRN_RETURN_IF_ERROR(s);
   return secret_hex;
 }
 
@@ -196,9 +133,11 @@ Result<std::vector<std::string>> AuthStore::ListTokens() {
   std::lock_guard lock(mu_);
   Stmt st(db_, "SELECT user || '!' || name FROM tokens ORDER BY user, name");
   std::vector<std::string> out;
-  int rc;
-  while ((rc = st.Step()) == SQLITE_ROW) out.push_back(st.Text(0));
-  if (rc != SQLITE_DONE) return st.Error();
+  while (true) {
+    CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    out.push_back(st.ColText(0));
+  }
   return out;
 }
 
@@ -216,9 +155,11 @@ Result<Principal> AuthStore::Authenticate(const std::string& header) {
   std::string hash = storage::Sha256(secret).ToHex();
   std::lock_guard lock(mu_);
   Stmt st(db_, "SELECT secret_sha256 FROM tokens WHERE user = ? AND name = ?");
-  st.Bind(1, user).Bind(2, token);
-  if (st.Step() != SQLITE_ROW) return denied;
-  std::string stored = st.Text(0);
+  st.Text(1, user).Text(2, token);
+  auto row = st.Step();
+  if (!row.ok()) return row.status();
+  if (!*row) return denied;
+  std::string stored = st.ColText(0);
   if (stored.size() != hash.size() || CRYPTO_memcmp(stored.data(), hash.data(), hash.size()) != 0) {
     return denied;
   }
@@ -236,31 +177,32 @@ Status AuthStore::SetAcl(const std::string& store, const std::string& auth_id, R
   std::lock_guard lock(mu_);
   Stmt st(db_, "INSERT INTO acl (store, auth_id, role) VALUES (?, ?, ?) "
                "ON CONFLICT (store, auth_id) DO UPDATE SET role = excluded.role");
-  st.Bind(1, store).Bind(2, auth_id).Bind(3, std::string(RoleName(role)));
-  return st.Step() == SQLITE_DONE ? Status::OK() : st.Error();
+  st.Text(1, store).Text(2, auth_id).Text(3, RoleName(role));
+  return st.Run();
 }
 
 Result<std::vector<AclEntry>> AuthStore::ListAcl() {
   std::lock_guard lock(mu_);
   Stmt st(db_, "SELECT store, auth_id, role FROM acl ORDER BY store, auth_id");
   std::vector<AclEntry> out;
-  int rc;
-  while ((rc = st.Step()) == SQLITE_ROW) {
-    auto role = ParseRole(st.Text(2));
-    if (!role.ok()) return Status::Corruption("acl holds an unknown role: " + st.Text(2));
-    out.push_back({st.Text(0), st.Text(1), *role});
+  while (true) {
+    CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    auto role = ParseRole(st.ColText(2));
+    if (!role.ok()) return Status::Corruption("acl holds an unknown role: " + st.ColText(2));
+    out.push_back({st.ColText(0), st.ColText(1), *role});
   }
-  if (rc != SQLITE_DONE) return st.Error();
   return out;
 }
 
 RoleSet AuthStore::RolesOn(const Principal& p, const std::string& store) {
   std::lock_guard lock(mu_);
   Stmt st(db_, "SELECT role FROM acl WHERE auth_id = ? AND (store = ? OR store = '*')");
-  st.Bind(1, p.auth_id).Bind(2, store);
+  st.Text(1, p.auth_id).Text(2, store);
   RoleSet roles;
-  while (st.Step() == SQLITE_ROW) {
-    auto role = ParseRole(st.Text(0));
+  // A failed read grants nothing.
+  for (auto row = st.Step(); row.ok() && *row; row = st.Step()) {
+    auto role = ParseRole(st.ColText(0));
     if (role.ok()) roles.Add(*role);
   }
   return roles;

@@ -6,14 +6,14 @@
 
 #include <sqlite3.h>
 
+#include "storage/sqlite_db.h"
+
 #include <algorithm>
 #include <iterator>
 #include <string_view>
 
 namespace cairn::storage {
 namespace {
-
-constexpr int kBusyTimeoutMs = 10000;
 
 // Migration i (0-based) takes the schema from version i to i + 1. Append
 // only; never edit one that has shipped.
@@ -60,118 +60,6 @@ CREATE TABLE archives(
 static_assert(std::size(kMigrations) == kCatalogSchemaVersion,
               "kCatalogSchemaVersion must equal the number of migrations");
 
-Status SqlError(sqlite3* db, int rc, std::string_view what) {
-  std::string msg(what);
-  msg += ": ";
-  msg += db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
-  switch (rc & 0xff) {
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-      return Status::Busy(msg);
-    case SQLITE_CONSTRAINT:
-      return Status::Conflict(msg);
-    case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-      return Status::Corruption(msg);
-    default:
-      return Status::IOError(msg);
-  }
-}
-
-// A prepared statement. Bind errors are kept and reported by Step().
-class Stmt {
- public:
-  Stmt(sqlite3* db, const char* sql) : db_(db), sql_(sql) {
-    rc_ = sqlite3_prepare_v2(db, sql, -1, &st_, nullptr);
-  }
-  ~Stmt() { sqlite3_finalize(st_); }
-  Stmt(const Stmt&) = delete;
-  Stmt& operator=(const Stmt&) = delete;
-
-  Stmt& Text(int i, std::string_view v) {
-    if (rc_ == SQLITE_OK) {
-      rc_ = sqlite3_bind_text64(st_, i, v.data(), v.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
-    }
-    return *this;
-  }
-  Stmt& Int(int i, int64_t v) {
-    if (rc_ == SQLITE_OK) rc_ = sqlite3_bind_int64(st_, i, v);
-    return *this;
-  }
-  Stmt& Null(int i) {
-    if (rc_ == SQLITE_OK) rc_ = sqlite3_bind_null(st_, i);
-    return *this;
-  }
-
-  // True for a row, false when done.
-  Result<bool> Step() {
-    if (rc_ != SQLITE_OK) return SqlError(db_, rc_, sql_);
-    int rc = sqlite3_step(st_);
-    if (rc == SQLITE_ROW) return true;
-    if (rc == SQLITE_DONE) return false;
-    rc_ = rc;
-    return SqlError(db_, rc, FirstLine());
-  }
-  // For statements that return no rows.
-  Status Run() {
-    auto r = Step();
-    return r.ok() ? Status::OK() : r.status();
-  }
-
-  std::string ColText(int i) {
-    const unsigned char* p = sqlite3_column_text(st_, i);
-    int n = sqlite3_column_bytes(st_, i);
-    return p == nullptr ? std::string() : std::string(reinterpret_cast<const char*>(p), n);
-  }
-  int64_t ColInt(int i) { return sqlite3_column_int64(st_, i); }
-  bool ColIsNull(int i) { return sqlite3_column_type(st_, i) == SQLITE_NULL; }
-
- private:
-  std::string FirstLine() const {
-    std::string_view s(sql_);
-    while (!s.empty() && (s.front() == '\n' || s.front() == ' ')) s.remove_prefix(1);
-    return std::string(s.substr(0, std::min<size_t>(s.find('\n'), 60)));
-  }
-
-  sqlite3* db_;
-  const char* sql_;
-  sqlite3_stmt* st_ = nullptr;
-  int rc_;
-};
-
-Status Exec(sqlite3* db, const char* sql) {
-  char* err = nullptr;
-  int rc = sqlite3_exec(db, sql, nullptr, nullptr, &err);
-  if (rc == SQLITE_OK) return Status::OK();
-  std::string msg = err != nullptr ? err : sqlite3_errstr(rc);
-  sqlite3_free(err);
-  Status s = SqlError(nullptr, rc, msg);
-  return s;
-}
-
-// BEGIN IMMEDIATE .. COMMIT; rolled back unless committed.
-class Txn {
- public:
-  explicit Txn(sqlite3* db) : db_(db) {}
-  ~Txn() {
-    if (active_) (void)Exec(db_, "ROLLBACK");
-  }
-  Status Begin() {
-    CAIRN_RETURN_IF_ERROR(Exec(db_, "BEGIN IMMEDIATE"));
-    active_ = true;
-    return Status::OK();
-  }
-  Status Commit() {
-    CAIRN_RETURN_IF_ERROR(Exec(db_, "COMMIT"));
-    active_ = false;
-    return Status::OK();
-  }
-
- private:
-  sqlite3* db_;
-  bool active_ = false;
-};
-
 // Binds (store, ns, type, id) at 1..4.
 void BindGroup(Stmt& st, const std::string& store, const GroupRef& g) {
   st.Text(1, store).Text(2, FormatNamespace(g.ns)).Text(3, g.type).Text(4, g.id);
@@ -217,22 +105,8 @@ std::string Quote(std::string_view s) {
 // Open and migrations
 
 Result<std::unique_ptr<Catalog>> Catalog::Open(const std::string& db_path) {
-  sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(db_path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
-                           nullptr);
-  if (rc != SQLITE_OK) {
-    Status s = SqlError(db, rc, "open " + db_path);
-    sqlite3_close(db);
-    return s;
-  }
+  CAIRN_ASSIGN_OR_RETURN(sqlite3* db, OpenDatabase(db_path));
   std::unique_ptr<Catalog> cat(new Catalog(db));
-  sqlite3_busy_timeout(db, kBusyTimeoutMs);
-  // WAL: readers never block the writer. synchronous=FULL: a committed
-  // transaction survives a power loss (the catalog also holds server state
-  // that no directory can rebuild).
-  CAIRN_RETURN_IF_ERROR(Exec(db, "PRAGMA journal_mode=WAL"));
-  CAIRN_RETURN_IF_ERROR(Exec(db, "PRAGMA synchronous=FULL"));
-  CAIRN_RETURN_IF_ERROR(Exec(db, "PRAGMA foreign_keys=ON"));
   {
     std::lock_guard<std::mutex> lock(cat->mu_);
     CAIRN_RETURN_IF_ERROR(cat->Migrate());
@@ -252,33 +126,7 @@ Result<int> Catalog::SchemaVersion() {
   return static_cast<int>(st.ColInt(0));
 }
 
-Status Catalog::Migrate() {
-  for (int target = 1; target <= kCatalogSchemaVersion; ++target) {
-    Txn txn(db_);
-    CAIRN_RETURN_IF_ERROR(txn.Begin());
-    // Read inside the write transaction: another process may have migrated
-    // since we looked.
-    int64_t current = 0;
-    {
-      Stmt st(db_, "PRAGMA user_version");
-      CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
-      if (row) current = st.ColInt(0);
-    }
-    if (current > kCatalogSchemaVersion) {
-      return Status::Conflict("catalog schema version " + std::to_string(current) +
-                              " is newer than this build supports (" +
-                              std::to_string(kCatalogSchemaVersion) + ")");
-    }
-    if (current >= target) continue;
-    if (current != target - 1) return Status::Corruption("catalog schema version skipped");
-    CAIRN_RETURN_IF_ERROR(Exec(db_, kMigrations[target - 1]));
-    // PRAGMA takes no parameters; `target` is this file's constant.
-    const std::string bump = "PRAGMA user_version=" + std::to_string(target);
-    CAIRN_RETURN_IF_ERROR(Exec(db_, bump.c_str()));
-    CAIRN_RETURN_IF_ERROR(txn.Commit());
-  }
-  return Status::OK();
-}
+Status Catalog::Migrate() { return storage::Migrate(db_, kMigrations, "catalog"); }
 
 // ---------------------------------------------------------------------------
 // Datastores
