@@ -1,0 +1,101 @@
+#pragma once
+
+// Jobs: prune, gc and verify runs on calendar schedules (server/calendar_event.h),
+// stored in <data>/server.db (table `jobs`) so the admin command line can add
+// and remove them while the server runs.
+//
+// The scheduler thread wakes every second, reads the jobs, and starts each
+// enabled job whose next run after its last run (or after its creation) is
+// due. A job missed while the server was down is due at start-up and runs
+// once: its last run then becomes now. A job never runs twice at once (a due
+// job that is still running waits). Each run is a task (server/task_log.h);
+// a run that fails is logged in its task and the scheduler goes on.
+//
+// Thread safety: all methods are thread-safe.
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "server/calendar_event.h"
+#include "server/task_log.h"
+#include "storage/status.h"
+
+struct sqlite3;
+
+namespace cairn::server {
+
+struct JobConfig {
+  std::string id;        // [A-Za-z0-9_][A-Za-z0-9_.-]{0,31}
+  std::string kind;      // "prune", "gc" or "verify"
+  std::string store;
+  std::string schedule;  // calendar event, e.g. "daily", "sat 02:00"
+  nlohmann::json options = nlohmann::json::object();  // kind-specific (keep-…, group, …)
+  bool enabled = true;
+  int64_t created = 0;
+  int64_t last_run = 0;  // 0: never
+  nlohmann::json ToJson() const;
+};
+
+// Runs one job; its log goes to `task`. Provided by the server.
+using JobRunner = std::function<Status(const JobConfig& job, Task& task)>;
+
+class JobScheduler {
+ public:
+  static Result<std::unique_ptr<JobScheduler>> Open(const std::string& data_dir, TaskLog* tasks,
+                                                    JobRunner runner, TimeZone tz);
+  ~JobScheduler();
+
+  // InvalidArgument for a bad id, kind, schedule or store name;
+  // AlreadyExists for a taken id.
+  Status Add(JobConfig job);
+  // NotFound for an unknown id.
+  Status Remove(const std::string& id);
+  Result<std::vector<JobConfig>> List();
+  Result<JobConfig> Get(const std::string& id);
+  // The next run of a job after its last run (or creation); none if never.
+  std::optional<int64_t> NextRun(const JobConfig& job) const;
+
+  // Starts a run of `id` now, in the background. Conflict while it runs.
+  // Returns the task id.
+  Result<std::string> RunNow(const std::string& id, const std::string& auth_id);
+
+  // Starts / stops the scheduler thread. Stop waits for running jobs.
+  void Start();
+  void Stop();
+
+  // One scheduling pass at `now` (the thread calls this every second;
+  // tests call it with chosen times). Returns the ids started.
+  std::vector<std::string> Tick(int64_t now);
+
+ private:
+  JobScheduler(sqlite3* db, TaskLog* tasks, JobRunner runner, TimeZone tz)
+      : db_(db), tasks_(tasks), runner_(std::move(runner)), tz_(std::move(tz)) {}
+  Result<std::string> Launch(const JobConfig& job, const std::string& auth_id, int64_t now);
+  Status SetLastRun(const std::string& id, int64_t when);
+
+  std::mutex db_mu_;
+  sqlite3* db_;  // GUARDED_BY(db_mu_)
+  TaskLog* const tasks_;
+  const JobRunner runner_;
+  const TimeZone tz_;
+
+  std::mutex mu_;
+  std::set<std::string> running_;           // GUARDED_BY(mu_)
+  std::vector<std::thread> workers_;        // GUARDED_BY(mu_)
+  std::condition_variable cv_;
+  bool stopping_ = false;                   // GUARDED_BY(mu_)
+  std::thread thread_;
+};
+
+}  // namespace cairn::server
