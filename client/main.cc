@@ -3,7 +3,9 @@
 
 #include <CLI/CLI.hpp>
 
+#include <chrono>
 #include <iostream>
+#include <thread>
 #include <optional>
 
 #include "client/api_client.h"
@@ -74,6 +76,23 @@ int main(int argc, char** argv) {
   gc->add_flag("--dry-run", gc_dry_run, "count what would be removed, remove nothing");
   gc->add_flag("--status", gc_status, "show the last result instead of running one");
 
+  auto* verify = app.add_subcommand("verify", "verify a snapshot, a group, or the whole datastore");
+  std::string verify_target;
+  bool verify_ignore = false;
+  std::optional<uint64_t> verify_outdated;
+  verify->add_option("TARGET", verify_target, "vm/ID/TIME, vm/ID, or nothing for everything");
+  verify->add_flag("--ignore-verified", verify_ignore, "skip snapshots verified recently");
+  verify->add_option("--outdated-after", verify_outdated, "days after which to verify again");
+
+  auto* tasks = app.add_subcommand("tasks", "list recent tasks");
+  auto* task = app.add_subcommand("task", "one task");
+  task->require_subcommand(1);
+  auto* task_log = task->add_subcommand("log", "print a task's log");
+  std::string task_id;
+  bool follow = false;
+  task_log->add_option("ID", task_id)->required();
+  task_log->add_flag("--follow", follow, "keep printing until the task ends");
+
   CLI11_PARSE(app, argc, argv);
 
   auto resolved = Repository::Resolve(repo, token_file, fingerprint);
@@ -100,9 +119,9 @@ int main(int argc, char** argv) {
         std::cout << s.value("snapshot", "?") << "  ERROR " << s["error"].get<std::string>() << "\n";
         continue;
       }
-      std::string verify = s["verify"].is_object() ? s["verify"]["state"].get<std::string>() : "-";
+      std::string verify_state = s["verify"].is_object() ? s["verify"]["state"].get<std::string>() : "-";
       std::cout << s["snapshot"].get<std::string>() << "  " << HumanSize(s["size"].get<uint64_t>())
-                << "  verify:" << verify << (s["protected"].get<bool>() ? "  protected" : "")
+                << "  verify:" << verify_state << (s["protected"].get<bool>() ? "  protected" : "")
                 << "\n";
     }
     return 0;
@@ -151,6 +170,65 @@ int main(int argc, char** argv) {
               << "  dedup factor " << r.value("dedup-factor", 0.0) << ", " << n("duration-ms")
               << " ms\n";
     return 0;
+  }
+  if (tasks->parsed()) {
+    auto j = Call(api.Get("/api/v1/tasks?limit=50"));
+    if (!j.ok()) return Fail(j.status());
+    if (output == "json") {
+      std::cout << j->dump(2) << "\n";
+      return 0;
+    }
+    for (const auto& t : *j) {
+      std::cout << t["id"].get<std::string>() << "  " << t["state"].get<std::string>() << "  "
+                << t["auth-id"].get<std::string>() << "  " << t["summary"].get<std::string>() << "\n";
+    }
+    return 0;
+  }
+  // Prints a task's log from the start; with `wait`, until it ends. Returns
+  // the task's final state.
+  auto print_log = [&](const std::string& id, bool wait, bool print) -> cairn::storage::Result<std::string> {
+    uint64_t offset = 0;
+    while (true) {
+      auto r = api.Get("/api/v1/tasks/" + ApiClient::Escape(id) + "/log?offset=" + std::to_string(offset));
+      if (!r.ok()) return r.status();
+      if (Status s = r->ToStatus(); !s.ok()) return s;
+      if (print) std::cout << r->body << std::flush;
+      offset += r->body.size();
+      auto info = Call(api.Get("/api/v1/tasks/" + ApiClient::Escape(id)));
+      if (!info.ok()) return info.status();
+      std::string state = (*info)["state"].get<std::string>();
+      if (state != "running" && r->body.empty()) return state;
+      if (!wait && r->body.empty()) return state;
+      if (r->body.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
+  };
+  if (task_log->parsed()) {
+    auto state = print_log(task_id, follow, true);
+    if (!state.ok()) return Fail(state.status());
+    return 0;
+  }
+  if (verify->parsed()) {
+    json body = {{"target", verify_target}, {"ignore-verified", verify_ignore}};
+    if (verify_outdated) body["outdated-after-days"] = *verify_outdated;
+    auto started = Call(api.PostJson(api.StorePath("/verify"), body));
+    if (!started.ok()) return Fail(started.status());
+    std::string id = (*started)["task"];
+    if (output != "json") std::cerr << "verification task " << id << "\n";
+    auto state = print_log(id, true, output != "json");
+    if (!state.ok()) return Fail(state.status());
+    if (output == "json") {
+      // The task's log ends with "RESULT {json}".
+      auto log = api.Get("/api/v1/tasks/" + ApiClient::Escape(id) + "/log");
+      if (log.ok()) {
+        size_t pos = log->body.rfind(" RESULT ");
+        if (pos != std::string::npos) {
+          size_t end = log->body.find('\n', pos);
+          std::cout << json::parse(log->body.substr(pos + 8, end - pos - 8), nullptr, false).dump(2)
+                    << "\n";
+        }
+      }
+    }
+    return *state == "ok" ? 0 : 1;
   }
   return 0;
 }

@@ -232,11 +232,11 @@ void NbdSink::AcceptLoop() {
       continue;
     }
     if (connections_.size() >= static_cast<size_t>(options_.max_connections)) {
-      ::close(fd);
       {
         std::lock_guard<std::mutex> lock(stats_mu_);
         ++stats_.refused_connections;
       }
+      ::close(fd);
       Log("NbdSink: refused a connection: " + std::to_string(options_.max_connections) +
           " already open");
       continue;
@@ -250,18 +250,21 @@ void NbdSink::AcceptLoop() {
 void NbdSink::Serve(Connection* conn) {
   bool transmit = false;
   Status s = Handshake(conn->fd, &transmit);
+  // Connections cut by Stop() ended as asked: nothing to report.
   if (!s.ok()) {
-    NoteError("NbdSink: handshake: " + s.message(), !s.IsIOError());
+    if (!stopping_) NoteError("NbdSink: handshake: " + s.message(), !s.IsIOError());
   } else if (transmit) {
     {
       std::lock_guard<std::mutex> lock(stats_mu_);
       ++stats_.connections;
     }
     s = Transmit(conn->fd);
-    if (!s.ok()) NoteError("NbdSink: " + s.message(), s.IsCorruption());
+    if (!s.ok() && !stopping_) NoteError("NbdSink: " + s.message(), s.IsCorruption());
   }
-  ::close(conn->fd);
+  // Marked done before the close a client sees, so a client that reconnects
+  // at once finds the slot free.
   conn->done = true;
+  ::close(conn->fd);
 }
 
 Status NbdSink::ReadFull(int fd, void* buf, size_t n, Clock::time_point deadline,
@@ -360,6 +363,7 @@ Status NbdSink::Handshake(int fd, bool* transmit) {
     return Status::Corruption("client does not speak fixed newstyle");
   }
   const bool no_zeroes = (client_flags & nbd::kClientFlagNoZeroes) != 0;
+  Log("NbdSink: client flags " + std::to_string(client_flags));
 
   std::string data;
   for (int count = 0;; ++count) {

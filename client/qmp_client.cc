@@ -19,7 +19,6 @@ using Clock = std::chrono::steady_clock;
 
 // Deeper nesting than this is not QMP; it would only make the JSON parser and
 // the destructor of the parsed value recurse.
-constexpr int kMaxDepth = 64;
 
 int RemainingMs(Clock::time_point deadline) {
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
@@ -198,10 +197,16 @@ Result<bool> QmpClient::ExtractMessage(std::string* message) {
     if (c == '"') {
       in_string_ = true;
     } else if (c == '{' || c == '[') {
-      if (++depth_ > kMaxDepth) return Status::Corruption("QMP: JSON nested too deeply");
+      if (depth_ >= kMaxDepth) return Status::Corruption("QMP: JSON nested too deeply");
+      open_[depth_++] = c;
     } else if (c == '}' || c == ']') {
-      if (--depth_ < 0) return Status::Corruption("QMP: unbalanced JSON");
-      if (depth_ == 0) {
+      // A mismatched closer would otherwise leave the splitter waiting for
+      // a close that never comes.
+      if (depth_ == 0 || open_[depth_ - 1] != (c == '}' ? '{' : '[')) {
+        return Status::Corruption("QMP: unbalanced JSON");
+      }
+      if (--depth_ == 0) {
+        if (scan_ + 1 > options_.max_message_bytes) break;
         *message = buffer_.substr(0, scan_ + 1);
         buffer_.erase(0, scan_ + 1);
         scan_ = 0;
@@ -209,7 +214,7 @@ Result<bool> QmpClient::ExtractMessage(std::string* message) {
       }
     }
   }
-  if (buffer_.size() > options_.max_message_bytes) {
+  if (std::min(buffer_.size(), scan_ + 1) > options_.max_message_bytes) {
     return Status::Corruption("QMP: message larger than " +
                               std::to_string(options_.max_message_bytes) + " bytes");
   }

@@ -60,8 +60,8 @@ class QmpClient {
 
   // Connects to QEMU's QMP socket at `socket_path`, reads the greeting and
   // leaves the client in command mode. InvalidArgument for a path too long
-  // for a unix socket; IOError when nothing answers; Corruption when the peer
-  // does not speak QMP.
+  // for a unix socket; NotFound when the socket does not exist, IOError when
+  // nothing answers in time; Corruption when the peer does not speak QMP.
   static Result<std::unique_ptr<QmpClient>> Connect(const std::string& socket_path,
                                                     const Options& options);
   static Result<std::unique_ptr<QmpClient>> Connect(const std::string& socket_path) {
@@ -149,7 +149,9 @@ class QmpClient {
   // what object/array depth.
   std::string buffer_;
   size_t scan_ = 0;
+  static constexpr int kMaxDepth = 64;  // deeper is not QMP
   int depth_ = 0;
+  char open_[kMaxDepth] = {};  // the open brackets, innermost last
   bool in_string_ = false;
   bool escape_ = false;
 

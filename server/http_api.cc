@@ -3,9 +3,11 @@
 // caller's role on the datastore, validates every name before use, and
 // answers errors as {"error": message, "code": name}. Described in server/API.md.
 
+#include <fmt/format.h>
 #include <httplib.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <charconv>
 #include <ctime>
 #include <sys/statvfs.h>
@@ -320,14 +322,25 @@ void RegisterRoutes(Server* server, httplib::SSLServer* http) {
     }
     auto* sessions = api->server()->sessions();
     const std::string store_name = c.store_name;
-    CAIRN_ASSIGN_OR_RETURN(
-        PruneReport report,
+    CAIRN_ASSIGN_OR_RETURN(std::shared_ptr<Task> task,
+                           api->server()->tasks()->Start("prune", store_name, c.principal.auth_id));
+    auto result =
         PruneGroup(*c.store, api->server()->catalog(), store_name, group, options,
                    api->server()->time_zone(), dry_run,
-                   [&](const SnapshotRef& ref) { return sessions->IsInUse(store_name, ref); }));
+                   [&](const SnapshotRef& ref) { return sessions->IsInUse(store_name, ref); });
+    if (!result.ok()) {
+      task->Finish(result.status(), "");
+      return result.status();
+    }
+    const PruneReport& report = *result;
+    task->Log(report.ToText());
+    task->Finish(report.failed == 0 ? Status::OK() : Status::IOError("some removals failed"),
+                 fmt::format("{} kept, {} removed", report.kept, report.removed));
     spdlog::info("prune {} by {}: {} kept, {} removed{}", group.ToString(), c.principal.auth_id,
                  report.kept, report.removed, dry_run ? " (dry run)" : "");
-    SendJson(res, 200, report.ToJson());
+    json out = report.ToJson();
+    out["task"] = task->id();
+    SendJson(res, 200, out);
     return Status::OK();
   }));
 
@@ -349,12 +362,22 @@ void RegisterRoutes(Server* server, httplib::SSLServer* http) {
       options.grace_seconds = it->get<int64_t>();
     }
     spdlog::info("garbage collection of {} started by {}", c.store_name, c.principal.auth_id);
-    CAIRN_ASSIGN_OR_RETURN(storage::GcResult r,
-                           RunGarbageCollection(*c.store, c.store_name,
-                                                api->server()->sessions(), options));
+    CAIRN_ASSIGN_OR_RETURN(std::shared_ptr<Task> task,
+                           api->server()->tasks()->Start("gc", c.store_name, c.principal.auth_id));
+    auto result = RunGarbageCollection(*c.store, c.store_name, api->server()->sessions(), options);
+    if (!result.ok()) {
+      task->Finish(result.status(), "");
+      return result.status();
+    }
+    const storage::GcResult& r = *result;
+    task->Log(GcResultText(r));
+    task->Finish(Status::OK(), fmt::format("removed {} chunks, {} pending", r.removed_chunks,
+                                           r.pending_chunks));
     spdlog::info("garbage collection of {}: removed {} chunks, {} pending", c.store_name,
                  r.removed_chunks, r.pending_chunks);
-    SendJson(res, 200, r.ToJson());
+    json out = r.ToJson();
+    out["task"] = task->id();
+    SendJson(res, 200, out);
     return Status::OK();
   }));
 
@@ -366,6 +389,134 @@ void RegisterRoutes(Server* server, httplib::SSLServer* http) {
     }
     CAIRN_ASSIGN_OR_RETURN(storage::GcResult r, LastGcResult(*c.store));
     SendJson(res, 200, r.ToJson());
+    return Status::OK();
+  }));
+
+  // Verification runs as a background task; the answer names it.
+  http->Post(R"(/api/v1/datastores/([^/]+)/verify)",
+             Wrap([api](const httplib::Request& req, httplib::Response& res) {
+    CAIRN_ASSIGN_OR_RETURN(Caller c, api->ForStore(req, req.matches[1]));
+    CAIRN_ASSIGN_OR_RETURN(json body, ParseBody(req));
+    CAIRN_ASSIGN_OR_RETURN(std::string target, StringField(body, "target"));
+    // Admin and Reader may verify what they can read; Backup its own groups.
+    if (target.empty()) {
+      if (!c.roles.Has(Role::kAdmin) && !c.roles.Has(Role::kReader)) {
+        return Status::PermissionDenied("verifying a whole datastore needs the Admin or Reader role");
+      }
+    } else {
+      auto ref = SnapshotRef::Parse(target);
+      GroupRef group;
+      if (ref.ok()) {
+        group = ref->group;
+      } else {
+        CAIRN_ASSIGN_OR_RETURN(group, GroupRef::Parse(target));
+      }
+      if (!api->CanRead(c, group)) return Status::PermissionDenied("no read access to " + target);
+    }
+    for (const char* key : {"ignore-verified"}) {
+      if (body.contains(key) && !body[key].is_boolean()) {
+        return Status::InvalidArgument(std::string(key) + " must be a boolean");
+      }
+    }
+    if (body.contains("outdated-after-days") && !body["outdated-after-days"].is_number_unsigned()) {
+      return Status::InvalidArgument("outdated-after-days must be a whole number");
+    }
+    CAIRN_ASSIGN_OR_RETURN(MaintenanceContext ctx, api->server()->Maintenance(c.store_name));
+    CAIRN_ASSIGN_OR_RETURN(
+        std::string task_id,
+        api->server()->StartBackgroundTask(
+            "verify", c.store_name, c.principal.auth_id, [ctx, target, body](Task& task) -> Status {
+              CAIRN_ASSIGN_OR_RETURN(storage::VerifyResult r, RunVerify(ctx, target, body, &task));
+              task.Log("RESULT " + r.ToJson().dump());
+              if (r.snapshots_failed > 0) {
+                return Status::Corruption(fmt::format("{} snapshot(s) failed verification",
+                                                      r.snapshots_failed));
+              }
+              return Status::OK();
+            }));
+    SendJson(res, 202, {{"task", task_id}});
+    return Status::OK();
+  }));
+
+  // --- Tasks and jobs ---
+  // Tasks: Admin and Audit see every task; others the tasks they started.
+  auto may_see_task = [api](const Principal& p, const TaskInfo& t) {
+    if (t.auth_id == p.auth_id) return true;
+    RoleSet roles = api->server()->auth()->RolesOn(p, t.store.empty() ? "*" : t.store);
+    return roles.Has(Role::kAdmin) || roles.Has(Role::kAudit);
+  };
+
+  http->Get("/api/v1/tasks", Wrap([api, may_see_task](const httplib::Request& req, httplib::Response& res) {
+    CAIRN_ASSIGN_OR_RETURN(Principal p, api->Authenticate(req));
+    size_t limit = 100;
+    if (req.has_param("limit")) {
+      try {
+        limit = std::clamp<size_t>(std::stoul(req.get_param_value("limit")), 1, 10000);
+      } catch (...) {
+        return Status::InvalidArgument("limit must be a number");
+      }
+    }
+    CAIRN_ASSIGN_OR_RETURN(std::vector<TaskInfo> tasks, api->server()->tasks()->List(limit));
+    json out = json::array();
+    for (const auto& t : tasks) {
+      if (may_see_task(p, t)) out.push_back(t.ToJson());
+    }
+    SendJson(res, 200, out);
+    return Status::OK();
+  }));
+
+  http->Get(R"(/api/v1/tasks/([^/]+))",
+            Wrap([api, may_see_task](const httplib::Request& req, httplib::Response& res) {
+    CAIRN_ASSIGN_OR_RETURN(Principal p, api->Authenticate(req));
+    CAIRN_ASSIGN_OR_RETURN(TaskInfo t, api->server()->tasks()->Get(req.matches[1]));
+    if (!may_see_task(p, t)) return Status::NotFound("no task " + t.id);
+    SendJson(res, 200, t.ToJson());
+    return Status::OK();
+  }));
+
+  // The log from `offset`; X-Task-State says whether more may come.
+  http->Get(R"(/api/v1/tasks/([^/]+)/log)",
+            Wrap([api, may_see_task](const httplib::Request& req, httplib::Response& res) {
+    CAIRN_ASSIGN_OR_RETURN(Principal p, api->Authenticate(req));
+    CAIRN_ASSIGN_OR_RETURN(TaskInfo t, api->server()->tasks()->Get(req.matches[1]));
+    if (!may_see_task(p, t)) return Status::NotFound("no task " + t.id);
+    uint64_t offset = 0;
+    if (req.has_param("offset")) {
+      const std::string v = req.get_param_value("offset");
+      auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), offset);
+      if (ec != std::errc() || end != v.data() + v.size()) return Status::InvalidArgument("bad offset");
+    }
+    CAIRN_ASSIGN_OR_RETURN(std::string text, api->server()->tasks()->ReadLog(t.id, offset, 1 << 20));
+    res.status = 200;
+    res.set_header("X-Task-State", TaskStateName(t.state));
+    res.set_content(text, "text/plain; charset=utf-8");
+    return Status::OK();
+  }));
+
+  http->Get("/api/v1/jobs", Wrap([api](const httplib::Request& req, httplib::Response& res) {
+    CAIRN_ASSIGN_OR_RETURN(Principal p, api->Authenticate(req));
+    CAIRN_ASSIGN_OR_RETURN(std::vector<JobConfig> jobs, api->server()->jobs()->List());
+    json out = json::array();
+    for (const auto& j : jobs) {
+      RoleSet roles = api->server()->auth()->RolesOn(p, j.store);
+      if (!roles.Has(Role::kAdmin) && !roles.Has(Role::kAudit)) continue;
+      json o = j.ToJson();
+      auto next = api->server()->jobs()->NextRun(j);
+      o["next-run"] = next ? json(*next) : json(nullptr);
+      out.push_back(o);
+    }
+    SendJson(res, 200, out);
+    return Status::OK();
+  }));
+
+  http->Post(R"(/api/v1/jobs/([^/]+)/run)", Wrap([api](const httplib::Request& req, httplib::Response& res) {
+    CAIRN_ASSIGN_OR_RETURN(Principal p, api->Authenticate(req));
+    CAIRN_ASSIGN_OR_RETURN(JobConfig job, api->server()->jobs()->Get(req.matches[1]));
+    if (!api->server()->auth()->RolesOn(p, job.store).Has(Role::kAdmin)) {
+      return Status::PermissionDenied("running a job needs the Admin role");
+    }
+    CAIRN_ASSIGN_OR_RETURN(std::string task_id, api->server()->jobs()->RunNow(job.id, p.auth_id));
+    SendJson(res, 202, {{"task", task_id}});
     return Status::OK();
   }));
 

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <ctime>
 #include <cstdlib>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -165,7 +166,68 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(int64_t{0}, int64_t{604800}));
   gc->add_option("--output", gc_output)->check(CLI::IsMember({"text", "json"}));
 
+  auto* job = app.add_subcommand("job", "scheduled prune, gc and verify jobs");
+  job->require_subcommand(1);
+  auto* job_add = job->add_subcommand("add", "add a job (a running server picks it up)");
+  cairn::server::JobConfig new_job;
+  std::string job_group, job_target;
+  std::optional<uint64_t> job_keep[6];
+  std::optional<int64_t> job_outdated;
+  bool job_ignore_verified = false;
+  job_add->add_option("ID", new_job.id)->required();
+  job_add->add_option("--kind", new_job.kind, "prune, gc or verify")->required();
+  job_add->add_option("--store", new_job.store)->required();
+  job_add->add_option("--schedule", new_job.schedule, "calendar event: daily, 'sat 02:00', '*:0/15'")
+      ->required();
+  job_add->add_option("--group", job_group, "prune: only this group (default: every group)");
+  for (int i = 0; i < 6; ++i) job_add->add_option(keep_names[i], job_keep[i]);
+  job_add->add_option("--target", job_target, "verify: a snapshot or group (default: everything)");
+  job_add->add_flag("--ignore-verified", job_ignore_verified, "verify: skip snapshots verified recently");
+  job_add->add_option("--outdated-after", job_outdated, "verify: days after which a verification is redone");
+  auto* job_list = job->add_subcommand("list", "list jobs");
+  job_list->add_option("--output", output)->check(CLI::IsMember({"text", "json"}));
+  auto* job_remove = job->add_subcommand("remove", "remove a job");
+  std::string job_id;
+  job_remove->add_option("ID", job_id)->required();
+  auto* job_run = job->add_subcommand("run", "run a job now (server stopped; else POST /api/v1/jobs/ID/run)");
+  job_run->add_option("ID", job_id)->required();
+  auto* job_next = job->add_subcommand("next", "print the next run times of a calendar event");
+  std::string next_expr, next_from, next_tz = "UTC";
+  int next_count = 5;
+  job_next->add_option("EXPR", next_expr)->required();
+  job_next->add_option("--from", next_from, "start time YYYY-MM-DDTHH:MM:SSZ (default now)");
+  job_next->add_option("--count", next_count)->check(CLI::Range(1, 1000));
+  job_next->add_option("--time-zone", next_tz);
+
+  auto* verify = app.add_subcommand("verify", "verify a datastore (server stopped; else use the API)");
+  std::string verify_store, verify_target, verify_output = "text";
+  bool verify_ignore = false;
+  std::optional<int64_t> verify_outdated;
+  verify->add_option("STORE", verify_store)->required();
+  verify->add_option("TARGET", verify_target, "a snapshot or group (default: everything)");
+  verify->add_flag("--ignore-verified", verify_ignore);
+  verify->add_option("--outdated-after", verify_outdated, "days");
+  verify->add_option("--output", verify_output)->check(CLI::IsMember({"text", "json"}));
+
   CLI11_PARSE(app, argc, argv);
+
+  if (job_next->parsed()) {
+    auto event = cairn::server::CalendarEvent::Parse(next_expr);
+    if (!event.ok()) return Fail(event.status());
+    auto tz = cairn::storage::TimeZone::Parse(next_tz);
+    if (!tz.ok()) return Fail(tz.status());
+    int64_t from = std::time(nullptr);
+    if (!next_from.empty()) {
+      auto t = cairn::storage::ParseSnapshotTime(next_from);
+      if (!t.ok()) return Fail(t.status());
+      from = *t;
+    }
+    std::cout << "next runs of \"" << event->ToString() << "\" (" << tz->name() << "):\n";
+    for (int64_t t : cairn::server::NextRuns(*event, from, next_count, *tz)) {
+      std::cout << "  " << cairn::storage::FormatSnapshotTime(t) << "\n";
+    }
+    return 0;
+  }
 
   if (run->parsed()) return Run(data, listen, threads, time_zone, session_timeout);
 
@@ -287,6 +349,107 @@ int main(int argc, char** argv) {
       std::cout << cairn::server::GcResultText(*r);
     }
     return 0;
+  }
+  if (job->parsed()) {
+    auto tasks = cairn::server::TaskLog::Open(data);
+    if (!tasks.ok()) return Fail(tasks.status());
+    // The offline runner opens the store itself (the server must be stopped).
+    cairn::storage::Catalog* cat = catalog->get();
+    auto runner = [&](const cairn::server::JobConfig& j, cairn::server::Task& task) -> Status {
+      auto row = cat->GetDatastore(j.store);
+      if (!row.ok()) return row.status();
+      auto opened = cairn::storage::Datastore::Open(env, row->path);
+      if (!opened.ok()) {
+        return opened.status().WithContext("open " + row->path + " (is the server running?)");
+      }
+      cairn::server::MaintenanceContext ctx;
+      ctx.store = opened->get();
+      ctx.store_name = j.store;
+      ctx.catalog = cat;
+      return cairn::server::RunJob(ctx, j, task);
+    };
+    auto jobs = cairn::server::JobScheduler::Open(data, tasks->get(), runner,
+                                                  cairn::storage::TimeZone::Utc());
+    if (!jobs.ok()) return Fail(jobs.status());
+    if (job_add->parsed()) {
+      nlohmann::json opts = nlohmann::json::object();
+      if (!job_group.empty()) opts["group"] = job_group;
+      for (int i = 0; i < 6; ++i) {
+        if (job_keep[i]) opts[std::string(keep_names[i]).substr(2)] = *job_keep[i];
+      }
+      if (!job_target.empty()) opts["target"] = job_target;
+      if (job_ignore_verified) opts["ignore-verified"] = true;
+      if (job_outdated) opts["outdated-after-days"] = *job_outdated;
+      new_job.options = opts;
+      if (Status s = (*jobs)->Add(new_job); !s.ok()) return Fail(s);
+      auto added = (*jobs)->Get(new_job.id);
+      auto next = added.ok() ? (*jobs)->NextRun(*added) : std::nullopt;
+      std::cout << "job " << new_job.id << " added; next run "
+                << (next ? cairn::storage::FormatSnapshotTime(*next) : "never") << "\n";
+      return 0;
+    }
+    if (job_list->parsed()) {
+      auto list = (*jobs)->List();
+      if (!list.ok()) return Fail(list.status());
+      nlohmann::json out = nlohmann::json::array();
+      for (const auto& j : *list) {
+        auto next = (*jobs)->NextRun(j);
+        nlohmann::json o = j.ToJson();
+        o["next-run"] = next ? nlohmann::json(*next) : nlohmann::json(nullptr);
+        out.push_back(o);
+        if (output != "json") {
+          std::cout << j.id << "\t" << j.kind << "\t" << j.store << "\t" << j.schedule << "\tnext "
+                    << (next ? cairn::storage::FormatSnapshotTime(*next) : "never") << "\t"
+                    << j.options.dump() << "\n";
+        }
+      }
+      if (output == "json") std::cout << out.dump(2) << "\n";
+      return 0;
+    }
+    if (job_remove->parsed()) {
+      if (Status s = (*jobs)->Remove(job_id); !s.ok()) return Fail(s);
+      std::cout << "job " << job_id << " removed\n";
+      return 0;
+    }
+    if (job_run->parsed()) {
+      auto task_id = (*jobs)->RunNow(job_id, "root@cli");
+      if (!task_id.ok()) return Fail(task_id.status());
+      (*jobs)->Stop();  // waits for the run
+      auto info = (*tasks)->Get(*task_id);
+      auto log = (*tasks)->ReadLog(*task_id, 0, 1 << 20);
+      if (log.ok()) std::cout << *log;
+      return info.ok() && info->state != cairn::server::TaskState::kFailed ? 0 : 1;
+    }
+  }
+  if (verify->parsed()) {
+    auto row = (*catalog)->GetDatastore(verify_store);
+    if (!row.ok()) return Fail(row.status());
+    auto store = cairn::storage::Datastore::Open(env, row->path);
+    if (!store.ok()) {
+      return Fail(store.status().WithContext(
+          "open " + row->path + " (is the server running? then verify through the API: cairn verify)"));
+    }
+    cairn::server::MaintenanceContext ctx;
+    ctx.store = store->get();
+    ctx.store_name = verify_store;
+    ctx.catalog = catalog->get();
+    nlohmann::json opts = {{"ignore-verified", verify_ignore}};
+    if (verify_outdated) opts["outdated-after-days"] = *verify_outdated;
+    auto r = cairn::server::RunVerify(ctx, verify_target, opts, nullptr);
+    if (!r.ok()) return Fail(r.status());
+    if (verify_output == "json") {
+      std::cout << r->ToJson().dump(2) << "\n";
+    } else {
+      std::cout << "verified " << r->snapshots_checked << " snapshot(s): " << r->snapshots_ok
+                << " ok, " << r->snapshots_failed << " failed, " << r->snapshots_skipped
+                << " skipped; " << r->chunks_checked << " chunks checked, " << r->chunks_bad
+                << " bad, " << r->duration_ms << " ms\n";
+      for (const auto& f : r->failed) {
+        std::cout << "  FAILED " << f.ref.ToString() << ": "
+                  << (f.reasons.empty() ? "" : f.reasons.front()) << "\n";
+      }
+    }
+    return r->snapshots_failed == 0 ? 0 : 1;
   }
   return 0;
 }

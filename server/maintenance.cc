@@ -6,6 +6,19 @@
 #include "storage/env.h"
 
 namespace cairn::server {
+namespace {
+
+// One task log line per line of `text`.
+void LogLines(Task& task, const std::string& text) {
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t nl = text.find('\n', pos);
+    task.Log(text.substr(pos, nl - pos));
+    pos = nl == std::string::npos ? text.size() : nl + 1;
+  }
+}
+
+}  // namespace
 
 nlohmann::json PruneReport::ToJson() const {
   nlohmann::json snaps = nlohmann::json::array();
@@ -126,6 +139,93 @@ std::string GcResultText(const storage::GcResult& r) {
       r.removed_chunks, mib(r.removed_bytes), r.pending_chunks, mib(r.pending_bytes),
       r.bad_chunks, r.bad_removed, r.dedup_factor, mib(r.logical_bytes), r.duration_ms,
       r.mark_ms, r.sweep_ms);
+}
+
+Result<storage::VerifyResult> RunVerify(const MaintenanceContext& ctx, const std::string& target,
+                                        const nlohmann::json& options, Task* task) {
+  std::vector<SnapshotRef> snapshots;
+  if (target.empty()) {
+    CAIRN_ASSIGN_OR_RETURN(snapshots, storage::SnapshotsToVerify(*ctx.store));
+  } else if (auto ref = SnapshotRef::Parse(target); ref.ok()) {
+    snapshots.push_back(*ref);
+  } else {
+    CAIRN_ASSIGN_OR_RETURN(storage::GroupRef g, storage::GroupRef::Parse(target));
+    CAIRN_ASSIGN_OR_RETURN(snapshots, storage::SnapshotsToVerify(*ctx.store, g));
+  }
+  storage::VerifyOptions vo;
+  vo.ignore_verified = options.value("ignore-verified", false);
+  if (auto it = options.find("outdated-after-days"); it != options.end() && it->is_number_unsigned()) {
+    vo.outdated_after_days = it->get<int64_t>();
+  }
+  if (auto it = options.find("threads"); it != options.end() && it->is_number_unsigned()) {
+    vo.threads = static_cast<int>(std::min<uint64_t>(it->get<uint64_t>(), 64));
+  }
+  vo.catalog = ctx.catalog;
+  vo.catalog_store = ctx.store_name;
+  vo.cancel = ctx.cancel;
+  if (task != nullptr) {
+    vo.task = task->id();
+    vo.log = [task](const std::string& line) { task->Log(line); };
+    task->Log(fmt::format("verifying {} snapshot(s) of {}", snapshots.size(),
+                          target.empty() ? "datastore " + ctx.store_name : target));
+  }
+  CAIRN_ASSIGN_OR_RETURN(storage::VerifyResult r, storage::Verify(*ctx.store, snapshots, vo));
+  if (task != nullptr) {
+    for (const auto& w : r.warnings) task->Warn(w);
+    task->Log(fmt::format("{} ok, {} failed, {} skipped; {} chunks checked, {} bad; {} ms",
+                          r.snapshots_ok, r.snapshots_failed, r.snapshots_skipped, r.chunks_checked,
+                          r.chunks_bad, r.duration_ms));
+  }
+  return r;
+}
+
+Status RunJob(const MaintenanceContext& ctx, const JobConfig& job, Task& task) {
+  if (job.kind == "prune") {
+    CAIRN_ASSIGN_OR_RETURN(storage::PruneOptions po, PruneOptionsFromJson(job.options));
+    std::vector<storage::GroupRef> groups;
+    if (job.options.contains("group")) {
+      if (!job.options["group"].is_string()) return Status::InvalidArgument("group must be a string");
+      CAIRN_ASSIGN_OR_RETURN(storage::GroupRef g, storage::GroupRef::Parse(job.options["group"].get<std::string>()));
+      groups.push_back(g);
+    } else {
+      CAIRN_ASSIGN_OR_RETURN(groups, ctx.store->ListGroups());
+    }
+    size_t failed = 0;
+    for (const auto& g : groups) {
+      auto in_use = [&ctx](const SnapshotRef& ref) {
+        return ctx.sessions != nullptr && ctx.sessions->IsInUse(ctx.store_name, ref);
+      };
+      auto report = PruneGroup(*ctx.store, ctx.catalog, ctx.store_name, g, po, ctx.tz, false, in_use);
+      if (!report.ok()) {
+        if (report.status().IsNotFound()) continue;  // group vanished meanwhile
+        task.Warn("prune " + g.ToString() + ": " + report.status().ToString());
+        ++failed;
+        continue;
+      }
+      LogLines(task, report->ToText());
+      failed += report->failed;
+    }
+    return failed == 0 ? Status::OK() : Status::IOError(fmt::format("{} removal(s) failed", failed));
+  }
+  if (job.kind == "gc") {
+    storage::GcOptions go;
+    if (auto it = job.options.find("grace-seconds"); it != job.options.end() && it->is_number_unsigned()) {
+      go.grace_seconds = it->get<int64_t>();
+    }
+    CAIRN_ASSIGN_OR_RETURN(storage::GcResult r,
+                           RunGarbageCollection(*ctx.store, ctx.store_name, ctx.sessions, go));
+    LogLines(task, GcResultText(r));
+    return Status::OK();
+  }
+  if (job.kind == "verify") {
+    CAIRN_ASSIGN_OR_RETURN(storage::VerifyResult r,
+                           RunVerify(ctx, job.options.value("target", ""), job.options, &task));
+    if (r.snapshots_failed > 0) {
+      return Status::Corruption(fmt::format("{} snapshot(s) failed verification", r.snapshots_failed));
+    }
+    return Status::OK();
+  }
+  return Status::InvalidArgument("unknown job kind " + job.kind);
 }
 
 Result<storage::PruneOptions> PruneOptionsFromJson(const nlohmann::json& j) {

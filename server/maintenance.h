@@ -14,6 +14,9 @@
 #include "storage/catalog.h"
 #include "storage/datastore.h"
 #include "storage/gc.h"
+#include "storage/verify.h"
+#include "server/job_scheduler.h"
+#include "server/task_log.h"
 #include "storage/prune.h"
 
 namespace cairn::server {
@@ -72,6 +75,29 @@ Result<storage::GcResult> RunGarbageCollection(storage::Datastore& store,
 Result<storage::GcResult> LastGcResult(storage::Datastore& store);
 // Human-readable summary, several lines.
 std::string GcResultText(const storage::GcResult& r);
+
+// Everything a maintenance run needs from the server (or from the offline
+// admin command, where `sessions` is null).
+struct MaintenanceContext {
+  storage::Datastore* store = nullptr;
+  std::string store_name;
+  storage::Catalog* catalog = nullptr;   // may be null
+  class SessionManager* sessions = nullptr;  // may be null
+  storage::TimeZone tz = storage::TimeZone::Utc();
+  const std::atomic<bool>* cancel = nullptr;
+};
+
+// Verifies `target` (a snapshot "vm/1/TIME", a group "vm/1", or "" for the
+// whole store) with `options` ({"ignore-verified": bool,
+// "outdated-after-days": N, "threads": N}); logs findings to `task`.
+Result<storage::VerifyResult> RunVerify(const MaintenanceContext& ctx, const std::string& target,
+                                        const nlohmann::json& options, Task* task);
+
+// Runs one job: prune (options: "group" (optional: every group), keep-…),
+// gc (options: "grace-seconds") or verify (options: "target", and those of
+// RunVerify). A verification that finds damage is an error (the task fails,
+// so it is seen).
+Status RunJob(const MaintenanceContext& ctx, const JobConfig& job, Task& task);
 
 // Reads keep-last … keep-yearly (non-negative integers) from a JSON object;
 // InvalidArgument for anything else.

@@ -19,6 +19,7 @@ constexpr char kAdminToken[] = "admin!default";
 // large disks are bigger, so bodies up to 64 MiB are read and each endpoint
 // applies its own limit.
 constexpr size_t kMaxBodyBytes = 64ull * 1024 * 1024;
+constexpr int64_t kTaskRetentionDays = 30;
 
 int64_t Now() { return static_cast<int64_t>(std::time(nullptr)); }
 
@@ -60,6 +61,16 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerOptions& options, Start
     if (info) info->admin_token = line;
   }
   CAIRN_RETURN_IF_ERROR(s->OpenStores());
+  CAIRN_ASSIGN_OR_RETURN(s->tasks_, TaskLog::Open(data));
+  Server* self = s.get();
+  CAIRN_ASSIGN_OR_RETURN(
+      s->jobs_, JobScheduler::Open(
+                    data, s->tasks_.get(),
+                    [self](const JobConfig& job, Task& task) -> Status {
+                      CAIRN_ASSIGN_OR_RETURN(MaintenanceContext ctx, self->Maintenance(job.store));
+                      return RunJob(ctx, job, task);
+                    },
+                    s->tz_));
   if (info) {
     CAIRN_ASSIGN_OR_RETURN(info->fingerprint, CertificateFingerprint(s->tls_.cert));
   }
@@ -89,6 +100,36 @@ Result<storage::Datastore*> Server::Store(const std::string& name) {
   auto it = stores_.find(name);
   if (it == stores_.end()) return Status::NotFound("no datastore " + name);
   return it->second.get();
+}
+
+Result<MaintenanceContext> Server::Maintenance(const std::string& store_name) {
+  MaintenanceContext ctx;
+  CAIRN_ASSIGN_OR_RETURN(ctx.store, Store(store_name));
+  ctx.store_name = store_name;
+  ctx.catalog = catalog_.get();
+  ctx.sessions = &sessions_;
+  ctx.tz = tz_;
+  ctx.cancel = &cancel_;
+  return ctx;
+}
+
+Result<std::string> Server::StartBackgroundTask(const std::string& kind, const std::string& store,
+                                                const std::string& auth_id,
+                                                std::function<Status(Task&)> fn) {
+  std::lock_guard lock(background_mu_);
+  if (stopping_.load()) return Status::Busy("the server is stopping");
+  CAIRN_ASSIGN_OR_RETURN(std::shared_ptr<Task> task, tasks_->Start(kind, store, auth_id));
+  std::string id = task->id();
+  background_.emplace_back([task, fn = std::move(fn)] {
+    Status s;
+    try {
+      s = fn(*task);
+    } catch (const std::exception& e) {
+      s = Status::IOError(std::string("exception: ") + e.what());
+    }
+    task->Finish(s, "done");
+  });
+  return id;
 }
 
 std::vector<std::string> Server::StoreNames() {
@@ -122,23 +163,42 @@ Status Server::Start() {
   }
   start_time_ = Now();
   listener_ = std::thread([this] { http_->listen_after_bind(); });
+  jobs_->Start();
   reaper_ = std::thread([this] {
+    int64_t last_trim = 0;
     while (!stopping_.load()) {
       for (int i = 0; i < 10 && !stopping_.load(); ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
       }
       size_t n = sessions_.ReapIdle(Now());
       if (n > 0) spdlog::warn("aborted {} idle backup session(s)", n);
+      // Tasks are kept for kTaskRetentionDays; trimmed once an hour.
+      if (Now() - last_trim >= 3600) {
+        last_trim = Now();
+        auto trimmed = tasks_->Trim(last_trim - kTaskRetentionDays * 86400);
+        if (trimmed.ok() && *trimmed > 0) spdlog::info("trimmed {} old task(s)", *trimmed);
+      }
     }
   });
   return Status::OK();
 }
 
 void Server::Stop() {
-  if (stopping_.exchange(true)) return;
+  {
+    std::lock_guard lock(background_mu_);
+    if (stopping_.exchange(true)) return;
+  }
+  cancel_.store(true);
   if (http_) http_->stop();
   if (listener_.joinable()) listener_.join();
   if (reaper_.joinable()) reaper_.join();
+  if (jobs_) jobs_->Stop();
+  std::vector<std::thread> background;
+  {
+    std::lock_guard lock(background_mu_);
+    background.swap(background_);
+  }
+  for (auto& t : background) t.join();
   // Nothing half-committed: unfinished backups lose their staging folder.
   sessions_.Shutdown();
 }

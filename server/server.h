@@ -6,6 +6,8 @@
 // Data directory layout:
 //   <data>/cairn.db          SQLite catalog: datastores, groups, snapshots (storage/catalog.h)
 //   <data>/auth.db           users, tokens, ACL (server/auth_store.h)
+//   <data>/server.db         tasks and jobs (server/task_log.h, server/job_scheduler.h)
+//   <data>/tasks/<id>.log    task logs
 //   <data>/tls/{cert,key}.pem the server's self-signed identity
 //   <data>/admin.token       the first admin token, mode 0600, written once
 //   <data>/stores/default/   the default datastore (others live where `datastore create` puts them)
@@ -21,7 +23,10 @@
 #include <thread>
 
 #include "server/auth_store.h"
+#include "server/job_scheduler.h"
+#include "server/maintenance.h"
 #include "server/session_manager.h"
+#include "server/task_log.h"
 #include "server/tls.h"
 #include "storage/catalog.h"
 #include "storage/datastore.h"
@@ -72,6 +77,15 @@ class Server {
   Result<storage::Datastore*> Store(const std::string& name);
   std::vector<std::string> StoreNames();
   int64_t start_time() const { return start_time_; }
+  TaskLog* tasks() { return tasks_.get(); }
+  JobScheduler* jobs() { return jobs_.get(); }
+  // The context for maintenance on `store_name` (NotFound for an unknown store).
+  Result<MaintenanceContext> Maintenance(const std::string& store_name);
+  // Runs `fn` with a new task on a background thread; returns the task id.
+  // Busy while the server stops. Stop() cancels and joins these threads.
+  Result<std::string> StartBackgroundTask(const std::string& kind, const std::string& store,
+                                          const std::string& auth_id,
+                                          std::function<Status(Task&)> fn);
   const storage::TimeZone& time_zone() const { return tz_; }
 
  private:
@@ -86,6 +100,11 @@ class Server {
   SessionManager sessions_;
   std::mutex stores_mu_;
   std::map<std::string, std::unique_ptr<storage::Datastore>> stores_;  // GUARDED_BY(stores_mu_)
+  std::unique_ptr<TaskLog> tasks_;
+  std::unique_ptr<JobScheduler> jobs_;
+  std::mutex background_mu_;
+  std::vector<std::thread> background_;  // GUARDED_BY(background_mu_)
+  std::atomic<bool> cancel_{false};      // set by Stop(): long tasks end early
   std::unique_ptr<httplib::SSLServer> http_;
   std::thread listener_;
   std::thread reaper_;
