@@ -640,6 +640,21 @@ void RegisterRoutes(Server* server, httplib::SSLServer* http) {
     // must not turn a committed backup into an error.
     Status cs = api->server()->catalog()->UpsertSnapshot(s->store_name(), s->ref(), m);
     if (!cs.ok()) spdlog::warn("catalog update for {} failed: {}", s->ref().ToString(), cs.ToString());
+    // "Verify new snapshots right after backup", when the store asks for it.
+    if (auto verify_new = api->server()->settings()->VerifyNew(s->store_name());
+        verify_new.ok() && *verify_new) {
+      auto ctx = api->server()->Maintenance(s->store_name());
+      if (ctx.ok()) {
+        const std::string target = s->ref().ToString();
+        (void)api->server()->StartBackgroundTask(
+            "verify", s->store_name(), "verify-new", [ctx = *ctx, target](Task& task) -> Status {
+              CAIRN_ASSIGN_OR_RETURN(storage::VerifyResult r,
+                                     RunVerify(ctx, target, json::object(), &task));
+              return r.snapshots_failed == 0 ? Status::OK()
+                                             : Status::Corruption("the new snapshot failed verification");
+            });
+      }
+    }
     spdlog::info("backup {} committed {}: {} chunks uploaded ({} new), {} bytes", s->id(),
                  s->ref().ToString(), st.chunks_uploaded, st.chunks_new, st.bytes_uploaded);
     SendJson(res, 200, {{"snapshot", s->ref().ToString()},

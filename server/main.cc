@@ -118,6 +118,14 @@ int main(int argc, char** argv) {
   std::string output = "text";
   ds_list->add_option("--output", output)->check(CLI::IsMember({"text", "json"}));
 
+  auto* ds_set = ds->add_subcommand("set", "change a datastore setting");
+  std::string set_name;
+  std::string verify_new;
+  ds_set->add_option("NAME", set_name)->required();
+  ds_set->add_option("--verify-new", verify_new, "verify each new snapshot right after its backup")
+      ->check(CLI::IsMember({"on", "off"}))
+      ->required();
+
   auto* user = app.add_subcommand("user", "manage users");
   user->require_subcommand(1);
   auto* user_add = user->add_subcommand("add", "add a user");
@@ -244,6 +252,14 @@ int main(int argc, char** argv) {
     if (Status s = (*catalog)->AddDatastore(ds_name, ds_path); !s.ok()) return Fail(s);
     std::cout << "datastore " << ds_name << " created at " << ds_path
               << " (a running server sees it after a restart)\n";
+    return 0;
+  }
+  if (ds_set->parsed()) {
+    if (auto row = (*catalog)->GetDatastore(set_name); !row.ok()) return Fail(row.status());
+    auto settings = cairn::server::StoreSettings::Open(data);
+    if (!settings.ok()) return Fail(settings.status());
+    if (Status s = (*settings)->SetVerifyNew(set_name, verify_new == "on"); !s.ok()) return Fail(s);
+    std::cout << "datastore " << set_name << ": verify-new " << verify_new << "\n";
     return 0;
   }
   if (ds_list->parsed()) {

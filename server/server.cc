@@ -62,6 +62,7 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerOptions& options, Start
   }
   CAIRN_RETURN_IF_ERROR(s->OpenStores());
   CAIRN_ASSIGN_OR_RETURN(s->tasks_, TaskLog::Open(data));
+  CAIRN_ASSIGN_OR_RETURN(s->settings_, StoreSettings::Open(data));
   Server* self = s.get();
   CAIRN_ASSIGN_OR_RETURN(
       s->jobs_, JobScheduler::Open(

@@ -25,6 +25,7 @@
 #include "server/auth_store.h"
 #include "server/job_scheduler.h"
 #include "server/maintenance.h"
+#include "server/server_db.h"
 #include "server/session_manager.h"
 #include "server/task_log.h"
 #include "server/tls.h"
@@ -78,6 +79,7 @@ class Server {
   std::vector<std::string> StoreNames();
   int64_t start_time() const { return start_time_; }
   TaskLog* tasks() { return tasks_.get(); }
+  StoreSettings* settings() { return settings_.get(); }
   JobScheduler* jobs() { return jobs_.get(); }
   // The context for maintenance on `store_name` (NotFound for an unknown store).
   Result<MaintenanceContext> Maintenance(const std::string& store_name);
@@ -101,6 +103,7 @@ class Server {
   std::mutex stores_mu_;
   std::map<std::string, std::unique_ptr<storage::Datastore>> stores_;  // GUARDED_BY(stores_mu_)
   std::unique_ptr<TaskLog> tasks_;
+  std::unique_ptr<StoreSettings> settings_;
   std::unique_ptr<JobScheduler> jobs_;
   std::mutex background_mu_;
   std::vector<std::thread> background_;  // GUARDED_BY(background_mu_)

@@ -1,6 +1,7 @@
 #include "server/server_db.h"
 
 #include "storage/env.h"
+#include "storage/names.h"
 #include "storage/sqlite_db.h"
 
 namespace cairn::server {
@@ -18,6 +19,9 @@ CREATE TABLE jobs(
   options TEXT NOT NULL, enabled INTEGER NOT NULL, created INTEGER NOT NULL,
   last_run INTEGER NOT NULL);
 )sql",
+    R"sql(
+CREATE TABLE store_settings(store TEXT PRIMARY KEY, verify_new INTEGER NOT NULL);
+)sql",
 };
 
 }  // namespace
@@ -31,6 +35,30 @@ storage::Result<sqlite3*> OpenServerDb(const std::string& data_dir) {
     return s;
   }
   return db;
+}
+
+storage::Result<std::unique_ptr<StoreSettings>> StoreSettings::Open(const std::string& data_dir) {
+  CAIRN_ASSIGN_OR_RETURN(sqlite3 * db, OpenServerDb(data_dir));
+  return std::unique_ptr<StoreSettings>(new StoreSettings(db));
+}
+
+StoreSettings::~StoreSettings() { sqlite3_close(db_); }
+
+storage::Result<bool> StoreSettings::VerifyNew(const std::string& store) {
+  std::lock_guard lock(mu_);
+  storage::Stmt st(db_, "SELECT verify_new FROM store_settings WHERE store = ?");
+  st.Text(1, store);
+  CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
+  return row && st.ColInt(0) != 0;
+}
+
+storage::Status StoreSettings::SetVerifyNew(const std::string& store, bool on) {
+  CAIRN_RETURN_IF_ERROR(storage::ValidateName(storage::NameKind::kStore, store));
+  std::lock_guard lock(mu_);
+  storage::Stmt st(db_, "INSERT INTO store_settings (store, verify_new) VALUES (?, ?) "
+                        "ON CONFLICT (store) DO UPDATE SET verify_new = excluded.verify_new");
+  st.Text(1, store).Int(2, on ? 1 : 0);
+  return st.Run();
 }
 
 }  // namespace cairn::server

@@ -4,6 +4,8 @@
 // rebuild — tasks and jobs. (The catalog, cairn.db, indexes the datastores;
 // auth.db holds users, tokens and roles.) Versioned with PRAGMA user_version.
 
+#include <memory>
+#include <mutex>
 #include <string>
 
 #include "storage/status.h"
@@ -15,5 +17,20 @@ namespace cairn::server {
 // Opens (creating and migrating) <data_dir>/server.db. The caller owns the
 // connection (sqlite3_close).
 storage::Result<sqlite3*> OpenServerDb(const std::string& data_dir);
+
+// Per-datastore settings kept in server.db. Thread safety: thread-safe.
+class StoreSettings {
+ public:
+  static storage::Result<std::unique_ptr<StoreSettings>> Open(const std::string& data_dir);
+  ~StoreSettings();
+  // "Verify new snapshots right after backup" (default off).
+  storage::Result<bool> VerifyNew(const std::string& store);
+  storage::Status SetVerifyNew(const std::string& store, bool on);
+
+ private:
+  explicit StoreSettings(sqlite3* db) : db_(db) {}
+  std::mutex mu_;
+  sqlite3* db_;  // GUARDED_BY(mu_)
+};
 
 }  // namespace cairn::server

@@ -163,6 +163,22 @@ TEST_F(ServerVerifyJobsTest, ScheduledJobRunsAndItsLogSurvivesARestart) {
   EXPECT_EQ(after.body, before);
 }
 
+TEST_F(ServerVerifyJobsTest, VerifyNewSnapshotsRightAfterBackup) {
+  std::string a = MakeImage(2, 36);
+  std::string before = BackupImage(*admin_, "vm/6", T("2026-07-01T00:00:00Z"), a);
+  auto set = RunServerCommand(dir_.path(), {"datastore", "set", "default", "--verify-new", "on"});
+  ASSERT_EQ(set.exit_code, 0) << set.output;
+  std::string after = BackupImage(*admin_, "vm/6", T("2026-07-02T00:00:00Z"), a);
+  std::map<std::string, std::string> states;
+  for (int i = 0; i < 100 && states[after] != "ok"; ++i) {
+    states = VerifyStates();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(states[after], "ok");
+  EXPECT_EQ(states[before], "none");  // made before the setting: not verified
+  EXPECT_NE(RunServerCommand(dir_.path(), {"datastore", "set", "nosuch", "--verify-new", "on"}).exit_code, 0);
+}
+
 TEST_F(ServerVerifyJobsTest, ClientVerifyFollowsTheTask) {
   std::string a = MakeImage(2, 35);
   ASSERT_NE(BackupImage(*admin_, "vm/5", T("2026-07-01T00:00:00Z"), a), "");
