@@ -100,13 +100,7 @@ Status AuthStore::AddUser(const std::string& user) {
 Result<std::vector<std::string>> AuthStore::ListUsers() {
   std::lock_guard lock(mu_);
   Stmt st(db_, "SELECT name FROM users ORDER BY name");
-  std::vector<std::string> out;
-  while (true) {
-    CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
-    if (!row) break;
-    out.push_back(st.ColText(0));
-  }
-  return out;
+  return storage::ReadTextColumn(st);
 }
 
 Result<std::string> AuthStore::CreateToken(const std::string& auth_id) {
@@ -132,13 +126,7 @@ Result<std::string> AuthStore::CreateToken(const std::string& auth_id) {
 Result<std::vector<std::string>> AuthStore::ListTokens() {
   std::lock_guard lock(mu_);
   Stmt st(db_, "SELECT user || '!' || name FROM tokens ORDER BY user, name");
-  std::vector<std::string> out;
-  while (true) {
-    CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
-    if (!row) break;
-    out.push_back(st.ColText(0));
-  }
-  return out;
+  return storage::ReadTextColumn(st);
 }
 
 Result<Principal> AuthStore::Authenticate(const std::string& header) {

@@ -78,6 +78,15 @@ std::string Stmt::FirstLine() const {
   return std::string(s.substr(0, std::min<size_t>(s.find('\n'), 60)));
 }
 
+Result<std::vector<std::string>> ReadTextColumn(Stmt& st) {
+  std::vector<std::string> out;
+  while (true) {
+    CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) return out;
+    out.push_back(st.ColText(0));
+  }
+}
+
 Status Exec(sqlite3* db, const char* sql) {
   char* err = nullptr;
   int rc = sqlite3_exec(db, sql, nullptr, nullptr, &err);

@@ -17,6 +17,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "storage/status.h"
 
@@ -55,6 +56,9 @@ class Stmt {
   sqlite3_stmt* st_ = nullptr;
   int rc_;
 };
+
+// Every row's first column as text.
+Result<std::vector<std::string>> ReadTextColumn(Stmt& st);
 
 // Runs SQL without parameters (schema, pragmas, BEGIN/COMMIT).
 Status Exec(sqlite3* db, const char* sql);

@@ -109,19 +109,7 @@ class GcTest : public ::testing::Test {
   }
 
   void Commit(const SnapshotRef& ref, const FixedIndexWriter& w) {
-    auto bytes = w.Finish(ref.time);
-    ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
-    auto parsed = FixedIndex::Parse(*bytes);
-    ASSERT_TRUE(parsed.ok());
-    auto staged = store_->Stage(ref);
-    ASSERT_TRUE(staged.ok()) << staged.status().ToString();
-    ASSERT_TRUE((*staged)->WriteArchive("drive0.fidx", *bytes).ok());
-    Manifest m;
-    m.backup_type = ref.group.type;
-    m.backup_id = ref.group.id;
-    m.backup_time = ref.time;
-    m.archives.push_back({"drive0.fidx", parsed->image_size(), parsed->checksum()});
-    Status s = (*staged)->Commit(m);
+    Status s = CommitTestSnapshot(*store_, ref, w);
     ASSERT_TRUE(s.ok()) << s.ToString();
   }
 
