@@ -39,9 +39,7 @@ void PutU64(std::string* s, uint64_t v) {
   PutU32(s, static_cast<uint32_t>(v));
 }
 uint16_t GetU16(const unsigned char* p) { return static_cast<uint16_t>((p[0] << 8) | p[1]); }
-uint32_t GetU32(const unsigned char* p) {
-  return (uint32_t{GetU16(p)} << 16) | GetU16(p + 2);
-}
+uint32_t GetU32(const unsigned char* p) { return (uint32_t{GetU16(p)} << 16) | GetU16(p + 2); }
 uint64_t GetU64(const unsigned char* p) { return (uint64_t{GetU32(p)} << 32) | GetU32(p + 4); }
 const unsigned char* Bytes(const std::string& s) {
   return reinterpret_cast<const unsigned char*>(s.data());
@@ -49,30 +47,49 @@ const unsigned char* Bytes(const std::string& s) {
 
 std::string OptionName(uint32_t opt) {
   switch (opt) {
-    case nbd::kOptExportName: return "NBD_OPT_EXPORT_NAME";
-    case nbd::kOptAbort: return "NBD_OPT_ABORT";
-    case nbd::kOptList: return "NBD_OPT_LIST";
-    case nbd::kOptStartTls: return "NBD_OPT_STARTTLS";
-    case nbd::kOptInfo: return "NBD_OPT_INFO";
-    case nbd::kOptGo: return "NBD_OPT_GO";
-    case nbd::kOptStructuredReply: return "NBD_OPT_STRUCTURED_REPLY";
-    case nbd::kOptListMetaContext: return "NBD_OPT_LIST_META_CONTEXT";
-    case nbd::kOptSetMetaContext: return "NBD_OPT_SET_META_CONTEXT";
-    default: return "option " + std::to_string(opt);
+    case nbd::kOptExportName:
+      return "NBD_OPT_EXPORT_NAME";
+    case nbd::kOptAbort:
+      return "NBD_OPT_ABORT";
+    case nbd::kOptList:
+      return "NBD_OPT_LIST";
+    case nbd::kOptStartTls:
+      return "NBD_OPT_STARTTLS";
+    case nbd::kOptInfo:
+      return "NBD_OPT_INFO";
+    case nbd::kOptGo:
+      return "NBD_OPT_GO";
+    case nbd::kOptStructuredReply:
+      return "NBD_OPT_STRUCTURED_REPLY";
+    case nbd::kOptListMetaContext:
+      return "NBD_OPT_LIST_META_CONTEXT";
+    case nbd::kOptSetMetaContext:
+      return "NBD_OPT_SET_META_CONTEXT";
+    default:
+      return "option " + std::to_string(opt);
   }
 }
 
 std::string CommandName(uint16_t type) {
   switch (type) {
-    case nbd::kCmdRead: return "READ";
-    case nbd::kCmdWrite: return "WRITE";
-    case nbd::kCmdDisc: return "DISC";
-    case nbd::kCmdFlush: return "FLUSH";
-    case nbd::kCmdTrim: return "TRIM";
-    case nbd::kCmdCache: return "CACHE";
-    case nbd::kCmdWriteZeroes: return "WRITE_ZEROES";
-    case nbd::kCmdBlockStatus: return "BLOCK_STATUS";
-    default: return "command " + std::to_string(type);
+    case nbd::kCmdRead:
+      return "READ";
+    case nbd::kCmdWrite:
+      return "WRITE";
+    case nbd::kCmdDisc:
+      return "DISC";
+    case nbd::kCmdFlush:
+      return "FLUSH";
+    case nbd::kCmdTrim:
+      return "TRIM";
+    case nbd::kCmdCache:
+      return "CACHE";
+    case nbd::kCmdWriteZeroes:
+      return "WRITE_ZEROES";
+    case nbd::kCmdBlockStatus:
+      return "BLOCK_STATUS";
+    default:
+      return "command " + std::to_string(type);
   }
 }
 
@@ -100,8 +117,7 @@ NbdSink::~NbdSink() { Stop(); }
 Result<std::unique_ptr<NbdSink>> NbdSink::Start(const NbdSinkOptions& options,
                                                 NbdSinkHandler* handler) {
   if (handler == nullptr) return Status::InvalidArgument("NbdSink: no handler");
-  if (options.socket_path.empty() ||
-      options.socket_path.size() >= sizeof(sockaddr_un{}.sun_path)) {
+  if (options.socket_path.empty() || options.socket_path.size() >= sizeof(sockaddr_un{}.sun_path)) {
     return Status::InvalidArgument("NbdSink: socket path empty or too long: " +
                                    options.socket_path);
   }
@@ -121,6 +137,17 @@ Result<std::unique_ptr<NbdSink>> NbdSink::Start(const NbdSinkOptions& options,
   }
   if (options.export_name.size() > 4096) {
     return Status::InvalidArgument("NbdSink: export name longer than 4096 bytes");
+  }
+  // Uri() puts both into a URI unescaped; QEMU must read back what was meant.
+  for (const std::string* text : {&options.socket_path, &options.export_name}) {
+    for (char c : *text) {
+      if (static_cast<unsigned char>(c) <= ' ' || std::strchr("%?&#\"'<>\\", c) != nullptr) {
+        return Status::InvalidArgument(
+            "NbdSink: character not allowed in socket path or export "
+            "name: " +
+            *text);
+      }
+    }
   }
 
   std::unique_ptr<NbdSink> sink(new NbdSink(options, handler));
@@ -143,10 +170,9 @@ Result<std::unique_ptr<NbdSink>> NbdSink::Start(const NbdSinkOptions& options,
     }
     return Status::FromErrno("bind " + options.socket_path, err);
   }
+  sink->socket_created_ = true;  // from here on, Stop() removes the file
   if (::chmod(options.socket_path.c_str(), 0600) != 0 || ::listen(fd, 8) != 0) {
-    int err = errno;
-    ::unlink(options.socket_path.c_str());
-    return Status::FromErrno("listen " + options.socket_path, err);
+    return Status::FromErrno("listen " + options.socket_path, errno);
   }
   sink->accept_thread_ = std::thread([s = sink.get()] { s->AcceptLoop(); });
   return sink;
@@ -166,8 +192,13 @@ void NbdSink::Stop() {
   connections_.clear();
   if (listen_fd_ >= 0) {
     ::close(listen_fd_);
-    ::unlink(options_.socket_path.c_str());
     listen_fd_ = -1;
+  }
+  // Only a file this sink made: a Start() that found the path taken must not
+  // remove another sink's socket.
+  if (socket_created_) {
+    ::unlink(options_.socket_path.c_str());
+    socket_created_ = false;
   }
   ::close(wake_fd_);
   wake_fd_ = -1;
@@ -267,8 +298,7 @@ void NbdSink::Serve(Connection* conn) {
   ::close(conn->fd);
 }
 
-Status NbdSink::ReadFull(int fd, void* buf, size_t n, Clock::time_point deadline,
-                         bool* clean_eof) {
+Status NbdSink::ReadFull(int fd, void* buf, size_t n, Clock::time_point deadline, bool* clean_eof) {
   auto* out = static_cast<char*>(buf);
   size_t got = 0;
   if (clean_eof != nullptr) *clean_eof = false;
@@ -471,8 +501,8 @@ Status NbdSink::Transmit(int fd) {
       if (eof) return Status::IOError("client hung up without NBD_CMD_DISC");
       return s;
     }
-    CAIRN_RETURN_IF_ERROR(ReadFull(fd, h + 1, kRequestHeaderBytes - 1,
-                                   Clock::now() + options_.io_timeout, nullptr));
+    CAIRN_RETURN_IF_ERROR(
+        ReadFull(fd, h + 1, kRequestHeaderBytes - 1, Clock::now() + options_.io_timeout, nullptr));
     const uint32_t magic = GetU32(h);
     const uint16_t flags = GetU16(h + 4);
     const uint16_t type = GetU16(h + 6);

@@ -147,7 +147,9 @@ class NbdSinkHandler {
 };
 
 struct NbdSinkOptions {
-  std::string socket_path;  // must not exist; REQUIRES: shorter than 108 bytes
+  // Must not exist. Shorter than 108 bytes; like export_name, free of
+  // spaces, control characters and %?&#"'<>\ (it goes into Uri() as is).
+  std::string socket_path;
   uint64_t export_size = 0;  // bytes; REQUIRES: > 0
   // The export clients must name; "" is what `nbd+unix:///?socket=…` asks for.
   std::string export_name;
@@ -168,22 +170,22 @@ struct NbdSinkOptions {
 };
 
 struct NbdSinkStats {
-  uint64_t connections = 0;       // accepted and handshaken into transmission
+  uint64_t connections = 0;  // accepted and handshaken into transmission
   uint64_t refused_connections = 0;
-  uint64_t writes = 0;            // WRITE requests handed to the handler
+  uint64_t writes = 0;  // WRITE requests handed to the handler
   uint64_t write_bytes = 0;
-  uint64_t zeroes = 0;            // WRITE_ZEROES and TRIM handed to OnZero
+  uint64_t zeroes = 0;  // WRITE_ZEROES and TRIM handed to OnZero
   uint64_t zero_bytes = 0;
-  uint64_t flushes = 0;           // FLUSH requests and FUA flags handed to OnFlush
-  uint64_t trims = 0;             // TRIM requests (also counted in zeroes)
-  uint64_t no_hole_zeroes = 0;    // WRITE_ZEROES with NBD_CMD_FLAG_NO_HOLE
-  uint64_t fua_requests = 0;      // requests with NBD_CMD_FLAG_FUA
+  uint64_t flushes = 0;         // FLUSH requests and FUA flags handed to OnFlush
+  uint64_t trims = 0;           // TRIM requests (also counted in zeroes)
+  uint64_t no_hole_zeroes = 0;  // WRITE_ZEROES with NBD_CMD_FLAG_NO_HOLE
+  uint64_t fua_requests = 0;    // requests with NBD_CMD_FLAG_FUA
   uint64_t reads_refused = 0;
-  uint64_t error_replies = 0;     // requests answered with an error
-  uint64_t handler_errors = 0;    // of which the handler failed (EIO)
-  uint64_t disconnects = 0;       // connections QEMU ended with NBD_CMD_DISC
-  uint64_t protocol_errors = 0;   // connections dropped for breaking the protocol
-  std::string last_error;         // the last refused request or dropped connection
+  uint64_t error_replies = 0;    // requests answered with an error
+  uint64_t handler_errors = 0;   // of which the handler failed (EIO)
+  uint64_t disconnects = 0;      // connections QEMU ended with NBD_CMD_DISC
+  uint64_t protocol_errors = 0;  // connections dropped for breaking the protocol
+  std::string last_error;        // the last refused request or dropped connection
 };
 
 class NbdSink {
@@ -238,7 +240,8 @@ class NbdSink {
   const NbdSinkOptions options_;
   NbdSinkHandler* const handler_;
   int listen_fd_ = -1;
-  int wake_fd_ = -1;  // eventfd, readable once Stop() began: wakes every poll
+  bool socket_created_ = false;  // bind() made options_.socket_path
+  int wake_fd_ = -1;             // eventfd, readable once Stop() began: wakes every poll
   std::atomic<bool> stopping_{false};
   std::thread accept_thread_;
   std::list<Connection> connections_;  // touched by the accept thread, then Stop()

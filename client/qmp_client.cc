@@ -92,7 +92,8 @@ Result<std::unique_ptr<QmpClient>> QmpClient::Connect(const std::string& socket_
   CAIRN_ASSIGN_OR_RETURN(json greeting, client->NextMessage(deadline, "the QMP greeting"));
   auto qmp = greeting.find("QMP");
   if (qmp == greeting.end() || !qmp->is_object()) {
-    return client->Fail(Status::Corruption("not a QMP greeting: " + greeting.dump().substr(0, 200)));
+    return client->Fail(
+        Status::Corruption("not a QMP greeting: " + greeting.dump().substr(0, 200)));
   }
   client->greeting_ = *qmp;
   // The version is informative; a greeting without it is still QMP.
@@ -295,8 +296,8 @@ Result<json> QmpClient::Execute(std::string_view command, const json& arguments)
 }
 
 Result<std::string> QmpClient::Hmp(std::string_view command_line) {
-  CAIRN_ASSIGN_OR_RETURN(json r, Execute("human-monitor-command",
-                                         json{{"command-line", std::string(command_line)}}));
+  CAIRN_ASSIGN_OR_RETURN(
+      json r, Execute("human-monitor-command", json{{"command-line", std::string(command_line)}}));
   if (!r.is_string()) {
     return Status::Corruption("QMP: human-monitor-command did not return a string");
   }
