@@ -66,13 +66,13 @@ TEST_F(ServerGcTest, PruneThenGcFreesExactlyTheUnreferencedChunks) {
   EXPECT_EQ(r1.Json()["pending-chunks"], 4);
   EXPECT_EQ(ChunkFiles(), 8u);
   // Without grace they are removed; a dry run first counts them only.
+  // GC's cutoff is its start second minus grace minus 1 s: wait until the
+  // chunks are older than that.
+  std::this_thread::sleep_for(std::chrono::milliseconds(2100));
   auto dry = admin_->PostJson("/api/v1/datastores/default/gc", {{"grace-seconds", 0}, {"dry-run", true}});
   ASSERT_EQ(dry.status, 200) << dry.body;
   EXPECT_EQ(dry.Json()["removed-chunks"], 4);
   EXPECT_EQ(ChunkFiles(), 8u);
-  // GC's cutoff is its start second minus grace minus 1 s: wait until the
-  // chunks are older than that.
-  std::this_thread::sleep_for(std::chrono::milliseconds(2100));
   auto r2 = admin_->PostJson("/api/v1/datastores/default/gc", {{"grace-seconds", 0}});
   ASSERT_EQ(r2.status, 200) << r2.body;
   EXPECT_EQ(r2.Json()["removed-chunks"], 4);
