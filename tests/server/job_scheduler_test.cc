@@ -9,6 +9,9 @@
 #include <future>
 #include <thread>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "storage/env.h"
 #include "storage/names.h"
 
@@ -167,12 +170,36 @@ TEST_F(JobSchedulerTest, TaskLogsSurviveARestartAndRunningTasksBecomeFailed) {
   (*t)->Log("checked 10 chunks");
   std::string id = (*t)->id();
   (*t)->Finish(Status::OK(), "10 chunks ok");
-  auto orphan = tasks_->Start("gc", "default", "admin!default");
-  ASSERT_TRUE(orphan.ok());
-  std::string orphan_id = (*orphan)->id();
-  // Simulate a crash: the task object is leaked, never finished.
-  new std::shared_ptr<Task>(*orphan);
-  orphan->reset();
+  // A server that dies mid-task: a child process starts a task and exits
+  // without running any destructor.
+  std::string orphan_id;
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe(pipe_fds), 0);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    auto log = TaskLog::Open(dir_);
+    if (log.ok()) {
+      auto orphan = (*log)->Start("gc", "default", "admin!default");
+      if (orphan.ok()) {
+        std::string orphan_id_child = (*orphan)->id();
+        ssize_t n = ::write(pipe_fds[1], orphan_id_child.data(), orphan_id_child.size());
+        (void)n;
+        ::_exit(0);  // here, before the task's destructor could run
+      }
+    }
+    ::_exit(0);
+  }
+  ::close(pipe_fds[1]);
+  char buf[128];
+  ssize_t n = ::read(pipe_fds[0], buf, sizeof(buf));
+  ::close(pipe_fds[0]);
+  ::waitpid(pid, nullptr, 0);
+  ASSERT_GT(n, 0);
+  orphan_id.assign(buf, static_cast<size_t>(n));
+  auto orphan_info = tasks_->Get(orphan_id);
+  ASSERT_TRUE(orphan_info.ok()) << orphan_info.status().ToString();
+  EXPECT_EQ(orphan_info->state, TaskState::kRunning) << orphan_info->summary << "\n"
+                                                     << *tasks_->ReadLog(orphan_id, 0, 4096);
   Open();
   auto info = tasks_->Get(id);
   ASSERT_TRUE(info.ok());
