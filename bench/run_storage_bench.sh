@@ -6,13 +6,17 @@
 #   bench/run_storage_bench.sh [storage_bench flags...]
 #
 # Environment: BUILD_DIR (default <repo>/build-bench), REPS (repetitions per
-# benchmark, median reported; default 3), CAIRN_BENCH_DIR (where the temporary
+# benchmark, run in random interleaved order so that a burst of outside load
+# hits all benchmarks alike; default 5), CAIRN_BENCH_DIR (where the temporary
 # datastore goes; default BUILD_DIR — it must be on a disk, not tmpfs).
+#
+# The comparison uses the median of the repetitions; "best" is the fastest
+# repetition, what the code does when nothing else disturbs it.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD_DIR:-$repo/build-bench}
-reps=${REPS:-3}
+reps=${REPS:-5}
 export CAIRN_BENCH_DIR=${CAIRN_BENCH_DIR:-$build}
 
 cmake -S "$repo" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
@@ -28,7 +32,9 @@ cpu_pressure() { if [ -r /proc/pressure/cpu ]; then head -1 /proc/pressure/cpu; 
 echo "== CPU pressure before: $(cpu_pressure)"
 
 # OpenSSL 3.0 prints "sha256  <n>k" in 1000s of bytes per second; -bytes
-# makes it hash 4 MiB buffers like Cairn's chunks.
+# makes it hash 4 MiB buffers like Cairn's chunks. Without -elapsed it times
+# user CPU time, so it is compared with storage_bench's CPU-time figure: both
+# then hold up when other processes share the CPUs.
 openssl_out=$(openssl speed -evp sha256 -bytes 4194304 -seconds 3 2>/dev/null)
 openssl_kbps=$(awk '$1 == "sha256" { v = $NF; sub(/k$/, "", v); print v }' <<<"$openssl_out")
 if [ -z "$openssl_kbps" ]; then
@@ -40,30 +46,55 @@ echo "== openssl speed -evp sha256 (4 MiB): $(awk -v k="$openssl_kbps" 'BEGIN { 
 
 json="$build/storage_bench.json"
 "$build/bench/storage_bench" --benchmark_repetitions="$reps" \
-  --benchmark_report_aggregates_only=true \
+  --benchmark_enable_random_interleaving=true --benchmark_display_aggregates_only=true \
   --benchmark_out="$json" --benchmark_out_format=json "$@"
 
 echo "== CPU pressure after: $(cpu_pressure)"
+if [ ! -s "$json" ]; then
+  echo "storage_bench wrote no results (did --benchmark_filter match anything? Names look like" \
+    "'Sha256/random/min_time:1.000/real_time')" >&2
+  exit 1
+fi
 python3 - "$json" "$openssl_kbps" <<'PY'
-import json, sys
+import collections, json, statistics, sys
 
 data = json.load(open(sys.argv[1]))
 openssl = float(sys.argv[2]) * 1000  # bytes per second
-runs = {}
+reps = collections.defaultdict(list)  # name -> [(wall B/s, cpu B/s)]
 for b in data["benchmarks"]:
-    if b.get("run_type") == "aggregate" and b.get("aggregate_name") != "median":
-        continue
-    if b.get("error_occurred"):
-        print(f"ERROR in {b['name']}: {b.get('error_message')}")
+    if b.get("run_type") != "iteration":
         continue
     # "Sha256/random/min_time:1.000/real_time" -> "Sha256/random"
-    name = "/".join(p for p in b["run_name"].split("/") if not p.startswith(("min_time", "real_time")))
+    name = "/".join(p for p in b["run_name"].split("/")
+                    if not p.startswith(("min_time", "real_time")))
+    if b.get("error_occurred"):
+        print(f"ERROR in {name}: {b.get('error_message')}")
+        continue
     wall = b["bytes_per_second"]
     cpu = wall * b["real_time"] / b["cpu_time"] if b["cpu_time"] > 0 else float("nan")
-    runs[name] = (wall, cpu)
+    reps[name].append((wall, cpu))
 
 def mb(v):
-    return f"{v / 1e6:8.0f} MB/s"
+    return f"{v / 1e6:7.0f} MB/s"
+
+print()
+print(f"== Throughput, MB = 10^6 bytes, {max(map(len, reps.values()), default=0)} repetitions")
+print(f"{'benchmark':34} {'median':>12} {'best':>12} {'median by CPU time':>20}")
+ORDER = ["Sha256", "IsAllZero", "Zstd1Compress", "Zstd1Decompress", "BlobEncode", "BlobDecode",
+         "HashCompress", "InsertDataNew", "InsertBlobNew", "WriteChunkFile",
+         "InsertDataExisting", "InsertBlobExisting", "InsertDataZero"]
+def order(name):
+    head = name.split("/")[0]
+    return (ORDER.index(head) if head in ORDER else len(ORDER), name)
+
+runs = {}
+for name in sorted(reps, key=order):
+    v = reps[name]
+    med = statistics.median(w for w, _ in v)
+    best = max(w for w, _ in v)
+    med_cpu = statistics.median(c for _, c in v)
+    runs[name] = (med, best, med_cpu)
+    print(f"{name:34} {mb(med):>12} {mb(best):>12} {mb(med_cpu):>20}")
 
 def get(name):
     if name not in runs:
@@ -72,25 +103,32 @@ def get(name):
     return runs[name]
 
 print()
-print("== Comparison (MB = 10^6 bytes; wall time; cpu-time figure in brackets)")
+print("== Targets (median; best repetition and CPU-time figure in brackets)")
 sha = get("Sha256/random")
 if sha:
-    pct = 100 * sha[0] / openssl
+    # openssl speed measures CPU time: compare with our CPU-time figure.
+    pct = 100 * sha[2] / openssl
     verdict = "met" if pct >= 90 else "MISSED"
-    print(f"SHA-256: ours {mb(sha[0])} vs openssl {mb(openssl)} -> {pct:.0f}%"
+    print(f"SHA-256 (CPU time): ours {mb(sha[2])} vs openssl speed {mb(openssl)} -> {pct:.0f}%"
+          f" [wall-time median {100 * sha[0] / openssl:.0f}%, best {100 * sha[1] / openssl:.0f}%]"
           f"  (target: within 10%: {verdict})")
 for kind in ("random", "text"):
     ref = get(f"HashCompress/{kind}")
     ins = get(f"InsertDataNew/{kind}/fsync_off")
     if ref and ins:
         pct = 100 * ins[0] / ref[0]
-        pct_cpu = 100 * ins[1] / ref[1]
         verdict = "met" if pct >= 70 else "MISSED"
         print(f"insert new {kind:6} fsync off {mb(ins[0])} vs hash+compress {mb(ref[0])}"
-              f" -> {pct:.0f}% [{pct_cpu:.0f}%]  (target >= 70%: {verdict})")
-    ins_sync = runs.get(f"InsertDataNew/{kind}/fsync_on")
-    if ins_sync:
-        print(f"insert new {kind:6} fsync on  {mb(ins_sync[0])}")
+              f" -> {pct:.0f}% [best {100 * ins[1] / ref[1]:.0f}%, cpu {100 * ins[2] / ref[2]:.0f}%]"
+              f"  (target >= 70%: {verdict})")
+write = runs.get("WriteChunkFile/random/fsync_off")
+ref, ins = runs.get("HashCompress/random"), runs.get("InsertDataNew/random/fsync_off")
+if write and ref and ins:
+    # Per-chunk milliseconds: what the insert adds over hash+compress, and
+    # what the bare file write costs.
+    ms = lambda bps: 4194304 / bps * 1e3
+    print(f"  random: insert - hash+compress = {ms(ins[0]) - ms(ref[0]):.2f} ms/chunk;"
+          f" bare 4 MiB write+rename = {ms(write[0]):.2f} ms/chunk")
 zero_sha = get("Sha256/zero")
 zero_detect = get("IsAllZero/zero")
 zero_insert = get("InsertDataZero/zero")
