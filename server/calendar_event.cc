@@ -273,7 +273,9 @@ std::string FieldToString(const CalendarEvent::Field& f, int width) {
     if (it.step == 1) {
       out += ".." + Pad(it.end, width);
     } else if (it.end == f.hi) {
-      out += "/" + std::to_string(it.step);
+      // Appended piecewise: GCC 12 -O3 reports a false -Wrestrict on "/" + string.
+      out += '/';
+      out += std::to_string(it.step);
     } else {
       out += ".." + Pad(it.end, width) + "/" + std::to_string(it.step);
     }
