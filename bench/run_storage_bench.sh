@@ -81,7 +81,7 @@ print()
 print(f"== Throughput, MB = 10^6 bytes, {max(map(len, reps.values()), default=0)} repetitions")
 print(f"{'benchmark':34} {'median':>12} {'best':>12} {'median by CPU time':>20}")
 ORDER = ["Sha256", "IsAllZero", "Zstd1Compress", "Zstd1Decompress", "BlobEncode", "BlobDecode",
-         "HashCompress", "InsertDataNew", "InsertBlobNew", "WriteChunkFile",
+         "HashCompress", "InsertDataNew", "InsertBlobNew", "WriteChunkFile", "InsertDataNewPrefix",
          "InsertDataExisting", "InsertBlobExisting", "InsertDataZero"]
 def order(name):
     head = name.split("/")[0]
@@ -129,6 +129,12 @@ if write and ref and ins:
     ms = lambda bps: 4194304 / bps * 1e3
     print(f"  random: insert - hash+compress = {ms(ins[0]) - ms(ref[0]):.2f} ms/chunk;"
           f" bare 4 MiB write+rename = {ms(write[0]):.2f} ms/chunk")
+for sync in ("off", "on"):
+    steady = runs.get(f"InsertDataNew/random/fsync_{sync}")
+    fresh = runs.get(f"InsertDataNewPrefix/random/fsync_{sync}")
+    if steady and fresh:
+        print(f"insert new random fsync {sync:3}: prefix folder exists {mb(steady[0])},"
+              f" first chunk of its prefix folder {mb(fresh[0])}")
 zero_sha = get("Sha256/zero")
 zero_detect = get("IsAllZero/zero")
 zero_insert = get("InsertDataZero/zero")

@@ -262,16 +262,27 @@ void BM_HashCompress(benchmark::State& state, Content c) {
 
 // --- Chunk store ---
 
-// One datastore for the whole process (creating 65536 prefix folders is too
-// slow to repeat per benchmark), with one store per sync setting.
-struct BenchDatastore {
-  std::string root;
-  std::unique_ptr<ChunkStore> stores[2];  // [0] sync off, [1] sync on
+// Two datastores under one temp folder, each made once per process, each
+// with one ChunkStore per sync setting:
+//   steady — all 65536 prefix folders made up front (outside any timing), as
+//            in a datastore that holds a few hundred thousand chunks: an
+//            insert never makes a folder. The default for every benchmark.
+//   fresh  — as ChunkStore::Create leaves it: every insert into a prefix not
+//            used yet makes the folder (mkdir + fsync of .chunks).
+enum class Layout { kSteady, kFresh };
+
+struct BenchDatastores {
+  std::string root;  // the temp folder; empty if mkdtemp failed
+  Status root_status;
+  struct One {
+    bool made = false;
+    Status status;
+    std::unique_ptr<ChunkStore> stores[2];  // [0] sync off, [1] sync on
+  } layouts[2];
   DirtyFolders dirty;
-  Status status;
 };
 
-BenchDatastore* g_datastore = nullptr;
+BenchDatastores* g_datastores = nullptr;
 
 std::string BenchBaseDir() {
   const char* dir = std::getenv("CAIRN_BENCH_DIR");
@@ -279,10 +290,9 @@ std::string BenchBaseDir() {
 }
 
 // Flushes the datastore's filesystem, outside any timed region. Without it,
-// the journal commits and writeback left over by creating 65536 folders, or
-// by deleting the previous run's chunks (synchronous discards on a volume
-// mounted with -o discard), land in the next timed run and slow it down
-// several times over.
+// the journal commits and writeback left over by making 65536 folders, or by
+// deleting the previous run's chunks (synchronous discards on a volume
+// mounted with -o discard), land in the next timed run.
 void SyncFilesystem(const std::string& path) {
   int fd = open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return;
@@ -290,16 +300,19 @@ void SyncFilesystem(const std::string& path) {
   close(fd);
 }
 
-BenchDatastore* Datastore() {
-  if (g_datastore != nullptr) return g_datastore;
-  g_datastore = new BenchDatastore;
-  Env* env = Env::Default();
+double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+BenchDatastores* Datastores() {
+  if (g_datastores != nullptr) return g_datastores;
+  g_datastores = new BenchDatastores;
   std::string templ = JoinPath(BenchBaseDir(), "cairn-storage-bench.XXXXXX");
   if (mkdtemp(templ.data()) == nullptr) {
-    g_datastore->status = Status::FromErrno("mkdtemp " + templ, errno);
-    return g_datastore;
+    g_datastores->root_status = Status::FromErrno("mkdtemp " + templ, errno);
+    return g_datastores;
   }
-  g_datastore->root = templ;
+  g_datastores->root = templ;
   struct statfs fs;
   if (statfs(templ.c_str(), &fs) == 0 && fs.f_type == TMPFS_MAGIC) {
     std::fprintf(stderr,
@@ -307,64 +320,93 @@ BenchDatastore* Datastore() {
                  "Set CAIRN_BENCH_DIR to a folder on disk.\n",
                  templ.c_str());
   }
-  auto start = std::chrono::steady_clock::now();
-  g_datastore->status = ChunkStore::Create(env, templ);
-  if (!g_datastore->status.ok()) return g_datastore;
-  auto secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  start = std::chrono::steady_clock::now();
-  SyncFilesystem(templ);
-  double sync_secs =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::fprintf(stderr, "datastore %s created in %.2f s (+ %.2f s syncfs)\n", templ.c_str(), secs,
-               sync_secs);
+  return g_datastores;
+}
+
+Status MakeDatastore(Env* env, const std::string& dir, Layout layout, BenchDatastores::One* one) {
+  CAIRN_RETURN_IF_ERROR(ChunkStore::Create(env, dir));
   for (int sync = 0; sync < 2; ++sync) {
     ChunkStoreOptions options;
     options.sync = sync == 1;
-    auto store = ChunkStore::Open(env, templ, options);
-    if (!store.ok()) {
-      g_datastore->status = store.status();
-      return g_datastore;
+    CAIRN_ASSIGN_OR_RETURN(one->stores[sync], ChunkStore::Open(env, dir, options));
+  }
+  if (layout == Layout::kSteady) {
+    const auto start = std::chrono::steady_clock::now();
+    for (size_t p = 0; p < kChunkPrefixCount; ++p) {
+      Status s = env->CreateDir(one->stores[0]->PrefixDir(static_cast<uint16_t>(p)));
+      if (!s.ok() && !s.IsAlreadyExists()) return s;
     }
-    g_datastore->stores[sync] = std::move(store).value();
+    const double made = SecondsSince(start);
+    const auto sync_start = std::chrono::steady_clock::now();
+    SyncFilesystem(dir);
+    std::fprintf(stderr, "%s: 65536 prefix folders made in %.2f s (+ %.2f s syncfs)\n", dir.c_str(),
+                 made, SecondsSince(sync_start));
   }
-  return g_datastore;
+  return Status::OK();
 }
 
-void RemoveDatastore() {
-  if (g_datastore == nullptr) return;
-  if (!g_datastore->root.empty()) {
-    Status s = RemoveAll(Env::Default(), g_datastore->root);
-    if (!s.ok())
-      std::fprintf(stderr, "removing %s: %s\n", g_datastore->root.c_str(), s.ToString().c_str());
+void RemoveDatastores() {
+  if (g_datastores == nullptr) return;
+  for (auto& one : g_datastores->layouts) {
+    one.stores[0].reset();
+    one.stores[1].reset();
   }
-  g_datastore->stores[0].reset();
-  g_datastore->stores[1].reset();
-  delete g_datastore;
-  g_datastore = nullptr;
+  if (!g_datastores->root.empty()) {
+    const auto start = std::chrono::steady_clock::now();
+    Status s = RemoveAll(Env::Default(), g_datastores->root);
+    if (!s.ok()) {
+      std::fprintf(stderr, "removing %s: %s\n", g_datastores->root.c_str(), s.ToString().c_str());
+    } else {
+      std::fprintf(stderr, "%s removed in %.2f s\n", g_datastores->root.c_str(),
+                   SecondsSince(start));
+    }
+  }
+  delete g_datastores;
+  g_datastores = nullptr;
 }
 
-// The store for `sync`, or null after SkipWithError.
-ChunkStore* StoreOrSkip(benchmark::State& state, bool sync) {
-  BenchDatastore* ds = Datastore();
-  if (!ds->status.ok()) {
-    state.SkipWithError(("datastore: " + ds->status.ToString()).c_str());
+// The store for `sync` in `layout`, made on first use; null after
+// SkipWithError.
+ChunkStore* StoreOrSkip(benchmark::State& state, bool sync, Layout layout = Layout::kSteady) {
+  BenchDatastores* ds = Datastores();
+  if (!ds->root_status.ok()) {
+    state.SkipWithError(("datastore: " + ds->root_status.ToString()).c_str());
     return nullptr;
   }
-  return ds->stores[sync ? 1 : 0].get();
+  BenchDatastores::One& one = ds->layouts[layout == Layout::kSteady ? 0 : 1];
+  if (!one.made) {
+    one.made = true;
+    one.status = MakeDatastore(Env::Default(),
+                               JoinPath(ds->root, layout == Layout::kSteady ? "steady" : "fresh"),
+                               layout, &one);
+  }
+  if (!one.status.ok()) {
+    state.SkipWithError(("datastore: " + one.status.ToString()).c_str());
+    return nullptr;
+  }
+  return one.stores[sync ? 1 : 0].get();
 }
 
 // Removes the chunks a run inserted, outside the timed loop: keeps the disk
 // and the page cache from filling up across runs (chunks not yet written back
 // never reach the disk), then flushes so the next run starts clean.
-void RemoveChunks(ChunkStore* store, const std::vector<Digest>& digests) {
+// With `remove_prefix_dirs` (fresh layout), the prefix folders they made go
+// too, so that the next run makes them again.
+void RemoveChunks(ChunkStore* store, const std::vector<Digest>& digests,
+                  bool remove_prefix_dirs = false) {
   for (const Digest& d : digests) {
     Status s = store->env()->RemoveFile(store->ChunkPath(d));
     if (!s.ok() && !s.IsNotFound()) {
       std::fprintf(stderr, "removing chunk: %s\n", s.ToString().c_str());
     }
   }
-  g_datastore->dirty.Take();
-  SyncFilesystem(g_datastore->root);
+  if (remove_prefix_dirs) {
+    for (const Digest& d : digests) {
+      (void)store->env()->RemoveDir(store->PrefixDir(DigestPrefix(d)));
+    }
+  }
+  g_datastores->dirty.Take();
+  SyncFilesystem(g_datastores->root);
 }
 
 // Keeps the page cache that an insert-new run writes into small and recycled,
@@ -383,7 +425,8 @@ void RemoveChunks(ChunkStore* store, const std::vector<Digest>& digests) {
 // Call Add() with the timer paused; Finish() after the loop.
 class PageCacheRecycler {
  public:
-  PageCacheRecycler(ChunkStore* store, bool sync) : store_(store), sync_(sync) {
+  PageCacheRecycler(ChunkStore* store, bool sync, Layout layout = Layout::kSteady)
+      : store_(store), sync_(sync), fresh_(layout == Layout::kFresh) {
     const char* off = std::getenv("CAIRN_BENCH_NO_RECYCLE");
     enabled_ = off == nullptr || std::string_view(off) != "1";
   }
@@ -404,26 +447,28 @@ class PageCacheRecycler {
     }
   }
 
-  void Finish() { RemoveChunks(store_, all_); }
+  void Finish() { RemoveChunks(store_, all_, fresh_); }
 
  private:
   static constexpr size_t kKeep = 8;
   ChunkStore* const store_;
   const bool sync_;
+  const bool fresh_;
   bool enabled_ = true;
   std::vector<Digest> all_;
 };
 
-// Local path, new chunk: hash + compress + write (+ fsync).
-void BM_InsertDataNew(benchmark::State& state, Content c, bool sync) {
-  ChunkStore* store = StoreOrSkip(state, sync);
+// Local path, new chunk: hash + compress + write (+ fsync). In the fresh
+// layout nearly every chunk is the first of its prefix folder and makes it.
+void BM_InsertDataNew(benchmark::State& state, Content c, bool sync, Layout layout) {
+  ChunkStore* store = StoreOrSkip(state, sync, layout);
   if (store == nullptr) return;
   std::string buf = Buffer(c);
-  PageCacheRecycler recycler(store, sync);
+  PageCacheRecycler recycler(store, sync, layout);
   for (auto _ : state) {
     Stamp(&buf, NextStamp());
     Digest d;
-    auto r = store->InsertData(buf, &d, &g_datastore->dirty);
+    auto r = store->InsertData(buf, &d, &g_datastores->dirty);
     if (!r.ok() || *r != InsertResult::kInserted) {
       state.SkipWithError(r.ok() ? "chunk existed already" : r.status().ToString().c_str());
       break;
@@ -452,7 +497,7 @@ void BM_InsertBlobNew(benchmark::State& state, Content c, bool sync) {
     const Digest d = Sha256(buf);
     const std::string blob = EncodeBlob(buf);
     state.ResumeTiming();
-    auto r = store->InsertBlob(d, blob, buf.size(), &g_datastore->dirty);
+    auto r = store->InsertBlob(d, blob, buf.size(), &g_datastores->dirty);
     if (!r.ok() || *r != InsertResult::kInserted) {
       state.SkipWithError(r.ok() ? "chunk existed already" : r.status().ToString().c_str());
       break;
@@ -513,14 +558,14 @@ void BM_InsertDataExisting(benchmark::State& state, Content c) {
   std::string buf = Buffer(c);
   Stamp(&buf, NextStamp());
   Digest first;
-  auto r0 = store->InsertData(buf, &first, &g_datastore->dirty);
+  auto r0 = store->InsertData(buf, &first, &g_datastores->dirty);
   if (!r0.ok()) {
     state.SkipWithError(r0.status().ToString().c_str());
     return;
   }
   for (auto _ : state) {
     Digest d;
-    auto r = store->InsertData(buf, &d, &g_datastore->dirty);
+    auto r = store->InsertData(buf, &d, &g_datastores->dirty);
     if (!r.ok() || *r != InsertResult::kExisted || d != first) {
       state.SkipWithError(r.ok() ? "chunk was not recognised as existing"
                                  : r.status().ToString().c_str());
@@ -540,13 +585,13 @@ void BM_InsertBlobExisting(benchmark::State& state, Content c) {
   Stamp(&buf, NextStamp());
   const Digest d = Sha256(buf);
   const std::string blob = EncodeBlob(buf);
-  auto r0 = store->InsertBlob(d, blob, buf.size(), &g_datastore->dirty);
+  auto r0 = store->InsertBlob(d, blob, buf.size(), &g_datastores->dirty);
   if (!r0.ok()) {
     state.SkipWithError(r0.status().ToString().c_str());
     return;
   }
   for (auto _ : state) {
-    auto r = store->InsertBlob(d, blob, buf.size(), &g_datastore->dirty);
+    auto r = store->InsertBlob(d, blob, buf.size(), &g_datastores->dirty);
     if (!r.ok() || *r != InsertResult::kExisted) {
       state.SkipWithError(r.ok() ? "chunk was not recognised as existing"
                                  : r.status().ToString().c_str());
@@ -566,14 +611,14 @@ void BM_InsertDataZero(benchmark::State& state) {
   const std::string& buf = Buffer(Content::kZero);
   const Digest zero = ZeroChunkDigest();
   Digest d;
-  auto r0 = store->InsertData(buf, &d, &g_datastore->dirty);
+  auto r0 = store->InsertData(buf, &d, &g_datastores->dirty);
   if (!r0.ok() || d != zero) {
     state.SkipWithError(r0.ok() ? "wrong digest for the zero chunk"
                                 : r0.status().ToString().c_str());
     return;
   }
   for (auto _ : state) {
-    auto r = store->InsertData(buf, &d, &g_datastore->dirty);
+    auto r = store->InsertData(buf, &d, &g_datastores->dirty);
     if (!r.ok() || *r != InsertResult::kExisted || d != zero) {
       state.SkipWithError(r.ok() ? "zero chunk not recognised" : r.status().ToString().c_str());
       break;
@@ -614,7 +659,8 @@ void RegisterAll() {
   for (bool sync : {false, true}) {
     for (Content c : {Content::kRandom, Content::kText}) {
       std::string suffix = sync ? "/fsync_on" : "/fsync_off";
-      io(RegisterBenchmark((name("InsertDataNew", c) + suffix).c_str(), BM_InsertDataNew, c, sync));
+      io(RegisterBenchmark((name("InsertDataNew", c) + suffix).c_str(), BM_InsertDataNew, c, sync,
+                           Layout::kSteady));
       io(RegisterBenchmark((name("InsertBlobNew", c) + suffix).c_str(), BM_InsertBlobNew, c, sync));
     }
   }
@@ -622,6 +668,11 @@ void RegisterAll() {
     io(RegisterBenchmark(
         sync ? "WriteChunkFile/random/fsync_on" : "WriteChunkFile/random/fsync_off",
         BM_WriteChunkFile, sync));
+  }
+  for (bool sync : {false, true}) {
+    io(RegisterBenchmark(
+        sync ? "InsertDataNewPrefix/random/fsync_on" : "InsertDataNewPrefix/random/fsync_off",
+        BM_InsertDataNew, Content::kRandom, sync, Layout::kFresh));
   }
   cpu(RegisterBenchmark("InsertDataExisting/text", BM_InsertDataExisting, Content::kText));
   cpu(RegisterBenchmark("InsertBlobExisting/text", BM_InsertBlobExisting, Content::kText));
@@ -638,6 +689,6 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("bench_dir", cairn::storage::BenchBaseDir());
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
-  cairn::storage::RemoveDatastore();
+  cairn::storage::RemoveDatastores();
   return 0;
 }
