@@ -36,6 +36,9 @@ class WritableFile {
   virtual Status Append(std::string_view data) = 0;
   // Makes every appended byte durable (fdatasync).
   virtual Status Sync() = 0;
+  // Hint after a successful Sync(): the bytes will not be read back soon, so
+  // the page cache need not keep them. Best effort; changes no data.
+  virtual void DropCache() {}
   virtual Status Close() = 0;
 };
 
