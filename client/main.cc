@@ -1,14 +1,21 @@
-// cairn: the host-side client. This milestone has the repository commands
-// (snapshots, prune); backup and restore of VMs come with the client issue.
+// cairn: the host-side client — backup of VMs and image files, restore, and
+// the repository commands (snapshots, prune, gc, verify, tasks).
+
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 
 #include <chrono>
+#include <cstdio>
+#include <ctime>
 #include <iostream>
-#include <thread>
 #include <optional>
+#include <thread>
 
 #include "client/api_client.h"
+#include "client/restore.h"
+#include "client/storage_daemon.h"
+#include "client/vm_backup.h"
 #include "storage/names.h"
 
 namespace {
@@ -43,6 +50,62 @@ std::string HumanSize(uint64_t bytes) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
   return buf;
+}
+
+std::string Rate(double bytes_per_s) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.1f MB/s", bytes_per_s / 1e6);
+  return buf;
+}
+
+// "2026-11-21T10:00:00Z" or seconds → unix seconds.
+cairn::storage::Result<int64_t> ParseTime(const std::string& text) {
+  std::tm tm = {};
+  const char* end = ::strptime(text.c_str(), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  if (end != nullptr && *end == '\0') return static_cast<int64_t>(::timegm(&tm));
+  char* e = nullptr;
+  long long v = std::strtoll(text.c_str(), &e, 10);
+  if (!text.empty() && e != nullptr && *e == '\0' && v >= 0) return static_cast<int64_t>(v);
+  return Status::InvalidArgument("--backup-time wants YYYY-MM-DDTHH:MM:SSZ (UTC): " + text);
+}
+
+// The progress line on a terminal: read, dirty, uploaded, rate, ETA.
+void ShowProgress(const json& p) {
+  static bool drawn = false;
+  if (p.value("final", false)) {
+    if (drawn) std::fprintf(stderr, "\r\033[K");
+    drawn = false;
+    return;
+  }
+  std::string line = "read " + HumanSize(p.value("bytes-read", uint64_t{0})) + " of " +
+                     HumanSize(p.value("bytes-total", uint64_t{0})) + ", dirty " +
+                     std::to_string(p.value("chunks-dirty", uint64_t{0})) + " chunks, uploaded " +
+                     HumanSize(p.value("bytes-uploaded", uint64_t{0})) + ", " +
+                     Rate(p.value("bytes-per-s", 0.0));
+  if (p.contains("eta-seconds")) {
+    line += ", ETA " + std::to_string(static_cast<int64_t>(p.value("eta-seconds", 0.0))) + " s";
+  }
+  std::fprintf(stderr, "\r\033[K%s", line.c_str());
+  std::fflush(stderr);
+  drawn = true;
+}
+
+// The one-line summary of a backup.
+void PrintSummary(const json& s) {
+  std::cout << "snapshot " << s.value("snapshot", "") << ": " << s.value("mode", "");
+  std::string why;
+  for (const auto& d : s["disks"]) {
+    why += (why.empty() ? "" : "; ") + d.value("archive", "") + " " + d.value("mode", "") + ": " +
+           d.value("reason", "");
+  }
+  std::cout << " (" << why << "), " << s.value("consistency", "") << "-consistent, read "
+            << HumanSize(s.value("bytes-read", uint64_t{0})) << ", dirty "
+            << s.value("chunks-dirty", uint64_t{0}) << " chunks, uploaded "
+            << s.value("chunks-uploaded", uint64_t{0}) << " chunks ("
+            << HumanSize(s.value("bytes-uploaded", uint64_t{0})) << "), reused "
+            << s.value("chunks-reused", uint64_t{0}) + s.value("chunks-known", uint64_t{0})
+            << " chunks, " << s.value("seconds", 0.0) << " s, "
+            << Rate(s.value("mb-per-s", 0.0) * 1e6) << "\n";
 }
 
 }  // namespace
@@ -93,11 +156,167 @@ int main(int argc, char** argv) {
   task_log->add_option("ID", task_id)->required();
   task_log->add_flag("--follow", follow, "keep printing until the task ends");
 
+  auto* backup = app.add_subcommand("backup", "back up a running VM or the disks of a shut-off one");
+  backup->require_subcommand(1);
+  auto* backup_vm = backup->add_subcommand("vm", "back up a running VM over QMP");
+  auto* backup_image = backup->add_subcommand("image", "back up image files of a shut-off VM");
+  std::string qmp_socket, backup_id, guest_agent, backup_time;
+  std::vector<std::string> drives, image_files;
+  bool require_freeze = false, full = false;
+  int connections = 3;
+  double rate_limit_mb = 0;
+  backup_vm->add_option("--qmp", qmp_socket, "QEMU's QMP socket")->required();
+  backup_vm->add_option("--drive", drives, "a disk's node name (default: every writable disk)");
+  backup_vm->add_option("--guest-agent", guest_agent, "qemu-ga socket: freeze the guest's file systems");
+  backup_vm->add_flag("--require-freeze", require_freeze, "fail when the guest cannot be frozen");
+  backup_image->add_option("FILE", image_files, "image files")->required();
+  for (auto* c : {backup_vm, backup_image}) {
+    c->add_option("--id", backup_id, "the VM's id: snapshots go to the group vm/ID")->required();
+    c->add_flag("--full", full, "read every disk whole, whatever the bitmaps say");
+    c->add_option("--backup-time", backup_time, "the snapshot's time (YYYY-MM-DDTHH:MM:SSZ; default now)");
+    c->add_option("--connections", connections, "parallel upload connections")->check(CLI::Range(1, 16));
+    c->add_option("--rate-limit", rate_limit_mb, "upload cap in MB/s (0 = none)")->check(CLI::NonNegativeNumber);
+  }
+
+  auto* restore = app.add_subcommand("restore", "restore a disk archive of a snapshot");
+  std::string restore_snapshot, restore_archive, restore_target, restore_format = "raw";
+  restore->add_option("SNAPSHOT", restore_snapshot, "vm/ID/YYYY-MM-DDTHH:MM:SSZ")->required();
+  restore->add_option("ARCHIVE", restore_archive, "disk archive, e.g. disk0 or disk0.fidx")->required();
+  restore->add_option("TARGET", restore_target, "file or block device to write")->required();
+  restore->add_option("--format", restore_format, "raw or qcow2")
+      ->check(CLI::IsMember({"raw", "qcow2"}));
+
+  auto* bitmaps = app.add_subcommand("bitmaps", "each disk's bitmap and whether the next backup is incremental");
+  std::string bitmaps_qmp, bitmaps_id;
+  bitmaps->add_option("--qmp", bitmaps_qmp, "QEMU's QMP socket")->required();
+  bitmaps->add_option("--id", bitmaps_id, "the VM's id, to check against the server's snapshots");
+  auto* cleanup = app.add_subcommand("cleanup", "remove Cairn's bitmaps and leftover jobs from a VM");
+  std::string cleanup_qmp;
+  cleanup->add_option("--qmp", cleanup_qmp, "QEMU's QMP socket")->required();
+
   CLI11_PARSE(app, argc, argv);
 
+  if (cleanup->parsed()) {
+    auto qmp = cairn::client::QmpClient::Connect(cleanup_qmp);
+    if (!qmp.ok()) return Fail(qmp.status());
+    std::vector<std::string> actions;
+    Status s = cairn::client::Cleanup(**qmp, &actions);
+    if (output == "json") {
+      std::cout << json({{"actions", actions}}).dump(2) << "\n";
+    } else {
+      for (const auto& a : actions) std::cout << a << "\n";
+      if (actions.empty()) std::cout << "nothing of Cairn's on this VM\n";
+    }
+    return s.ok() ? 0 : Fail(s);
+  }
+
   auto resolved = Repository::Resolve(repo, token_file, fingerprint);
+  if (bitmaps->parsed()) {
+    if (!bitmaps_id.empty() && !resolved.ok()) return Fail(resolved.status());
+    auto j = cairn::client::DescribeBitmaps(resolved.ok() ? &*resolved : nullptr, bitmaps_qmp,
+                                            bitmaps_id);
+    if (!j.ok()) return Fail(j.status());
+    if (output == "json") {
+      std::cout << j->dump(2) << "\n";
+      return 0;
+    }
+    for (const auto& d : *j) {
+      std::cout << d.value("node", "") << " (" << d.value("driver", "") << ", "
+                << HumanSize(d.value("size", uint64_t{0})) << ") archive " << d.value("archive", "")
+                << "\n";
+      for (const auto& b : d["bitmaps"]) {
+        std::cout << "  bitmap " << b.value("name", "") << "  "
+                  << (b.value("recording", false) ? "recording" : "disabled")
+                  << (b.value("persistent", false) ? ", persistent" : ", transient")
+                  << (b.value("inconsistent", false) ? ", INCONSISTENT" : "") << ", dirty "
+                  << HumanSize(b.value("dirty-bytes", uint64_t{0})) << "\n";
+      }
+      if (d["bitmaps"].empty()) std::cout << "  no Cairn bitmap\n";
+      std::cout << "  next backup: " << d.value("next", "") << " — " << d.value("reason", "") << "\n";
+    }
+    return 0;
+  }
   if (!resolved.ok()) return Fail(resolved.status());
   ApiClient api(*resolved);
+
+  if (backup_vm->parsed() || backup_image->parsed()) {
+    if (Status s = cairn::storage::ValidateName(cairn::storage::NameKind::kBackupId, backup_id);
+        !s.ok()) {
+      return Fail(s);
+    }
+    cairn::client::VmBackupOptions o;
+    o.id = backup_id;
+    o.full = full;
+    o.upload.connections = connections;
+    o.upload.rate_limit = static_cast<uint64_t>(rate_limit_mb * 1e6);
+    if (!backup_time.empty()) {
+      auto t = ParseTime(backup_time);
+      if (!t.ok()) return Fail(t.status());
+      o.backup_time = *t;
+    }
+    if (output != "json" && ::isatty(2)) o.progress = ShowProgress;
+    o.note = [](const std::string& line) { std::cerr << "cairn: " << line << "\n"; };
+    std::unique_ptr<cairn::client::StorageDaemon> daemon;
+    if (backup_image->parsed()) {
+      auto d = cairn::client::StorageDaemon::Start(image_files);
+      if (!d.ok()) return Fail(d.status());
+      daemon = std::move(d).value();
+      o.qmp_socket = daemon->qmp_socket();
+      for (const auto& img : daemon->images()) o.drives.push_back(img.node);
+    } else {
+      o.qmp_socket = qmp_socket;
+      o.drives = drives;
+      o.guest_agent = guest_agent;
+      o.require_freeze = require_freeze;
+    }
+    auto summary = cairn::client::BackupVm(*resolved, o);
+    if (daemon) {
+      // The bitmaps reach the qcow2 files when the daemon quits.
+      Status stopped = daemon->Stop();
+      if (!stopped.ok() && summary.ok()) {
+        std::cerr << "cairn: warning: " << stopped.message()
+                  << " (the snapshot is committed; the next backup may read everything)\n";
+      }
+    }
+    if (!summary.ok()) return Fail(summary.status());
+    if (output == "json") {
+      std::cout << summary->dump() << "\n";
+    } else {
+      PrintSummary(*summary);
+    }
+    return 0;
+  }
+
+  if (restore->parsed()) {
+    cairn::client::RestoreOptions ro;
+    ro.format = restore_format;
+    if (output != "json" && ::isatty(2)) {
+      ro.progress = [](uint64_t done, uint64_t total) {
+        std::fprintf(stderr, "\r\033[Krestored %s of %s", HumanSize(done).c_str(),
+                     HumanSize(total).c_str());
+        if (done >= total) std::fprintf(stderr, "\n");
+        std::fflush(stderr);
+      };
+    }
+    auto r = cairn::client::RestoreArchive(*resolved, restore_snapshot, restore_archive,
+                                           restore_target, ro);
+    if (!r.ok()) return Fail(r.status());
+    json j = {{"snapshot", restore_snapshot}, {"archive", restore_archive},
+              {"target", restore_target},     {"format", restore_format},
+              {"size", r->image_size},        {"chunks", r->chunks},
+              {"zero-chunks", r->zero_chunks}, {"bytes-downloaded", r->bytes_downloaded},
+              {"seconds", r->seconds},
+              {"mb-per-s", r->seconds > 0 ? static_cast<double>(r->image_size) / 1e6 / r->seconds : 0.0}};
+    if (output == "json") {
+      std::cout << j.dump() << "\n";
+    } else {
+      std::cout << "restored " << restore_snapshot << " " << restore_archive << " to "
+                << restore_target << " (" << restore_format << "): " << HumanSize(r->image_size)
+                << ", " << r->chunks << " chunks (" << r->zero_chunks << " zero), "
+                << r->seconds << " s, " << Rate(j["mb-per-s"].get<double>() * 1e6) << "\n";
+    }
+    return 0;
+  }
 
   if (snapshots->parsed()) {
     std::string path = api.StorePath("/snapshots");

@@ -136,7 +136,8 @@ class Api {
               {"size", m.TotalSize()},
               {"archives", archives},
               {"protected", m.is_protected},
-              {"notes", m.notes}};
+              {"notes", m.notes},
+              {"client", m.client}};
     if (m.verify) {
       j["verify"] = {{"state", m.verify->state}, {"time", m.verify->time}, {"task", m.verify->task}};
     } else {

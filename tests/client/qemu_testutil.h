@@ -125,8 +125,12 @@ class QemuVm {
  public:
   // Starts QEMU with `-blockdev <spec>` for each spec and connects to its
   // QMP socket (<dir>/qmp.sock). Returns null after failing the test.
+  // `extra_args` go on QEMU's command line as they are (e.g. a second
+  // `-qmp` socket for the program under test: QMP serves one client per
+  // socket).
   static std::unique_ptr<QemuVm> Start(const std::string& dir,
-                                       const std::vector<std::string>& blockdevs) {
+                                       const std::vector<std::string>& blockdevs,
+                                       const std::vector<std::string>& extra_args = {}) {
     std::unique_ptr<QemuVm> vm(new QemuVm());
     vm->qmp_path_ = dir + "/qmp.sock";
     vm->log_path_ = dir + "/qemu.log";
@@ -145,7 +149,8 @@ class QemuVm {
       argv.push_back("-blockdev");
       argv.push_back(b);
     }
-    int log_fd = ::open(vm->log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+    int log_fd = ::open(vm->log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (log_fd < 0) {
       ADD_FAILURE() << "cannot create " << vm->log_path_;
       return nullptr;
@@ -213,6 +218,8 @@ class QemuVm {
     Kill();
     return false;
   }
+
+  pid_t pid() const { return pid_; }
 
   void Kill() {
     if (pid_ <= 0) return;

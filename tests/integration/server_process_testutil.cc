@@ -140,6 +140,13 @@ CommandResult RunBinary(const std::string& rel, const std::vector<std::string>& 
   return r;
 }
 
+pid_t StartBinary(const std::string& rel, const std::vector<std::string>& args,
+                  const std::vector<std::string>& env, const std::string& log_path) {
+  std::vector<std::string> argv = {BinaryPath(rel)};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return Spawn(argv, log_path, env);
+}
+
 ApiClient::ApiClient(int port, std::string token)
     : client_("127.0.0.1", port), token_(std::move(token)) {
   client_.enable_server_certificate_verification(false);

@@ -66,6 +66,11 @@ CommandResult RunServerCommand(const std::string& data_dir, const std::vector<st
 CommandResult RunBinary(const std::string& rel, const std::vector<std::string>& args,
                         const std::vector<std::string>& env, const std::string& work_dir);
 
+// Starts the built binary `rel` in the background with its output appended
+// to `log_path`; the caller waits for (or kills) the returned pid.
+pid_t StartBinary(const std::string& rel, const std::vector<std::string>& args,
+                  const std::vector<std::string>& env, const std::string& log_path);
+
 // A client for the JSON/binary API over TLS (certificate checks off: tests
 // talk to their own self-signed server on loopback).
 class ApiClient {

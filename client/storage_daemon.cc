@@ -1,0 +1,195 @@
+#include "client/storage_daemon.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "client/qmp_client.h"
+
+namespace cairn::client {
+
+namespace {
+
+using nlohmann::json;
+
+// Runs argv (looked up in PATH) with stdout and stderr into `log`, without
+// a shell. Returns the pid, or an error when it cannot be started.
+Result<pid_t> Spawn(const std::vector<std::string>& argv, const std::string& log) {
+  int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return Status::FromErrno("open " + log, errno);
+  std::vector<char*> args;  // built before fork(): the child must not allocate
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    ::close(fd);
+    return Status::FromErrno("fork", errno);
+  }
+  if (pid == 0) {
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    int devnull = ::open("/dev/null", O_RDONLY);
+    if (devnull >= 0) ::dup2(devnull, 0);
+    ::execvp(args[0], args.data());
+    ::_exit(127);
+  }
+  ::close(fd);
+  return pid;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Waits for `pid` up to `timeout`; true with *status when it ended.
+bool WaitFor(pid_t pid, std::chrono::milliseconds timeout, int* status) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    pid_t r = ::waitpid(pid, status, WNOHANG);
+    if (r == pid) return true;
+    if (r < 0 && errno != EINTR) return true;
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+// `qemu-img info --output=json FILE` → the format name.
+Result<std::string> ProbeFormat(const std::string& path, const std::string& dir) {
+  const std::string log = dir + "/qemu-img.out";
+  CAIRN_ASSIGN_OR_RETURN(pid_t pid, Spawn({"qemu-img", "info", "--output=json", "-U", path}, log));
+  int status = 0;
+  if (!WaitFor(pid, std::chrono::seconds(60), &status)) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+    return Status::IOError("qemu-img info " + path + " did not finish in 60 s");
+  }
+  std::string out = ReadFile(log);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    return Status::InvalidArgument("qemu-img info " + path + ": " + out);
+  }
+  json j = json::parse(out, nullptr, false);
+  if (!j.is_object() || !j.contains("format") || !j["format"].is_string()) {
+    return Status::Corruption("qemu-img info " + path + " printed no format");
+  }
+  return j["format"].get<std::string>();
+}
+
+}  // namespace
+
+std::string ImageNodeName(const std::string& path) {
+  std::string base = std::filesystem::path(path).filename().string();
+  std::string name;
+  for (char c : base) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-';
+    name += ok ? c : '_';
+  }
+  if (name.empty() || !((name[0] >= 'a' && name[0] <= 'z') || (name[0] >= 'A' && name[0] <= 'Z'))) {
+    name = "img-" + name;
+  }
+  return name.substr(0, 120);
+}
+
+Result<std::unique_ptr<StorageDaemon>> StorageDaemon::Start(const std::vector<std::string>& files) {
+  if (files.empty()) return Status::InvalidArgument("no image file given");
+  std::unique_ptr<StorageDaemon> d(new StorageDaemon());
+  char tmpl[] = "/tmp/cairn-qsd-XXXXXX";
+  if (::mkdtemp(tmpl) == nullptr) return Status::FromErrno("mkdtemp", errno);
+  d->dir_ = tmpl;
+  d->qmp_socket_ = d->dir_ + "/qmp.sock";
+  std::vector<std::string> argv = {"qemu-storage-daemon"};
+  std::set<std::string> nodes;
+  for (const auto& f : files) {
+    std::error_code ec;
+    std::filesystem::path abs = std::filesystem::absolute(f, ec);
+    if (ec || !std::filesystem::is_regular_file(abs, ec)) {
+      return Status::NotFound("no image file " + f);
+    }
+    Image img;
+    img.path = abs.string();
+    img.node = ImageNodeName(img.path);
+    if (!nodes.insert(img.node).second) {
+      return Status::InvalidArgument("two images are both named " + img.node +
+                                     ": archives are named after the file's base name");
+    }
+    CAIRN_ASSIGN_OR_RETURN(img.format, ProbeFormat(img.path, d->dir_));
+    json spec = {{"driver", img.format},
+                 {"node-name", img.node},
+                 {"file", {{"driver", "file"}, {"filename", img.path}}}};
+    argv.push_back("--blockdev");
+    argv.push_back(spec.dump());
+    d->images_.push_back(img);
+  }
+  argv.insert(argv.end(), {"--chardev", "socket,id=cairn-qmp,path=" + d->qmp_socket_ +
+                                            ",server=on,wait=off",
+                           "--monitor", "chardev=cairn-qmp"});
+  CAIRN_ASSIGN_OR_RETURN(d->pid_, Spawn(argv, d->dir_ + "/qsd.log"));
+  // Up when its QMP socket answers; an image it cannot open ends it first.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  for (;;) {
+    int status = 0;
+    if (::waitpid(d->pid_, &status, WNOHANG) == d->pid_) {
+      d->pid_ = -1;
+      std::string log = d->Log();
+      while (!log.empty() && log.back() == '\n') log.pop_back();
+      return Status::IOError("qemu-storage-daemon could not open the images: " + log);
+    }
+    if (::access(d->qmp_socket_.c_str(), F_OK) == 0) {
+      auto qmp = QmpClient::Connect(d->qmp_socket_);
+      if (qmp.ok()) break;
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      return Status::IOError("qemu-storage-daemon did not start in 30 s: " + d->Log());
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return d;
+}
+
+std::string StorageDaemon::Log() const { return ReadFile(dir_ + "/qsd.log"); }
+
+Status StorageDaemon::Stop() {
+  Status result = Status::OK();
+  if (pid_ > 0) {
+    QmpClient::Options o;
+    o.timeout = std::chrono::seconds(10);
+    if (auto qmp = QmpClient::Connect(qmp_socket_, o); qmp.ok()) (void)(*qmp)->Execute("quit");
+    int status = 0;
+    if (!WaitFor(pid_, std::chrono::seconds(60), &status)) {
+      ::kill(pid_, SIGTERM);
+      if (!WaitFor(pid_, std::chrono::seconds(10), &status)) {
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, &status, 0);
+      }
+      result = Status::IOError("qemu-storage-daemon did not quit; its bitmaps may not be saved");
+    } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      result = Status::IOError("qemu-storage-daemon ended badly: " + Log());
+    }
+    pid_ = -1;
+  }
+  if (!dir_.empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+    dir_.clear();
+  }
+  return result;
+}
+
+StorageDaemon::~StorageDaemon() { (void)Stop(); }
+
+}  // namespace cairn::client
