@@ -88,7 +88,10 @@ class UploadSession {
   //   anyway so that chunks the server holds are not sent again.
   // incremental=true: QEMU sends only dirty chunks; the rest come from the
   //   previous snapshot's archive `name`, which must exist with the same
-  //   image size (FailedPrecondition otherwise: the caller falls back to full).
+  //   image size (Conflict otherwise — Status has no FailedPrecondition; on
+  //   Conflict the caller falls back to full).
+  // Other errors: InvalidArgument (name not NAME.fidx, size 0 or too large),
+  // AlreadyExists (name opened before), the server's or IOError.
   // The writer belongs to the session and lives until the session ends.
   Result<ArchiveWriter*> OpenArchive(const std::string& name, uint64_t image_size,
                                      bool incremental);
@@ -105,7 +108,10 @@ class UploadSession {
   Result<nlohmann::json> ServerStats();
 
   const UploadStats& stats() const;
-  // The first error of any worker or writer, OK while none.
+  // The first error of any worker or writer, OK while none. Any error is
+  // the whole session's: from then on every handler call, Close() and
+  // Finish() of every archive fail with it (the snapshot cannot be
+  // committed anyway, so the other disks' QEMU jobs fail fast too).
   Status error() const;
 
  private:
@@ -123,7 +129,8 @@ class ArchiveWriter : public NbdSinkHandler {
 
   // Waits until every queued chunk of this archive is stored, checks that
   // the archive is complete (see the file comment), builds the fixed index
-  // and uploads it. Call after QEMU's job ended successfully.
+  // and uploads it. Call after QEMU's job ended successfully. OK again when
+  // called after it succeeded; handler calls after it fail.
   Status Close();
 
   const std::string& name() const;

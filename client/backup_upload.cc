@@ -1,0 +1,964 @@
+#include "client/backup_upload.h"
+
+#include <zstd.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <condition_variable>
+#include <cstring>
+#include <ctime>
+#include <deque>
+#include <functional>
+#include <iterator>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+
+#include "storage/blob.h"
+#include "storage/crc32c.h"
+#include "storage/digest.h"
+#include "storage/fixed_index.h"
+
+namespace cairn::client {
+namespace {
+
+using nlohmann::json;
+using storage::BlobKind;
+using storage::Digest;
+using storage::kBlobHeaderSize;
+using storage::kChunkSize;
+
+// A chunk buffer holds the blob header's 12 bytes in front of the chunk's
+// data, so that an incompressible full chunk is sent as a plain blob straight
+// from its buffer (ApiClient::Post wants a std::string, hence not char[]).
+constexpr size_t kBufferSize = kBlobHeaderSize + kChunkSize;
+
+std::string Range(uint64_t begin, uint64_t end) {
+  return "[" + std::to_string(begin) + ", " + std::to_string(end) + ")";
+}
+
+// Writes magic and CRC32C into the first 12 bytes of `blob`, whose payload
+// (from byte 12 on) is in place.
+void SealBlob(std::string* blob, BlobKind kind) {
+  std::memcpy(blob->data(), storage::BlobMagic(kind).data(), storage::kBlobMagicSize);
+  uint32_t crc = storage::Crc32c(
+      std::string_view(blob->data() + kBlobHeaderSize, blob->size() - kBlobHeaderSize));
+  for (int i = 0; i < 4; ++i) {
+    (*blob)[storage::kBlobMagicSize + i] = static_cast<char>(crc >> (8 * i));
+  }
+}
+
+// Token bucket over all workers, in blob bytes. A blob larger than the bucket
+// is let through and leaves the bucket in debt, so the long-run rate holds
+// whatever the blob sizes.
+class RateLimiter {
+ public:
+  explicit RateLimiter(uint64_t rate)
+      : rate_(static_cast<double>(rate)), tokens_(rate_), last_(Clock::now()) {}
+
+  // Blocks until `bytes` may be sent; returns early once *stop is set.
+  void Acquire(uint64_t bytes, const std::atomic<bool>& stop) {
+    if (rate_ <= 0) return;
+    Clock::time_point until;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      Clock::time_point now = Clock::now();
+      double elapsed = std::chrono::duration<double>(now - last_).count();
+      last_ = now;
+      tokens_ = std::min(rate_, tokens_ + elapsed * rate_) - static_cast<double>(bytes);
+      if (tokens_ >= 0) return;
+      until = now + std::chrono::duration_cast<Clock::duration>(
+                        std::chrono::duration<double>(-tokens_ / rate_));
+    }
+    while (!stop.load() && Clock::now() < until) {
+      std::this_thread::sleep_for(
+          std::min<Clock::duration>(until - Clock::now(), std::chrono::milliseconds(50)));
+    }
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  const double rate_;  // bytes per second; 0 = no limit
+  std::mutex mu_;
+  double tokens_;           // GUARDED_BY(mu_); negative = debt
+  Clock::time_point last_;  // GUARDED_BY(mu_)
+};
+
+// Per worker: a zstd context at the session's level and the output buffer
+// blobs are built in (kept between chunks: no 4 MiB allocation per chunk).
+class Encoder {
+ public:
+  explicit Encoder(int level) : level_(level), cctx_(ZSTD_createCCtx()) {}
+  ~Encoder() { ZSTD_freeCCtx(cctx_); }
+  Encoder(const Encoder&) = delete;
+  Encoder& operator=(const Encoder&) = delete;
+
+  // The blob of the `length` bytes at offset 12 of `buffer`: zstd in out_
+  // when that is strictly smaller, else plain — built in `buffer` itself for
+  // a full chunk (no copy), in out_ for a short one. Returns which string
+  // holds it and sets *uses_buffer accordingly.
+  Result<const std::string*> EncodeData(std::string* buffer, size_t length, bool* uses_buffer) {
+    *uses_buffer = false;
+    if (cctx_ == nullptr) return Status::IOError("cannot create a zstd context");
+    const char* data = buffer->data() + kBlobHeaderSize;
+    size_t bound = ZSTD_compressBound(length);
+    out_.resize(kBlobHeaderSize + bound);
+    size_t n = ZSTD_compressCCtx(cctx_, out_.data() + kBlobHeaderSize, bound, data, length, level_);
+    if (!ZSTD_isError(n) && n < length) {
+      out_.resize(kBlobHeaderSize + n);
+      SealBlob(&out_, BlobKind::kZstd);
+      return &out_;
+    }
+    if (length + kBlobHeaderSize == buffer->size()) {
+      SealBlob(buffer, BlobKind::kPlain);
+      *uses_buffer = true;
+      return static_cast<const std::string*>(buffer);
+    }
+    out_.resize(kBlobHeaderSize + length);
+    std::memcpy(out_.data() + kBlobHeaderSize, data, length);
+    SealBlob(&out_, BlobKind::kPlain);
+    return &out_;
+  }
+
+  // The blob of `length` zero bytes, compressed as a stream from a small
+  // zero block: no chunk-sized buffer is filled with zeros for it. The
+  // pledged size puts the content size into the frame header, which readers
+  // require (storage/FORMAT.md, "Blob").
+  Result<const std::string*> EncodeZeros(size_t length) {
+    static constexpr size_t kPiece = 64 * 1024;
+    static const std::array<char, kPiece> kZeros{};
+    if (cctx_ == nullptr) return Status::IOError("cannot create a zstd context");
+    ZSTD_CCtx_reset(cctx_, ZSTD_reset_session_and_parameters);
+    size_t r = ZSTD_CCtx_setParameter(cctx_, ZSTD_c_compressionLevel, level_);
+    if (!ZSTD_isError(r)) r = ZSTD_CCtx_setPledgedSrcSize(cctx_, length);
+    if (ZSTD_isError(r)) return Status::IOError(std::string("zstd: ") + ZSTD_getErrorName(r));
+    out_.resize(kBlobHeaderSize + 4096);
+    ZSTD_outBuffer ob{out_.data() + kBlobHeaderSize, out_.size() - kBlobHeaderSize, 0};
+    for (size_t fed = 0; fed < length;) {
+      size_t piece = std::min(kPiece, length - fed);
+      ZSTD_inBuffer ib{kZeros.data(), piece, 0};
+      ZSTD_EndDirective mode = fed + piece == length ? ZSTD_e_end : ZSTD_e_continue;
+      for (;;) {
+        r = ZSTD_compressStream2(cctx_, &ob, &ib, mode);
+        if (ZSTD_isError(r)) return Status::IOError(std::string("zstd: ") + ZSTD_getErrorName(r));
+        if (mode == ZSTD_e_end ? r == 0 : ib.pos == ib.size) break;
+        if (ob.pos == ob.size) {
+          out_.resize(out_.size() * 2);
+          ob.dst = out_.data() + kBlobHeaderSize;
+          ob.size = out_.size() - kBlobHeaderSize;
+        }
+      }
+      fed += piece;
+    }
+    if (ob.pos < length) {
+      out_.resize(kBlobHeaderSize + ob.pos);
+      SealBlob(&out_, BlobKind::kZstd);
+    } else {  // a few zero bytes at the end of a disk: plain is smaller
+      out_.assign(kBlobHeaderSize + length, '\0');
+      SealBlob(&out_, BlobKind::kPlain);
+    }
+    return static_cast<const std::string*>(&out_);
+  }
+
+ private:
+  const int level_;
+  ZSTD_CCtx* const cctx_;
+  std::string out_;
+};
+
+// A chunk some of whose bytes have arrived. `ranges` are the received byte
+// ranges within the chunk, sorted, disjoint and merged when adjacent: exact
+// at any granularity (a short tail of 1536 bytes included) and small, since
+// QEMU's requests are 64 KiB aligned and merged up to 1 MiB.
+struct OpenChunk {
+  uint32_t length = 0;   // the chunk's size (kChunkSize, or less for the last)
+  uint32_t received = 0; // bytes covered so far
+  std::vector<std::pair<uint32_t, uint32_t>> ranges;
+  std::unique_ptr<std::string> buffer;  // null while only zeros arrived
+
+  // The first range that ends after `begin`; [begin, end) overlaps a
+  // received range exactly when that one starts before `end`.
+  auto FirstEndingAfter(uint32_t begin) {
+    return std::lower_bound(ranges.begin(), ranges.end(), begin,
+                            [](const auto& r, uint32_t v) { return r.second <= v; });
+  }
+  bool Overlaps(uint32_t begin, uint32_t end) {
+    auto it = FirstEndingAfter(begin);
+    return it != ranges.end() && it->first < end;
+  }
+  // REQUIRES: !Overlaps(begin, end).
+  void Add(uint32_t begin, uint32_t end) {
+    auto it = FirstEndingAfter(begin);
+    bool join_prev = it != ranges.begin() && std::prev(it)->second == begin;
+    bool join_next = it != ranges.end() && it->first == end;
+    if (join_prev && join_next) {
+      std::prev(it)->second = it->second;
+      ranges.erase(it);
+    } else if (join_prev) {
+      std::prev(it)->second = end;
+    } else if (join_next) {
+      it->first = begin;
+    } else {
+      ranges.insert(it, {begin, end});
+    }
+    received += end - begin;
+  }
+};
+
+struct Archive {
+  Archive(std::string n, uint64_t size, bool inc)
+      : name(std::move(n)),
+        image_size(size),
+        incremental(inc),
+        chunk_count(storage::FixedIndexChunkCount(size, kChunkSize)),
+        done(chunk_count, false),
+        index(size) {}
+
+  uint32_t ChunkLength(uint64_t i) const {
+    return static_cast<uint32_t>(std::min<uint64_t>(kChunkSize, image_size - i * kChunkSize));
+  }
+
+  const std::string name;
+  const uint64_t image_size;
+  const bool incremental;
+  const uint64_t chunk_count;
+
+  // The handler's side: the sink's thread, then Close().
+  std::mutex handler_mu;
+  std::map<uint64_t, OpenChunk> open;  // GUARDED_BY(handler_mu)
+  std::vector<bool> done;              // GUARDED_BY(handler_mu): chunk fully received
+  uint64_t done_count = 0;             // GUARDED_BY(handler_mu)
+  bool closing = false;                // GUARDED_BY(handler_mu): Close() began
+
+  // The workers' side, GUARDED_BY(Core::mu_).
+  storage::FixedIndexWriter index;
+  uint64_t pending = 0;        // chunks queued or being uploaded
+  std::vector<Digest> waiting; // digests this index uses that another upload is still storing
+  bool closed = false;         // the index is on the server
+};
+
+// A complete chunk for the workers. A chunk that only received zeros has no
+// buffer; its digest is known already and it is queued only when the server
+// lacks it.
+struct Job {
+  Archive* archive = nullptr;
+  uint64_t chunk = 0;
+  uint32_t length = 0;
+  std::unique_ptr<std::string> buffer;
+  Digest digest;  // zero chunks only
+};
+
+}  // namespace
+
+// Everything of a session; UploadSession and ArchiveWriter are its faces.
+// (A class at namespace level, because ArchiveWriter's Impl cannot name
+// UploadSession's private one.)
+class UploadCore {
+ public:
+  UploadCore(const Repository& repo, const UploadOptions& options)
+      : repo_(repo), options_(options), control_(repo), limiter_(options.rate_limit) {}
+  ~UploadCore() { StopWorkers(); }
+
+  Status Begin(const std::string& group, std::optional<int64_t> backup_time);
+  Result<Archive*> OpenArchive(const std::string& name, uint64_t image_size, bool incremental);
+  Status Receive(Archive* a, uint64_t offset, uint64_t length, const char* data);
+  Status Flush();
+  Status Close(Archive* a);
+  Result<json> Finish(const json& client);
+  void Abort();
+  Result<json> ServerStats();
+  void StopWorkers();
+
+  const json& start_info() const { return start_info_; }
+  const UploadStats& stats() const { return stats_; }
+  Status error() const {
+    std::lock_guard<std::mutex> l(mu_);
+    return error_;
+  }
+  bool finished() const {
+    std::lock_guard<std::mutex> l(mu_);
+    return finished_ || aborted_;
+  }
+
+ private:
+  enum class Known { kNo, kPending, kStored };
+
+  Status Piece(Archive* a, uint64_t chunk, uint32_t begin, uint32_t length, const char* data);
+  void Complete(Archive* a, uint64_t chunk, OpenChunk oc);
+  Result<std::unique_ptr<std::string>> AcquireBuffer(const Archive& a, uint64_t chunk);
+  void ReleaseLocked(std::unique_ptr<std::string> buffer);
+  Known LookupLocked(const Digest& d) const;
+  void UseDigestLocked(Archive* a, uint64_t chunk, const Digest& d, Known known);
+  void SetError(const Status& s);
+  void SetErrorLocked(const Status& s);
+  Status UsableLocked() const;
+  void WorkerLoop(ApiClient* client);
+  Status Upload(ApiClient* client, Encoder* enc, Job* job);
+  Result<HttpResponse> Control(const std::function<Result<HttpResponse>(ApiClient&)>& call);
+  std::string SessionPath(const std::string& suffix) const {
+    return "/api/v1/backup/" + sid_ + suffix;
+  }
+
+  const Repository repo_;
+  const UploadOptions options_;
+  json start_info_;  // set by Begin, then read-only
+  std::string sid_;  // likewise
+  UploadStats stats_;
+
+  // One connection for everything but chunks: session start, previous
+  // indexes, index uploads (Close() of two archives may run at once), finish.
+  std::mutex control_mu_;
+  ApiClient control_;  // GUARDED_BY(control_mu_)
+
+  RateLimiter limiter_;
+  std::atomic<bool> stop_{false};
+  std::vector<std::unique_ptr<ApiClient>> clients_;  // one per worker
+  std::vector<std::thread> workers_;
+
+  mutable std::mutex mu_;
+  std::condition_variable work_cv_;      // a job was queued, or stop
+  std::condition_variable buffer_cv_;    // a buffer came free, or an error
+  std::condition_variable progress_cv_;  // a job ended or a digest got stored, or an error
+  std::deque<Job> queue_;                                   // GUARDED_BY(mu_)
+  std::vector<std::unique_ptr<std::string>> free_buffers_;  // GUARDED_BY(mu_)
+  int allocated_ = 0;   // GUARDED_BY(mu_): buffers that exist
+  int held_open_ = 0;   // GUARDED_BY(mu_): of those, held by partly received chunks
+  // Digests the server accepts in an index: from the previous snapshot's
+  // indexes fetched (sorted, unique: 32 bytes each, a large disk has many),
+  // and uploaded in this session (false while the upload runs).
+  std::vector<Digest> previous_known_;                                  // GUARDED_BY(mu_)
+  std::unordered_map<Digest, bool, storage::DigestHash> uploaded_;      // GUARDED_BY(mu_)
+  std::vector<std::unique_ptr<Archive>> archives_;                      // GUARDED_BY(mu_)
+  Status error_;          // GUARDED_BY(mu_): the first error
+  bool finished_ = false; // GUARDED_BY(mu_)
+  bool aborted_ = false;  // GUARDED_BY(mu_)
+};
+
+namespace {
+
+Status CheckOptions(const UploadOptions& o) {
+  if (o.connections < 1 || o.connections > 64) {
+    return Status::InvalidArgument("connections must be 1..64");
+  }
+  if (o.max_buffers < 1 || o.max_buffers > 4096) {
+    return Status::InvalidArgument("max_buffers must be 1..4096");
+  }
+  if (o.zstd_level < ZSTD_minCLevel() || o.zstd_level > ZSTD_maxCLevel()) {
+    return Status::InvalidArgument("zstd_level must be " + std::to_string(ZSTD_minCLevel()) +
+                                   ".." + std::to_string(ZSTD_maxCLevel()));
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
+Status UploadCore::Begin(const std::string& group, std::optional<int64_t> backup_time) {
+  json body = {{"group", group}};
+  if (backup_time) body["time"] = *backup_time;
+  Result<HttpResponse> r = control_.PostJson(control_.StorePath("/backup"), body);
+  if (!r.ok()) return r.status();
+  CAIRN_RETURN_IF_ERROR(r->ToStatus());
+  json j = r->Json();
+  if (!j.is_object() || !j.contains("session") || !j["session"].is_string()) {
+    return Status::Corruption("the server's answer to a backup start has no session: " +
+                              r->body.substr(0, 200));
+  }
+  std::string sid = j["session"];
+  if (sid.empty() || !std::all_of(sid.begin(), sid.end(), [](char c) {
+        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+      })) {
+    return Status::Corruption("the server named a malformed session: " + sid.substr(0, 80));
+  }
+  start_info_ = std::move(j);
+  sid_ = std::move(sid);
+  for (int i = 0; i < options_.connections; ++i) {
+    clients_.push_back(std::make_unique<ApiClient>(repo_));
+  }
+  for (auto& c : clients_) {
+    workers_.emplace_back([this, client = c.get()] { WorkerLoop(client); });
+  }
+  return Status::OK();
+}
+
+Result<HttpResponse> UploadCore::Control(
+    const std::function<Result<HttpResponse>(ApiClient&)>& call) {
+  std::lock_guard<std::mutex> l(control_mu_);
+  return call(control_);
+}
+
+Result<Archive*> UploadCore::OpenArchive(const std::string& name, uint64_t image_size,
+                                         bool incremental) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    CAIRN_RETURN_IF_ERROR(UsableLocked());
+    for (const auto& a : archives_) {
+      if (a->name == name) return Status::AlreadyExists("archive " + name + " is open already");
+    }
+  }
+  if (name.size() <= 5 || name.compare(name.size() - 5, 5, ".fidx") != 0) {
+    return Status::InvalidArgument("a disk archive is named NAME.fidx: " + name);
+  }
+  if (image_size == 0) return Status::InvalidArgument("archive " + name + ": image size 0");
+  CAIRN_RETURN_IF_ERROR(storage::ValidateFixedIndexGeometry(image_size, kChunkSize));
+
+  // The previous snapshot's archive of this name, as the start answer lists it.
+  const json* previous = nullptr;
+  static const json kNone;
+  const json& prev = start_info_.contains("previous") ? start_info_.at("previous") : kNone;
+  if (prev.is_object() && prev.contains("archives") && prev["archives"].is_array()) {
+    for (const auto& pa : prev["archives"]) {
+      if (pa.is_object() && pa.value("name", "") == name) previous = &pa;
+    }
+  }
+  if (incremental) {
+    if (!prev.is_object()) {
+      return Status::Conflict("archive " + name +
+                              ": no previous snapshot to be incremental to (or it failed verification)");
+    }
+    if (previous == nullptr) {
+      return Status::Conflict("archive " + name + ": the previous snapshot " +
+                              prev.value("snapshot", "") + " has no archive of that name");
+    }
+    uint64_t prev_size = previous->contains("size") && (*previous)["size"].is_number_unsigned()
+                             ? (*previous)["size"].get<uint64_t>()
+                             : 0;
+    if (prev_size != image_size) {
+      return Status::Conflict("archive " + name + ": image size " + std::to_string(image_size) +
+                              " differs from the previous snapshot's " +
+                              std::to_string(prev_size));
+    }
+  }
+
+  auto archive = std::make_unique<Archive>(name, image_size, incremental);
+  CAIRN_RETURN_IF_ERROR(archive->index.status());
+  if (previous != nullptr) {
+    // Fetching the index registers its digests with the server's session:
+    // only then may this session's indexes name them.
+    std::string path = SessionPath("/previous-index?archive=" + ApiClient::Escape(name));
+    Result<HttpResponse> r = Control([&](ApiClient& c) { return c.Get(path); });
+    if (!r.ok()) return r.status();
+    Status s = r->ToStatus();
+    if (s.IsNotFound() && !incremental) {
+      // A full archive only loses deduplication against it.
+    } else if (!s.ok()) {
+      return s.WithContext("previous index of " + name);
+    } else {
+      Result<storage::FixedIndex> idx = storage::FixedIndex::Parse(r->body);
+      if (!idx.ok()) return idx.status().WithContext("previous index of " + name);
+      if (idx->checksum().ToHex() != previous->value("csum", "")) {
+        return Status::Corruption("previous index of " + name +
+                                  " does not match the checksum in the previous snapshot's manifest");
+      }
+      if (incremental) {
+        Status copied = archive->index.CopyFrom(*idx);
+        if (!copied.ok()) return Status::Conflict(copied.message());
+      }
+      std::vector<Digest> digests;
+      digests.reserve(idx->chunk_count());
+      for (uint64_t i = 0; i < idx->chunk_count(); ++i) digests.push_back(idx->digest(i));
+      std::sort(digests.begin(), digests.end());
+      digests.erase(std::unique(digests.begin(), digests.end()), digests.end());
+      std::lock_guard<std::mutex> l(mu_);
+      std::vector<Digest> merged;
+      merged.reserve(previous_known_.size() + digests.size());
+      std::set_union(previous_known_.begin(), previous_known_.end(), digests.begin(),
+                     digests.end(), std::back_inserter(merged));
+      previous_known_.swap(merged);
+    }
+  }
+  std::lock_guard<std::mutex> l(mu_);
+  CAIRN_RETURN_IF_ERROR(UsableLocked());
+  for (const auto& a : archives_) {
+    if (a->name == name) return Status::AlreadyExists("archive " + name + " is open already");
+  }
+  archives_.push_back(std::move(archive));
+  return archives_.back().get();
+}
+
+Status UploadCore::UsableLocked() const {
+  if (!error_.ok()) return error_;
+  if (finished_) return Status::Conflict("the backup session is finished");
+  if (aborted_ || stop_.load()) return Status::IOError("the backup session was aborted");
+  return Status::OK();
+}
+
+void UploadCore::SetError(const Status& s) {
+  std::lock_guard<std::mutex> l(mu_);
+  SetErrorLocked(s);
+}
+
+void UploadCore::SetErrorLocked(const Status& s) {
+  if (error_.ok() && !s.ok()) error_ = s;
+  work_cv_.notify_all();
+  buffer_cv_.notify_all();
+  progress_cv_.notify_all();
+}
+
+Status UploadCore::Receive(Archive* a, uint64_t offset, uint64_t length, const char* data) {
+  std::lock_guard<std::mutex> hl(a->handler_mu);
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    CAIRN_RETURN_IF_ERROR(UsableLocked());
+  }
+  if (a->closing) return Status::InvalidArgument("archive " + a->name + " is closed");
+  if (length == 0 || offset > a->image_size || length > a->image_size - offset) {
+    return Status::InvalidArgument("archive " + a->name + ": request " +
+                                   Range(offset, offset + length) + " outside the image of " +
+                                   std::to_string(a->image_size) + " bytes");
+  }
+  const uint64_t total = length;
+  while (length > 0) {
+    uint64_t chunk = offset / kChunkSize;
+    auto begin = static_cast<uint32_t>(offset % kChunkSize);
+    auto n = static_cast<uint32_t>(std::min<uint64_t>(length, a->ChunkLength(chunk) - begin));
+    Status s = Piece(a, chunk, begin, n, data);
+    if (!s.ok()) {
+      SetError(s);
+      return s;
+    }
+    offset += n;
+    length -= n;
+    if (data != nullptr) data += n;
+  }
+  stats_.bytes_received += total;
+  return Status::OK();
+}
+
+// One request's part within one chunk. REQUIRES: a->handler_mu held.
+Status UploadCore::Piece(Archive* a, uint64_t chunk, uint32_t begin, uint32_t length,
+                         const char* data) {
+  const uint64_t base = chunk * kChunkSize;
+  if (a->done[chunk]) {
+    return Status::InvalidArgument("archive " + a->name + ": bytes " +
+                                   Range(base + begin, base + begin + length) +
+                                   " received twice (chunk " + std::to_string(chunk) +
+                                   " was complete already)");
+  }
+  auto [it, inserted] = a->open.try_emplace(chunk);
+  OpenChunk& oc = it->second;
+  if (inserted) oc.length = a->ChunkLength(chunk);
+  if (oc.Overlaps(begin, begin + length)) {
+    return Status::InvalidArgument("archive " + a->name + ": bytes " +
+                                   Range(base + begin, base + begin + length) +
+                                   " overlap bytes received before (chunk " +
+                                   std::to_string(chunk) + ")");
+  }
+  if (data != nullptr && oc.buffer == nullptr) {
+    Result<std::unique_ptr<std::string>> b = AcquireBuffer(*a, chunk);
+    if (!b.ok()) {
+      if (inserted) a->open.erase(it);
+      return b.status();
+    }
+    oc.buffer = std::move(b).value();
+    // Everything received so far was zeros; a recycled buffer holds old data.
+    for (const auto& [rb, re] : oc.ranges) {
+      std::memset(oc.buffer->data() + kBlobHeaderSize + rb, 0, re - rb);
+    }
+  }
+  if (data != nullptr) {
+    std::memcpy(oc.buffer->data() + kBlobHeaderSize + begin, data, length);
+  } else if (oc.buffer != nullptr) {
+    std::memset(oc.buffer->data() + kBlobHeaderSize + begin, 0, length);
+  }
+  oc.Add(begin, begin + length);
+  if (oc.received == oc.length) {
+    OpenChunk complete = std::move(oc);
+    a->open.erase(it);
+    Complete(a, chunk, std::move(complete));
+  }
+  return Status::OK();
+}
+
+// REQUIRES: a->handler_mu held.
+void UploadCore::Complete(Archive* a, uint64_t chunk, OpenChunk oc) {
+  a->done[chunk] = true;
+  ++a->done_count;
+  ++stats_.chunks_dirty;
+  if (oc.buffer != nullptr) {
+    std::lock_guard<std::mutex> l(mu_);
+    --held_open_;
+    ++a->pending;
+    queue_.push_back(Job{a, chunk, oc.length, std::move(oc.buffer), Digest()});
+    work_cv_.notify_one();
+    return;
+  }
+  // Only zeros: the digest is known without hashing (and without a buffer).
+  ++stats_.chunks_zero;
+  Digest d = storage::ZeroChunkDigest(oc.length);
+  std::lock_guard<std::mutex> l(mu_);
+  Known known = LookupLocked(d);
+  if (known != Known::kNo) {
+    UseDigestLocked(a, chunk, d, known);
+    return;
+  }
+  // The first zero chunk of this size in the session: the server must hold
+  // it before an index may name it.
+  uploaded_[d] = false;
+  ++a->pending;
+  queue_.push_back(Job{a, chunk, oc.length, nullptr, d});
+  work_cv_.notify_one();
+}
+
+Result<std::unique_ptr<std::string>> UploadCore::AcquireBuffer(const Archive& a, uint64_t chunk) {
+  std::unique_lock<std::mutex> l(mu_);
+  for (;;) {
+    CAIRN_RETURN_IF_ERROR(UsableLocked());
+    if (!free_buffers_.empty()) {
+      std::unique_ptr<std::string> b = std::move(free_buffers_.back());
+      free_buffers_.pop_back();
+      ++held_open_;
+      return b;
+    }
+    if (allocated_ < options_.max_buffers) {
+      ++allocated_;
+      ++held_open_;
+      l.unlock();
+      return std::make_unique<std::string>(kBufferSize, '\0');
+    }
+    if (held_open_ >= allocated_) {
+      // Waiting cannot help: only more requests would complete those
+      // chunks, and they are queued behind this one.
+      return Status::IOError(
+          "archive " + a.name + ": chunk " + std::to_string(chunk) + " needs a buffer, but all " +
+          std::to_string(allocated_) +
+          " chunk buffers are held by partly received chunks (QEMU's writes are spread over "
+          "more chunks at once than UploadOptions::max_buffers allows)");
+    }
+    // Some buffers are queued or being uploaded: back-pressure until one is free.
+    buffer_cv_.wait(l);
+  }
+}
+
+void UploadCore::ReleaseLocked(std::unique_ptr<std::string> buffer) {
+  if (buffer == nullptr) return;
+  free_buffers_.push_back(std::move(buffer));
+  buffer_cv_.notify_one();
+}
+
+UploadCore::Known UploadCore::LookupLocked(const Digest& d) const {
+  if (auto it = uploaded_.find(d); it != uploaded_.end()) {
+    return it->second ? Known::kStored : Known::kPending;
+  }
+  return std::binary_search(previous_known_.begin(), previous_known_.end(), d) ? Known::kStored
+                                                                               : Known::kNo;
+}
+
+// A chunk whose digest the server has (or is being sent by another worker).
+void UploadCore::UseDigestLocked(Archive* a, uint64_t chunk, const Digest& d, Known known) {
+  (void)a->index.Set(chunk, d);  // chunk < chunk_count by construction
+  if (known == Known::kPending) a->waiting.push_back(d);
+  ++stats_.chunks_known;
+}
+
+void UploadCore::WorkerLoop(ApiClient* client) {
+  Encoder enc(options_.zstd_level);
+  for (;;) {
+    Job job;
+    {
+      std::unique_lock<std::mutex> l(mu_);
+      work_cv_.wait(l, [&] { return stop_.load() || !queue_.empty(); });
+      if (stop_.load()) return;
+      job = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    Status s = Upload(client, &enc, &job);
+    std::lock_guard<std::mutex> l(mu_);
+    if (!s.ok()) {
+      SetErrorLocked(s.WithContext("archive " + job.archive->name + ", chunk " +
+                                   std::to_string(job.chunk)));
+    }
+    ReleaseLocked(std::move(job.buffer));
+    --job.archive->pending;
+    progress_cv_.notify_all();
+  }
+}
+
+Status UploadCore::Upload(ApiClient* client, Encoder* enc, Job* job) {
+  Digest d = job->digest;
+  if (job->buffer != nullptr) {
+    std::string_view data(job->buffer->data() + kBlobHeaderSize, job->length);
+    if (job->length == kChunkSize && storage::IsAllZero(data)) {
+      d = storage::ZeroChunkDigest();
+      ++stats_.chunks_zero;
+    } else {
+      d = storage::Sha256(data);
+    }
+    std::lock_guard<std::mutex> l(mu_);
+    Known known = LookupLocked(d);
+    if (known != Known::kNo) {
+      UseDigestLocked(job->archive, job->chunk, d, known);
+      return Status::OK();
+    }
+    // Claimed before the upload, so an identical chunk meanwhile is not sent too.
+    uploaded_[d] = false;
+  }
+
+  bool uses_buffer = false;
+  Result<const std::string*> blob = job->buffer != nullptr
+                                        ? enc->EncodeData(job->buffer.get(), job->length, &uses_buffer)
+                                        : enc->EncodeZeros(job->length);
+  if (!blob.ok()) return blob.status();
+  if (!uses_buffer && job->buffer != nullptr) {
+    // The data is in the blob now: let the sink have the buffer during the POST.
+    std::lock_guard<std::mutex> l(mu_);
+    ReleaseLocked(std::move(job->buffer));
+  }
+  const std::string& body = **blob;
+  limiter_.Acquire(body.size(), stop_);
+  std::string path = SessionPath("/chunk?digest=" + d.ToHex() + "&size=" + std::to_string(job->length));
+  Result<HttpResponse> r = Status::IOError("not sent");
+  // Transport failures (a keep-alive connection the server closed, a
+  // timeout) are retried: storing a chunk twice is harmless.
+  for (int attempt = 0; attempt < 3 && !stop_.load(); ++attempt) {
+    if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(200 * attempt));
+    r = client->Post(path, body, "application/octet-stream");
+    if (r.ok()) break;
+  }
+  if (!r.ok()) return r.status();
+  CAIRN_RETURN_IF_ERROR(r->ToStatus());
+  ++stats_.chunks_uploaded;
+  stats_.bytes_uploaded += body.size();
+  std::lock_guard<std::mutex> l(mu_);
+  uploaded_[d] = true;
+  (void)job->archive->index.Set(job->chunk, d);
+  return Status::OK();
+}
+
+Status UploadCore::Flush() {
+  std::lock_guard<std::mutex> l(mu_);
+  return error_;
+}
+
+Status UploadCore::Close(Archive* a) {
+  uint64_t received_chunks = 0;
+  {
+    std::lock_guard<std::mutex> hl(a->handler_mu);
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (a->closed) return Status::OK();
+      CAIRN_RETURN_IF_ERROR(UsableLocked());
+    }
+    a->closing = true;
+    Status incomplete;
+    if (!a->open.empty()) {
+      const auto& [chunk, oc] = *a->open.begin();
+      incomplete = Status::InvalidArgument(
+          "archive " + a->name + ": " + std::to_string(a->open.size()) +
+          " chunk(s) partly received, the first chunk " + std::to_string(chunk) + " (" +
+          std::to_string(oc.received) + " of " + std::to_string(oc.length) + " bytes)");
+      std::lock_guard<std::mutex> l(mu_);
+      for (auto& [i, c] : a->open) {
+        if (c.buffer != nullptr) {
+          --held_open_;
+          ReleaseLocked(std::move(c.buffer));
+        }
+      }
+      a->open.clear();
+    } else if (!a->incremental && a->done_count != a->chunk_count) {
+      uint64_t first = 0;
+      while (first < a->chunk_count && a->done[first]) ++first;
+      incomplete = Status::InvalidArgument(
+          "archive " + a->name + " is incomplete: " +
+          std::to_string(a->chunk_count - a->done_count) + " of " +
+          std::to_string(a->chunk_count) + " chunks never received, the first chunk " +
+          std::to_string(first) + " (bytes " +
+          Range(first * kChunkSize, first * kChunkSize + a->ChunkLength(first)) + ")");
+    }
+    if (!incomplete.ok()) {
+      SetError(incomplete);
+      return incomplete;
+    }
+    received_chunks = a->done_count;
+  }
+
+  Result<std::string> bytes = Status::IOError("no index");
+  {
+    std::unique_lock<std::mutex> l(mu_);
+    progress_cv_.wait(l, [&] {
+      if (!error_.ok() || stop_.load()) return true;
+      if (a->pending != 0) return false;
+      return std::all_of(a->waiting.begin(), a->waiting.end(),
+                         [&](const Digest& d) { return LookupLocked(d) == Known::kStored; });
+    });
+    CAIRN_RETURN_IF_ERROR(UsableLocked());
+    bytes = a->index.Finish(static_cast<int64_t>(std::time(nullptr)));
+  }
+  if (!bytes.ok()) {
+    SetError(bytes.status().WithContext("archive " + a->name));
+    return bytes.status();
+  }
+  std::string path = SessionPath("/index?archive=" + ApiClient::Escape(a->name));
+  Result<HttpResponse> r =
+      Control([&](ApiClient& c) { return c.Post(path, *bytes, "application/octet-stream"); });
+  Status s = r.ok() ? r->ToStatus() : r.status();
+  if (!s.ok()) {
+    s = s.WithContext("index of " + a->name);
+    SetError(s);
+    return s;
+  }
+  if (a->incremental) stats_.chunks_reused += a->chunk_count - received_chunks;
+  std::lock_guard<std::mutex> l(mu_);
+  a->closed = true;
+  a->index = storage::FixedIndexWriter(0);  // its memory is not needed any more
+  a->waiting.clear();
+  a->waiting.shrink_to_fit();
+  // Nothing left to write: give the buffers back to the system.
+  if (std::all_of(archives_.begin(), archives_.end(), [](const auto& x) { return x->closed; })) {
+    allocated_ -= static_cast<int>(free_buffers_.size());
+    free_buffers_.clear();
+  }
+  return Status::OK();
+}
+
+Result<json> UploadCore::Finish(const json& client) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    CAIRN_RETURN_IF_ERROR(UsableLocked());
+    for (const auto& a : archives_) {
+      if (!a->closed) return Status::InvalidArgument("archive " + a->name + " was not closed");
+    }
+  }
+  Result<HttpResponse> r = Control([&](ApiClient& c) {
+    return c.PostJson(SessionPath("/finish"), json{{"client", client}});
+  });
+  Status s = r.ok() ? r->ToStatus() : r.status();
+  if (!s.ok()) {
+    s = s.WithContext("finish");
+    SetError(s);
+    return s;
+  }
+  json answer = r->Json();
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    finished_ = true;
+  }
+  StopWorkers();
+  return answer;
+}
+
+void UploadCore::Abort() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (finished_ || aborted_) return;
+    aborted_ = true;
+    SetErrorLocked(Status::IOError("the backup session was aborted"));
+  }
+  stop_ = true;
+  (void)Control([&](ApiClient& c) { return c.PostJson(SessionPath("/abort"), json::object()); });
+  StopWorkers();
+}
+
+void UploadCore::StopWorkers() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    stop_ = true;
+    work_cv_.notify_all();
+    buffer_cv_.notify_all();
+    progress_cv_.notify_all();
+  }
+  for (auto& t : workers_) {
+    if (t.joinable()) t.join();
+  }
+  workers_.clear();
+  std::lock_guard<std::mutex> l(mu_);
+  for (Job& job : queue_) --job.archive->pending;
+  queue_.clear();
+}
+
+Result<json> UploadCore::ServerStats() {
+  Result<HttpResponse> r = Control([&](ApiClient& c) { return c.Get(SessionPath("/stats")); });
+  if (!r.ok()) return r.status();
+  CAIRN_RETURN_IF_ERROR(r->ToStatus());
+  json j = r->Json();
+  if (!j.is_object()) return Status::Corruption("the server's stats are not a JSON object");
+  return j;
+}
+
+// --- UploadSession ---
+
+struct UploadSession::Impl {
+  std::unique_ptr<UploadCore> core;
+  std::vector<std::unique_ptr<ArchiveWriter>> writers;
+};
+
+struct ArchiveWriter::Impl {
+  UploadCore* core;
+  Archive* archive;
+};
+
+Result<std::unique_ptr<UploadSession>> UploadSession::Start(const Repository& repo,
+                                                            const std::string& group,
+                                                            std::optional<int64_t> backup_time,
+                                                            const UploadOptions& options) {
+  CAIRN_RETURN_IF_ERROR(CheckOptions(options));
+  if (repo.fingerprint.size() != 64 ||
+      !std::all_of(repo.fingerprint.begin(), repo.fingerprint.end(),
+                   [](char c) { return std::isxdigit(static_cast<unsigned char>(c)) != 0; })) {
+    return Status::InvalidArgument("the repository's fingerprint must be 64 hex digits (Repository::Resolve)");
+  }
+  auto core = std::make_unique<UploadCore>(repo, options);
+  Status s = core->Begin(group, backup_time);
+  if (!s.ok()) return s.WithContext("cannot start a backup of " + group);
+  auto impl = std::make_unique<Impl>();
+  impl->core = std::move(core);
+  return std::unique_ptr<UploadSession>(new UploadSession(std::move(impl)));
+}
+
+UploadSession::UploadSession(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+UploadSession::~UploadSession() {
+  if (!impl_->core->finished()) impl_->core->Abort();
+  impl_->core->StopWorkers();
+  impl_->writers.clear();
+}
+
+const nlohmann::json& UploadSession::start_info() const { return impl_->core->start_info(); }
+
+Result<ArchiveWriter*> UploadSession::OpenArchive(const std::string& name, uint64_t image_size,
+                                                  bool incremental) {
+  Result<Archive*> a = impl_->core->OpenArchive(name, image_size, incremental);
+  if (!a.ok()) return a.status();
+  auto writer_impl = std::make_unique<ArchiveWriter::Impl>();
+  writer_impl->core = impl_->core.get();
+  writer_impl->archive = *a;
+  impl_->writers.push_back(std::unique_ptr<ArchiveWriter>(new ArchiveWriter(std::move(writer_impl))));
+  return impl_->writers.back().get();
+}
+
+Result<nlohmann::json> UploadSession::Finish(const nlohmann::json& client) {
+  return impl_->core->Finish(client);
+}
+
+void UploadSession::Abort() { impl_->core->Abort(); }
+
+Result<nlohmann::json> UploadSession::ServerStats() { return impl_->core->ServerStats(); }
+
+const UploadStats& UploadSession::stats() const { return impl_->core->stats(); }
+
+Status UploadSession::error() const { return impl_->core->error(); }
+
+// --- ArchiveWriter ---
+
+ArchiveWriter::ArchiveWriter(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+ArchiveWriter::~ArchiveWriter() = default;
+
+Status ArchiveWriter::OnWrite(uint64_t offset, std::string_view data) {
+  return impl_->core->Receive(impl_->archive, offset, data.size(), data.data());
+}
+
+Status ArchiveWriter::OnZero(uint64_t offset, uint64_t length) {
+  return impl_->core->Receive(impl_->archive, offset, length, nullptr);
+}
+
+Status ArchiveWriter::OnFlush() { return impl_->core->Flush(); }
+
+Status ArchiveWriter::Close() { return impl_->core->Close(impl_->archive); }
+
+const std::string& ArchiveWriter::name() const { return impl_->archive->name; }
+uint64_t ArchiveWriter::image_size() const { return impl_->archive->image_size; }
+bool ArchiveWriter::incremental() const { return impl_->archive->incremental; }
+
+}  // namespace cairn::client
