@@ -547,6 +547,33 @@ TEST_F(BackupUploadTest, OneBufferIsEnoughInOrder) {
   EXPECT_TRUE(SameBytes(d.bytes, Restore(*admin_, (*fin)["snapshot"], "disk0.fidx")));
 }
 
+TEST_F(BackupUploadTest, ZerosBeforeDataInARecycledBuffer) {
+  // One buffer: chunk 0's data goes through it first, so chunk 1 gets it
+  // back with chunk 0's bytes in it, after its first half arrived as zeros.
+  UploadOptions options;
+  options.max_buffers = 1;
+  options.connections = 1;
+  Disk d{std::string(3 * kChunkSize, '\0'), std::vector<bool>(3 * kChunkSize / kCluster, false)};
+  std::mt19937 rng(4);
+  d.Randomize(0, kChunkSize, &rng);
+  d.Randomize(kChunkSize + kChunkSize / 2, 2 * kChunkSize, &rng);
+  d.Randomize(2 * kChunkSize + kCluster, 2 * kChunkSize + 2 * kCluster, &rng);
+  auto s = Start("vm/111", 1800000000, options);
+  ASSERT_NE(s, nullptr);
+  auto w = s->OpenArchive("disk0.fidx", d.size(), false);
+  ASSERT_TRUE(w.ok());
+  std::vector<Request> reqs = Requests(d, 0, kChunkSize);
+  std::vector<Request> rest = Requests(d, kChunkSize, d.size());
+  std::reverse(rest.begin(), rest.end());  // chunk 2 before chunk 1, zeros last within each
+  std::stable_partition(rest.begin(), rest.end(), [](const Request& r) { return r.zero; });
+  reqs.insert(reqs.end(), rest.begin(), rest.end());
+  ASSERT_TRUE(Send(*w, d, reqs).ok()) << s->error().ToString();
+  ASSERT_TRUE((*w)->Close().ok()) << s->error().ToString();
+  auto fin = s->Finish(json::object());
+  ASSERT_TRUE(fin.ok()) << fin.status().ToString();
+  EXPECT_TRUE(SameBytes(d.bytes, Restore(*admin_, (*fin)["snapshot"], "disk0.fidx")));
+}
+
 TEST_F(BackupUploadTest, TwoArchivesFromTwoThreadsAtOnce) {
   Disk d0 = MakeDisk(11 * kChunkSize + 8192, 61);
   Disk d1 = MakeDisk(9 * kChunkSize, 62);
