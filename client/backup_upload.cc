@@ -1,5 +1,7 @@
 #include "client/backup_upload.h"
 
+#include <pthread.h>
+#include <signal.h>
 #include <zstd.h>
 
 #include <algorithm>
@@ -35,6 +37,64 @@ using storage::kChunkSize;
 // data, so that an incompressible full chunk is sent as a plain blob straight
 // from its buffer (ApiClient::Post wants a std::string, hence not char[]).
 constexpr size_t kBufferSize = kBlobHeaderSize + kChunkSize;
+
+// cairn-server closes a keep-alive connection after 5 s without a request
+// (server/server.cc); a request written just as that close arrives fails.
+// A connection idle for longer than this is replaced before it is used.
+constexpr auto kMaxIdle = std::chrono::seconds(3);
+
+// A write into a connection the server closed raises SIGPIPE, whose default
+// action ends the process. A library must not decide that for its caller
+// (nor change the process-wide disposition), so SIGPIPE is blocked in the
+// calling thread while this lives, and one raised meanwhile is taken off
+// the thread before the old mask returns: the write fails with EPIPE
+// instead, which httplib reports as an error.
+class SigpipeBlock {
+ public:
+  SigpipeBlock() {
+    sigemptyset(&pipe_);
+    sigaddset(&pipe_, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_, &old_);
+    sigset_t pending;
+    sigpending(&pending);
+    was_pending_ = sigismember(&pending, SIGPIPE) == 1;
+  }
+  ~SigpipeBlock() {
+    sigset_t pending;
+    sigpending(&pending);
+    if (!was_pending_ && sigismember(&pending, SIGPIPE) == 1) {
+      timespec zero{0, 0};
+      sigtimedwait(&pipe_, nullptr, &zero);
+    }
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+  SigpipeBlock(const SigpipeBlock&) = delete;
+  SigpipeBlock& operator=(const SigpipeBlock&) = delete;
+
+ private:
+  sigset_t pipe_;
+  sigset_t old_;
+  bool was_pending_ = false;
+};
+
+// One HTTPS connection that is replaced when it sat idle too long.
+class Connection {
+ public:
+  explicit Connection(const Repository& repo) : repo_(repo) {}
+  ApiClient& Get() {
+    auto now = std::chrono::steady_clock::now();
+    if (client_ == nullptr || now - last_used_ > kMaxIdle) client_ = std::make_unique<ApiClient>(repo_);
+    last_used_ = now;
+    return *client_;
+  }
+  // After a request: idle time counts from its end.
+  void Used() { last_used_ = std::chrono::steady_clock::now(); }
+
+ private:
+  const Repository& repo_;
+  std::unique_ptr<ApiClient> client_;
+  std::chrono::steady_clock::time_point last_used_;
+};
 
 std::string Range(uint64_t begin, uint64_t end) {
   return "[" + std::to_string(begin) + ", " + std::to_string(end) + ")";
@@ -259,7 +319,7 @@ struct Job {
 class UploadCore {
  public:
   UploadCore(const Repository& repo, const UploadOptions& options)
-      : repo_(repo), options_(options), control_(repo), limiter_(options.rate_limit) {}
+      : repo_(repo), options_(options), control_(repo_), limiter_(options.rate_limit) {}
   ~UploadCore() { StopWorkers(); }
 
   Status Begin(const std::string& group, std::optional<int64_t> backup_time);
@@ -295,9 +355,12 @@ class UploadCore {
   void SetError(const Status& s);
   void SetErrorLocked(const Status& s);
   Status UsableLocked() const;
-  void WorkerLoop(ApiClient* client);
-  Status Upload(ApiClient* client, Encoder* enc, Job* job);
-  Result<HttpResponse> Control(const std::function<Result<HttpResponse>(ApiClient&)>& call);
+  void WorkerLoop();
+  Status Upload(Connection* conn, Encoder* enc, Job* job);
+  // A request on the control connection; transport failures of an
+  // `idempotent` one are tried once more.
+  Result<HttpResponse> Control(const std::function<Result<HttpResponse>(ApiClient&)>& call,
+                               bool idempotent);
   std::string SessionPath(const std::string& suffix) const {
     return "/api/v1/backup/" + sid_ + suffix;
   }
@@ -311,11 +374,10 @@ class UploadCore {
   // One connection for everything but chunks: session start, previous
   // indexes, index uploads (Close() of two archives may run at once), finish.
   std::mutex control_mu_;
-  ApiClient control_;  // GUARDED_BY(control_mu_)
+  Connection control_;  // GUARDED_BY(control_mu_)
 
   RateLimiter limiter_;
   std::atomic<bool> stop_{false};
-  std::vector<std::unique_ptr<ApiClient>> clients_;  // one per worker
   std::vector<std::thread> workers_;
 
   mutable std::mutex mu_;
@@ -358,7 +420,8 @@ Status CheckOptions(const UploadOptions& o) {
 Status UploadCore::Begin(const std::string& group, std::optional<int64_t> backup_time) {
   json body = {{"group", group}};
   if (backup_time) body["time"] = *backup_time;
-  Result<HttpResponse> r = control_.PostJson(control_.StorePath("/backup"), body);
+  Result<HttpResponse> r = Control(
+      [&](ApiClient& c) { return c.PostJson(c.StorePath("/backup"), body); }, false);
   if (!r.ok()) return r.status();
   CAIRN_RETURN_IF_ERROR(r->ToStatus());
   json j = r->Json();
@@ -374,19 +437,18 @@ Status UploadCore::Begin(const std::string& group, std::optional<int64_t> backup
   }
   start_info_ = std::move(j);
   sid_ = std::move(sid);
-  for (int i = 0; i < options_.connections; ++i) {
-    clients_.push_back(std::make_unique<ApiClient>(repo_));
-  }
-  for (auto& c : clients_) {
-    workers_.emplace_back([this, client = c.get()] { WorkerLoop(client); });
-  }
+  for (int i = 0; i < options_.connections; ++i) workers_.emplace_back([this] { WorkerLoop(); });
   return Status::OK();
 }
 
 Result<HttpResponse> UploadCore::Control(
-    const std::function<Result<HttpResponse>(ApiClient&)>& call) {
+    const std::function<Result<HttpResponse>(ApiClient&)>& call, bool idempotent) {
   std::lock_guard<std::mutex> l(control_mu_);
-  return call(control_);
+  SigpipeBlock no_sigpipe;
+  Result<HttpResponse> r = call(control_.Get());
+  if (!r.ok() && idempotent) r = call(control_.Get());
+  control_.Used();
+  return r;
 }
 
 Result<Archive*> UploadCore::OpenArchive(const std::string& name, uint64_t image_size,
@@ -438,7 +500,7 @@ Result<Archive*> UploadCore::OpenArchive(const std::string& name, uint64_t image
     // Fetching the index registers its digests with the server's session:
     // only then may this session's indexes name them.
     std::string path = SessionPath("/previous-index?archive=" + ApiClient::Escape(name));
-    Result<HttpResponse> r = Control([&](ApiClient& c) { return c.Get(path); });
+    Result<HttpResponse> r = Control([&](ApiClient& c) { return c.Get(path); }, true);
     if (!r.ok()) return r.status();
     Status s = r->ToStatus();
     if (s.IsNotFound() && !incremental) {
@@ -612,13 +674,18 @@ Result<std::unique_ptr<std::string>> UploadCore::AcquireBuffer(const Archive& a,
       ++held_open_;
       return b;
     }
-    if (allocated_ < options_.max_buffers) {
+    // Chunks queued or being uploaded. More than two per worker would not
+    // go out sooner, only hold memory: then wait for one instead of taking
+    // another buffer, and keep the rest of the pool for partly received
+    // chunks (QEMU's out-of-order requests need those).
+    const int in_flight = allocated_ - held_open_;
+    if (allocated_ < options_.max_buffers && in_flight < 2 * options_.connections) {
       ++allocated_;
       ++held_open_;
       l.unlock();
       return std::make_unique<std::string>(kBufferSize, '\0');
     }
-    if (held_open_ >= allocated_) {
+    if (in_flight == 0) {
       // Waiting cannot help: only more requests would complete those
       // chunks, and they are queued behind this one.
       return Status::IOError(
@@ -653,7 +720,9 @@ void UploadCore::UseDigestLocked(Archive* a, uint64_t chunk, const Digest& d, Kn
   ++stats_.chunks_known;
 }
 
-void UploadCore::WorkerLoop(ApiClient* client) {
+void UploadCore::WorkerLoop() {
+  SigpipeBlock no_sigpipe;  // for the thread's whole life
+  Connection conn(repo_);
   Encoder enc(options_.zstd_level);
   for (;;) {
     Job job;
@@ -664,7 +733,7 @@ void UploadCore::WorkerLoop(ApiClient* client) {
       job = std::move(queue_.front());
       queue_.pop_front();
     }
-    Status s = Upload(client, &enc, &job);
+    Status s = Upload(&conn, &enc, &job);
     std::lock_guard<std::mutex> l(mu_);
     if (!s.ok()) {
       SetErrorLocked(s.WithContext("archive " + job.archive->name + ", chunk " +
@@ -676,7 +745,7 @@ void UploadCore::WorkerLoop(ApiClient* client) {
   }
 }
 
-Status UploadCore::Upload(ApiClient* client, Encoder* enc, Job* job) {
+Status UploadCore::Upload(Connection* conn, Encoder* enc, Job* job) {
   Digest d = job->digest;
   if (job->buffer != nullptr) {
     std::string_view data(job->buffer->data() + kBlobHeaderSize, job->length);
@@ -714,7 +783,8 @@ Status UploadCore::Upload(ApiClient* client, Encoder* enc, Job* job) {
   // timeout) are retried: storing a chunk twice is harmless.
   for (int attempt = 0; attempt < 3 && !stop_.load(); ++attempt) {
     if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(200 * attempt));
-    r = client->Post(path, body, "application/octet-stream");
+    r = conn->Get().Post(path, body, "application/octet-stream");
+    conn->Used();
     if (r.ok()) break;
   }
   if (!r.ok()) return r.status();
@@ -792,7 +862,7 @@ Status UploadCore::Close(Archive* a) {
   }
   std::string path = SessionPath("/index?archive=" + ApiClient::Escape(a->name));
   Result<HttpResponse> r =
-      Control([&](ApiClient& c) { return c.Post(path, *bytes, "application/octet-stream"); });
+      Control([&](ApiClient& c) { return c.Post(path, *bytes, "application/octet-stream"); }, false);
   Status s = r.ok() ? r->ToStatus() : r.status();
   if (!s.ok()) {
     s = s.WithContext("index of " + a->name);
@@ -823,7 +893,7 @@ Result<json> UploadCore::Finish(const json& client) {
   }
   Result<HttpResponse> r = Control([&](ApiClient& c) {
     return c.PostJson(SessionPath("/finish"), json{{"client", client}});
-  });
+  }, false);
   Status s = r.ok() ? r->ToStatus() : r.status();
   if (!s.ok()) {
     s = s.WithContext("finish");
@@ -847,7 +917,8 @@ void UploadCore::Abort() {
     SetErrorLocked(Status::IOError("the backup session was aborted"));
   }
   stop_ = true;
-  (void)Control([&](ApiClient& c) { return c.PostJson(SessionPath("/abort"), json::object()); });
+  (void)Control([&](ApiClient& c) { return c.PostJson(SessionPath("/abort"), json::object()); },
+                true);
   StopWorkers();
 }
 
@@ -869,7 +940,7 @@ void UploadCore::StopWorkers() {
 }
 
 Result<json> UploadCore::ServerStats() {
-  Result<HttpResponse> r = Control([&](ApiClient& c) { return c.Get(SessionPath("/stats")); });
+  Result<HttpResponse> r = Control([&](ApiClient& c) { return c.Get(SessionPath("/stats")); }, true);
   if (!r.ok()) return r.status();
   CAIRN_RETURN_IF_ERROR(r->ToStatus());
   json j = r->Json();

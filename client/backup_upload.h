@@ -14,9 +14,12 @@
 //
 // Memory: chunk buffers come from one pool per session (`max_buffers`, 4 MiB
 // each) shared by all archives. A handler call that needs a buffer while all
-// are queued or uploading waits for one (back-pressure on QEMU); when every
-// buffer is held by a partly filled chunk, no wait can help, and the call
-// fails (the NBD request gets EIO, QEMU's job fails, nothing is committed).
+// are queued or uploading waits for one (back-pressure on QEMU) — and so it
+// does, rather than take another, while 2 × `connections` chunks are queued
+// or uploading, which keeps the workers busy; the rest of the pool is for
+// partly filled chunks. When every buffer is held by a partly filled chunk,
+// no wait can help, and the call fails (the NBD request gets EIO, QEMU's job
+// fails, nothing is committed).
 //
 // Chunks not written by QEMU: in a full archive every chunk must be covered
 // exactly once (Close() fails otherwise); in an incremental archive the
