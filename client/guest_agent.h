@@ -12,7 +12,14 @@
 // {"error": {"class", "desc"}}.
 //
 // Every wait has a deadline. A timeout is IOError and the agent is then
-// unusable (a late answer would be misread): reconnect and Sync() again.
+// out of sync (a late answer would be misread): Execute() and the helpers
+// return IOError until Sync() succeeds again, on this connection or a new
+// one. An answer that is not qemu-ga's (garbage, a message over 1 MiB,
+// nesting over 64) is Corruption and also loses sync; hostile bytes never
+// crash. EOF or a socket error is final: every later call returns it.
+//
+// A Freeze() that timed out may still freeze the guest later (the agent
+// finishes the command): Sync() and Thaw() on every exit path.
 //
 // Thread safety: not thread-safe. Ownership: owns its socket.
 
@@ -40,14 +47,17 @@ class GuestAgent {
   GuestAgent(const GuestAgent&) = delete;
   GuestAgent& operator=(const GuestAgent&) = delete;
 
+  // Resynchronizes the stream as described above; IOError when the answer
+  // does not come within `timeout`.
   Status Sync(std::chrono::milliseconds timeout);
 
-  // Runs one command; the "return" value, or InvalidArgument
-  // "<command>: <desc> [<class>]" for an agent error; IOError on timeout/EOF.
+  // Runs one command (`arguments` an object, or null/empty for none); the
+  // "return" value, or InvalidArgument "<command>: <desc> [<class>]" for an
+  // agent error (the agent stays in sync); IOError on timeout/EOF.
   Result<nlohmann::json> Execute(std::string_view command, const nlohmann::json& arguments,
                                  std::chrono::milliseconds timeout);
 
-  // guest-fsfreeze-status: "thawed" or "frozen".
+  // guest-fsfreeze-status: "thawed" or "frozen" (anything else is Corruption).
   Result<std::string> FreezeStatus(std::chrono::milliseconds timeout);
   // guest-fsfreeze-freeze: the number of file systems frozen.
   Result<int> Freeze(std::chrono::milliseconds timeout);

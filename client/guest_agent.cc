@@ -1,0 +1,426 @@
+#include "client/guest_agent.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <thread>
+#include <utility>
+
+namespace cairn::client {
+namespace {
+
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+// qemu-ga's answers are small (guest-get-fsinfo on a busy guest is a few
+// KiB). A larger message is a broken or hostile guest, not an answer.
+constexpr size_t kMaxMessageBytes = 1u << 20;
+// Deeper nesting is not qemu-ga; it would only make the JSON parser (and the
+// destructor of the parsed value) recurse.
+constexpr int kMaxDepth = 64;
+// qemu-ga puts this byte before the answer to guest-sync-delimited; sent by
+// the client, it resets the agent's JSON parser. It never occurs in UTF-8.
+constexpr char kSentinel = '\xff';
+
+int RemainingMs(Clock::time_point deadline) {
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+  if (left.count() <= 0) return 0;
+  // Round up so a sub-millisecond remainder still waits instead of spinning.
+  return static_cast<int>(std::min<int64_t>(left.count() + 1, 1 << 30));
+}
+
+// Splits a byte stream into top-level JSON objects by tracking strings and
+// bracket depth, without parsing them (nlohmann parses each one afterwards).
+// Whitespace between objects is skipped. Anything else between objects, a
+// mismatched bracket, nesting beyond kMaxDepth, or an object larger than
+// kMaxMessageBytes is Corruption; the caller then Reset()s.
+//
+// A small copy of QmpClient's splitter rather than a shared one: that one
+// lives in QmpClient's private members, and the agent's stream needs a reset
+// in the middle of a message (the 0xFF sentinel), which QMP never does.
+class ObjectSplitter {
+ public:
+  void Append(const char* data, size_t n) { buffer_.append(data, n); }
+
+  void Reset() {
+    buffer_.clear();
+    scan_ = 0;
+    depth_ = 0;
+    in_string_ = false;
+    escape_ = false;
+  }
+
+  // True with *message set when a whole object is at the front of the
+  // buffer; false when more bytes are needed.
+  Result<bool> Next(std::string* message) {
+    if (depth_ == 0) {
+      size_t start = buffer_.find_first_not_of(" \t\r\n");
+      if (start == std::string::npos) {
+        buffer_.clear();
+        scan_ = 0;
+        return false;
+      }
+      if (start > 0) {
+        buffer_.erase(0, start);
+        scan_ = 0;
+      }
+      if (buffer_[0] != '{') {
+        return Status::Corruption("guest agent: expected a JSON object, got byte " +
+                                  std::to_string(static_cast<unsigned char>(buffer_[0])));
+      }
+    }
+    for (; scan_ < buffer_.size(); ++scan_) {
+      const char c = buffer_[scan_];
+      if (in_string_) {
+        if (escape_) {
+          escape_ = false;
+        } else if (c == '\\') {
+          escape_ = true;
+        } else if (c == '"') {
+          in_string_ = false;
+        }
+        continue;
+      }
+      if (c == '"') {
+        in_string_ = true;
+      } else if (c == '{' || c == '[') {
+        if (depth_ >= kMaxDepth) return Status::Corruption("guest agent: JSON nested too deeply");
+        open_[depth_++] = c;
+      } else if (c == '}' || c == ']') {
+        // A mismatched closer would otherwise leave us waiting for a close
+        // that never comes.
+        if (depth_ == 0 || open_[depth_ - 1] != (c == '}' ? '{' : '[')) {
+          return Status::Corruption("guest agent: unbalanced JSON");
+        }
+        if (--depth_ == 0) {
+          const size_t size = scan_ + 1;
+          if (size > kMaxMessageBytes) break;
+          message->assign(buffer_, 0, size);
+          buffer_.erase(0, size);
+          scan_ = 0;
+          return true;
+        }
+      }
+    }
+    if (scan_ > kMaxMessageBytes || buffer_.size() > kMaxMessageBytes) {
+      return Status::Corruption("guest agent: message larger than " +
+                                std::to_string(kMaxMessageBytes) + " bytes");
+    }
+    return false;
+  }
+
+ private:
+  // Bytes not yet returned as messages, and the scanner's state over them:
+  // scan_ bytes have been looked at, inside a string or not, at what depth.
+  std::string buffer_;
+  size_t scan_ = 0;
+  int depth_ = 0;
+  char open_[kMaxDepth] = {};  // the open brackets, innermost last
+  bool in_string_ = false;
+  bool escape_ = false;
+};
+
+// Non-blocking connect, so a listener with a full backlog (QEMU serves one
+// client on the agent's chardev) cannot block past the deadline.
+Result<int> ConnectUnix(const std::string& path, Clock::time_point deadline) {
+  for (;;) {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return Status::FromErrno("socket", errno);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, path.data(), path.size());
+    if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0) return fd;
+    const int err = errno;
+    ::close(fd);
+    // EAGAIN: the backlog is full; unix sockets do not finish such a connect
+    // in the background, so try again.
+    if (err == EAGAIN && RemainingMs(deadline) > 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      continue;
+    }
+    return Status::FromErrno("guest agent: connect " + path, err);
+  }
+}
+
+// Guest bytes in a message, escaped: they may be anything, and a Status
+// message may end up in JSON or a terminal.
+std::string Quote(const std::string& bytes) {
+  return json(bytes).dump(-1, ' ', /*ensure_ascii=*/true, json::error_handler_t::replace);
+}
+
+std::string Describe(const json& m) {
+  return m.dump(-1, ' ', /*ensure_ascii=*/true, json::error_handler_t::replace).substr(0, 200);
+}
+
+}  // namespace
+
+struct GuestAgent::Impl {
+  int fd = -1;
+  // Not OK once the connection is gone (EOF, socket error): every later
+  // call returns it.
+  Status broken;
+  // False until Sync() succeeds, and again after a timeout or an answer
+  // that could not be read: the next bytes may belong to an earlier command.
+  bool in_sync = false;
+  std::string out_of_sync_reason = "not synced yet";
+  ObjectSplitter splitter;
+  std::mt19937_64 rng{std::random_device{}()};
+
+  Status Fail(Status error) {
+    if (broken.ok()) broken = std::move(error);
+    if (fd >= 0) {
+      ::close(fd);
+      fd = -1;
+    }
+    return broken;
+  }
+
+  Status LoseSync(Status error) {
+    in_sync = false;
+    out_of_sync_reason = error.ToString();
+    splitter.Reset();
+    return error;
+  }
+
+  Status SendAll(std::string_view data, Clock::time_point deadline) {
+    while (!data.empty()) {
+      ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+      if (n > 0) {
+        data.remove_prefix(static_cast<size_t>(n));
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        int ms = RemainingMs(deadline);
+        if (ms == 0) {
+          // Part of a command may have gone out; the agent's parser is in
+          // an unknown state until the next Sync() resets it with 0xFF.
+          return LoseSync(Status::IOError("guest agent: timed out sending a command"));
+        }
+        pollfd p{fd, POLLOUT, 0};
+        if (::poll(&p, 1, ms) < 0 && errno != EINTR) {
+          return Fail(Status::FromErrno("guest agent: poll", errno));
+        }
+        continue;
+      }
+      return Fail(Status::FromErrno("guest agent: send", errno));
+    }
+    return Status::OK();
+  }
+
+  // Reads what has arrived (up to sizeof(buf)) into *out, waiting until
+  // `deadline`. Sets *timed_out instead of failing when nothing came.
+  Status ReadSome(Clock::time_point deadline, std::string* out, bool* timed_out) {
+    *timed_out = false;
+    for (;;) {
+      char buf[65536];
+      ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+      if (n > 0) {
+        out->assign(buf, static_cast<size_t>(n));
+        return Status::OK();
+      }
+      if (n == 0) return Fail(Status::IOError("guest agent: connection closed"));
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        return Fail(Status::FromErrno("guest agent: recv", errno));
+      }
+      int ms = RemainingMs(deadline);
+      if (ms == 0) {
+        *timed_out = true;
+        return Status::OK();
+      }
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, ms) < 0 && errno != EINTR) {
+        return Fail(Status::FromErrno("guest agent: poll", errno));
+      }
+    }
+  }
+
+  // The next object after Sync(). Every failure here but EOF leaves the
+  // stream in an unknown place, so it also loses sync.
+  Result<json> NextMessage(Clock::time_point deadline, std::string_view waiting_for) {
+    for (;;) {
+      std::string text;
+      Result<bool> got = splitter.Next(&text);
+      if (!got.ok()) return LoseSync(got.status());
+      if (*got) {
+        json m = json::parse(text, nullptr, /*allow_exceptions=*/false);
+        if (m.is_discarded() || !m.is_object()) {
+          return LoseSync(
+              Status::Corruption("guest agent: malformed answer: " + Quote(text.substr(0, 200))));
+        }
+        return m;
+      }
+      std::string chunk;
+      bool timed_out = false;
+      CAIRN_RETURN_IF_ERROR(ReadSome(deadline, &chunk, &timed_out));
+      if (timed_out) {
+        return LoseSync(
+            Status::IOError("guest agent: timed out waiting for " + std::string(waiting_for)));
+      }
+      splitter.Append(chunk.data(), chunk.size());
+    }
+  }
+};
+
+GuestAgent::GuestAgent(int fd) : impl_(std::make_unique<Impl>()) { impl_->fd = fd; }
+
+GuestAgent::~GuestAgent() {
+  if (impl_->fd >= 0) ::close(impl_->fd);
+}
+
+Result<std::unique_ptr<GuestAgent>> GuestAgent::Connect(const std::string& socket_path,
+                                                        std::chrono::milliseconds timeout) {
+  if (socket_path.empty() || socket_path.size() >= sizeof(sockaddr_un{}.sun_path)) {
+    return Status::InvalidArgument("guest agent socket path empty or too long for a unix socket: " +
+                                   socket_path);
+  }
+  const auto deadline = Clock::now() + timeout;
+  CAIRN_ASSIGN_OR_RETURN(int fd, ConnectUnix(socket_path, deadline));
+  std::unique_ptr<GuestAgent> agent(new GuestAgent(fd));
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+  CAIRN_RETURN_IF_ERROR(agent->Sync(std::max(left, std::chrono::milliseconds(0))));
+  return agent;
+}
+
+Status GuestAgent::Sync(std::chrono::milliseconds timeout) {
+  Impl& s = *impl_;
+  if (!s.broken.ok()) return s.broken;
+  const auto deadline = Clock::now() + timeout;
+  s.in_sync = false;
+  s.out_of_sync_reason = "a Sync() that did not finish";
+  s.splitter.Reset();
+
+  // Small positive ids: qemu-ga's `id` is an int, and some clients' JSON
+  // goes through doubles.
+  const int64_t id = static_cast<int64_t>(s.rng() % (int64_t{1} << 31)) + 1;
+  // 0xFF first: it makes the agent drop any partial command an earlier
+  // client left in its parser (the agent answers it with a parse error,
+  // which, coming before the sentinel of our answer, is skipped below).
+  json request = {{"execute", "guest-sync-delimited"}, {"arguments", {{"id", id}}}};
+  CAIRN_RETURN_IF_ERROR(s.SendAll(std::string(1, kSentinel) + request.dump() + "\n", deadline));
+
+  // Bytes before a sentinel are stale: answers to an earlier client's
+  // commands, that 0xFF's parse error, a half-written answer. Each sentinel
+  // resets the splitter; after one, objects other than {"return": id} are
+  // dropped (a stale sync answer carries another id). Garbage after a
+  // sentinel can only be stale too, so it waits for the next sentinel rather
+  // than failing; the deadline bounds the wait, kMaxMessageBytes the memory.
+  bool after_sentinel = false;
+  for (;;) {
+    std::string chunk;
+    bool timed_out = false;
+    CAIRN_RETURN_IF_ERROR(s.ReadSome(deadline, &chunk, &timed_out));
+    if (timed_out) {
+      return s.LoseSync(
+          Status::IOError("guest agent: timed out waiting for the guest-sync-delimited answer"));
+    }
+    if (size_t at = chunk.rfind(kSentinel); at != std::string::npos) {
+      s.splitter.Reset();
+      after_sentinel = true;
+      s.splitter.Append(chunk.data() + at + 1, chunk.size() - at - 1);
+    } else if (after_sentinel) {
+      s.splitter.Append(chunk.data(), chunk.size());
+    } else {
+      continue;
+    }
+    for (;;) {
+      std::string text;
+      Result<bool> got = s.splitter.Next(&text);
+      if (!got.ok()) {
+        s.splitter.Reset();
+        after_sentinel = false;
+        break;
+      }
+      if (!*got) break;
+      json m = json::parse(text, nullptr, /*allow_exceptions=*/false);
+      if (m.is_discarded() || !m.is_object()) continue;
+      auto r = m.find("return");
+      if (r != m.end() && r->is_number_integer() && r->get<int64_t>() == id) {
+        // Nothing legitimate follows: the agent has no events and we have
+        // sent nothing else.
+        s.splitter.Reset();
+        s.in_sync = true;
+        return Status::OK();
+      }
+    }
+  }
+}
+
+Result<json> GuestAgent::Execute(std::string_view command, const json& arguments,
+                                 std::chrono::milliseconds timeout) {
+  Impl& s = *impl_;
+  if (!s.broken.ok()) return s.broken;
+  if (!s.in_sync) {
+    return Status::IOError("guest agent: out of sync (" + s.out_of_sync_reason + "); Sync() first");
+  }
+  if (!arguments.is_null() && !arguments.is_object()) {
+    return Status::InvalidArgument("guest agent: arguments must be an object");
+  }
+  const auto deadline = Clock::now() + timeout;
+  // No "id" (qemu-ga 7.2 would echo it): with one command in flight and a
+  // resync after every failure the answer order is enough, and nothing
+  // depends on whether an older agent knows the member.
+  json request = {{"execute", std::string(command)}};
+  if (arguments.is_object() && !arguments.empty()) request["arguments"] = arguments;
+  // dump() with replace: a command name that is not UTF-8 must not throw.
+  CAIRN_RETURN_IF_ERROR(
+      s.SendAll(request.dump(-1, ' ', false, json::error_handler_t::replace) + "\n", deadline));
+  CAIRN_ASSIGN_OR_RETURN(json m, s.NextMessage(deadline, "the answer to " + std::string(command)));
+  if (auto r = m.find("return"); r != m.end()) return std::move(*r);
+  auto e = m.find("error");
+  if (e == m.end()) {
+    return s.LoseSync(Status::Corruption("guest agent: answer to " + std::string(command) +
+                                         " is neither return nor error: " + Describe(m)));
+  }
+  std::string cls = "?";
+  std::string desc = "(no description)";
+  if (e->is_object()) {
+    if (auto c = e->find("class"); c != e->end() && c->is_string()) cls = c->get<std::string>();
+    if (auto d = e->find("desc"); d != e->end() && d->is_string()) desc = d->get<std::string>();
+  }
+  return Status::InvalidArgument(std::string(command) + ": " + desc + " [" + cls + "]");
+}
+
+Result<std::string> GuestAgent::FreezeStatus(std::chrono::milliseconds timeout) {
+  CAIRN_ASSIGN_OR_RETURN(json r, Execute("guest-fsfreeze-status", json::object(), timeout));
+  if (r.is_string()) {
+    std::string v = r.get<std::string>();
+    if (v == "thawed" || v == "frozen") return v;
+  }
+  return Status::Corruption("guest agent: guest-fsfreeze-status returned " + Describe(r));
+}
+
+namespace {
+
+Result<int> CountFrom(std::string_view command, const json& r) {
+  // nlohmann parses a non-negative integer as unsigned; a negative count is
+  // as wrong as a string.
+  if (r.is_number_unsigned() && r.get<uint64_t>() <= uint64_t{std::numeric_limits<int>::max()}) {
+    return static_cast<int>(r.get<uint64_t>());
+  }
+  return Status::Corruption("guest agent: " + std::string(command) + " returned " + Describe(r));
+}
+
+}  // namespace
+
+Result<int> GuestAgent::Freeze(std::chrono::milliseconds timeout) {
+  CAIRN_ASSIGN_OR_RETURN(json r, Execute("guest-fsfreeze-freeze", json::object(), timeout));
+  return CountFrom("guest-fsfreeze-freeze", r);
+}
+
+Result<int> GuestAgent::Thaw(std::chrono::milliseconds timeout) {
+  CAIRN_ASSIGN_OR_RETURN(json r, Execute("guest-fsfreeze-thaw", json::object(), timeout));
+  return CountFrom("guest-fsfreeze-thaw", r);
+}
+
+}  // namespace cairn::client
