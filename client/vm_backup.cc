@@ -204,6 +204,8 @@ Result<std::vector<DiskInfo>> ListDisks(QmpClient& qmp, const std::vector<std::s
     if (!d.device.empty()) found.insert(d.device);
     disks.push_back(std::move(d));
   }
+  std::sort(disks.begin(), disks.end(),
+            [](const DiskInfo& a, const DiskInfo& b) { return a.archive < b.archive; });
   for (const auto& o : only) {
     if (!found.contains(o)) {
       return Status::NotFound("no writable disk named '" + o +

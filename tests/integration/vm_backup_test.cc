@@ -21,6 +21,7 @@
 #include <gtest/gtest.h>
 
 #include "storage/digest.h"
+#include "storage/names.h"
 #include "tests/client/qemu_testutil.h"
 #include "tests/integration/backup_api_testutil.h"
 
@@ -68,7 +69,8 @@ std::string ReadAll(const std::string& path) {
 // A raw image of `size` bytes with mixed content in 4 MiB regions: random,
 // text-like, half random half zero, a pattern, and (most of it) never
 // written.
-void MakeMixedRaw(const std::string& path, uint64_t size, uint32_t seed) {
+// dense: every region random.
+void MakeMixedRaw(const std::string& path, uint64_t size, uint32_t seed, bool dense = false) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   std::mt19937_64 rng(seed);
   std::string chunk(kChunk, '\0');
@@ -76,7 +78,7 @@ void MakeMixedRaw(const std::string& path, uint64_t size, uint32_t seed) {
   for (uint64_t off = 0; off < size; off += kChunk) {
     uint64_t i = off / kChunk;
     uint64_t n = std::min<uint64_t>(kChunk, size - off);
-    switch (i % 16) {
+    switch (dense ? 0 : i % 16) {
       case 0:
         for (auto& c : chunk) c = static_cast<char>(rng());
         break;
@@ -128,9 +130,9 @@ class VmBackupTest : public ::testing::Test {
   }
 
   // A qcow2 image of `size` with mixed content.
-  std::string MakeQcow2(const std::string& name, uint64_t size, uint32_t seed) {
+  std::string MakeQcow2(const std::string& name, uint64_t size, uint32_t seed, bool dense = false) {
     std::string raw = dir_.Join(name + ".src.raw");
-    MakeMixedRaw(raw, size, seed);
+    MakeMixedRaw(raw, size, seed, dense);
     std::string img = dir_.Join(name + ".qcow2");
     auto r = RunCommand({"qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, img});
     EXPECT_EQ(r.exit_code, 0) << r.output;
@@ -332,15 +334,19 @@ TEST_F(VmBackupTest, ClientKilledMidBackupLosesNoWrite) {
   EXPECT_TRUE(RestoresTo(s2["snapshot"], "disk0", copy));
 }
 
-// 5. QEMU killed with SIGKILL: its persistent bitmap is inconsistent; the
-// next backup removes it, reads everything, and uploads only chunks the
-// server lacks.
+// 5. QEMU killed with SIGKILL. A bitmap QEMU loaded from the qcow2 file is
+// then inconsistent (its in-use flag stays set); the next backup notices,
+// removes it, reads everything, and uploads only chunks the server lacks. A
+// bitmap QEMU never saved (killed in the session that made it) is simply
+// gone, with the same outcome.
 TEST_F(VmBackupTest, QemuKilledMeansFullReadButFewUploads) {
   const uint64_t size = 256 * kMiB;
   std::string img = MakeQcow2("disk0", size, 3);
   auto vm = StartVm({client::testing::Qcow2Blockdev("disk0", img)});
   ASSERT_NE(vm, nullptr);
   ASSERT_TRUE(BackupVm().is_object());
+
+  // Killed before the bitmap was ever saved: it is lost.
   ASSERT_TRUE(WriteRandom(*vm, "disk0", 100 * kMiB, 64 * 1024));
   ASSERT_TRUE(vm->QemuIo("disk0", "flush"));
   vm->Kill();
@@ -349,18 +355,43 @@ TEST_F(VmBackupTest, QemuKilledMeansFullReadButFewUploads) {
   json s2 = BackupVm();
   ASSERT_TRUE(s2.is_object());
   EXPECT_EQ(s2["mode"], "full") << s2.dump();
-  EXPECT_NE(s2["disks"][0]["reason"].get<std::string>().find("inconsistent"), std::string::npos)
+  EXPECT_NE(s2["disks"][0]["reason"].get<std::string>().find("no Cairn bitmap"), std::string::npos)
       << s2.dump();
   EXPECT_EQ(U(s2, "bytes-read"), size);
   EXPECT_LE(U(s2, "chunks-uploaded"), 1u) << s2.dump();
   EXPECT_LE(U(s2["server"], "chunks-new"), 1u) << s2.dump();
-  std::string copy = CopyDisk(*vm, "disk0", img, "copy.raw");
-  EXPECT_TRUE(RestoresTo(s2["snapshot"], "disk0", copy));
-  // And the run after it is incremental again.
-  ASSERT_TRUE(vm->QemuIo("disk0", "write -P 0x12 0 4096"));
+  std::string copy2 = CopyDisk(*vm, "disk0", img, "copy2.raw");
+  EXPECT_TRUE(RestoresTo(s2["snapshot"], "disk0", copy2));
+
+  // Saved at a clean quit, loaded again, then QEMU is killed: inconsistent.
+  ASSERT_TRUE(vm->Quit());
+  vm = StartVm({client::testing::Qcow2Blockdev("disk0", img)});
+  ASSERT_NE(vm, nullptr);
+  ASSERT_TRUE(WriteRandom(*vm, "disk0", 200 * kMiB, 64 * 1024));
+  ASSERT_TRUE(vm->QemuIo("disk0", "flush"));
+  vm->Kill();
+  vm = StartVm({client::testing::Qcow2Blockdev("disk0", img)});
+  ASSERT_NE(vm, nullptr);
+  auto bm = Cairn({"--output", "json", "bitmaps", "--qmp", cairn_qmp_});
+  json bj = json::parse(bm.output, nullptr, false);
+  ASSERT_TRUE(bj.is_array()) << bm.output;
+  ASSERT_EQ(bj[0]["bitmaps"].size(), 1u) << bj.dump();
+  EXPECT_EQ(bj[0]["bitmaps"][0]["inconsistent"], true) << bj.dump();
   json s3 = BackupVm();
   ASSERT_TRUE(s3.is_object());
-  EXPECT_EQ(s3["mode"], "incremental") << s3.dump();
+  EXPECT_EQ(s3["mode"], "full") << s3.dump();
+  EXPECT_NE(s3["disks"][0]["reason"].get<std::string>().find("inconsistent"), std::string::npos)
+      << s3.dump();
+  EXPECT_EQ(U(s3, "bytes-read"), size);
+  EXPECT_LE(U(s3, "chunks-uploaded"), 1u) << s3.dump();
+  std::string copy3 = CopyDisk(*vm, "disk0", img, "copy3.raw");
+  EXPECT_TRUE(RestoresTo(s3["snapshot"], "disk0", copy3));
+
+  // And the run after it is incremental again.
+  ASSERT_TRUE(vm->QemuIo("disk0", "write -P 0x12 0 4096"));
+  json s4 = BackupVm();
+  ASSERT_TRUE(s4.is_object());
+  EXPECT_EQ(s4["mode"], "incremental") << s4.dump();
 }
 
 // 6. The last snapshot deleted on the server, or failed verification →
@@ -418,10 +449,21 @@ TEST_F(VmBackupTest, DeletedOrBadLastSnapshotMeansFullRead) {
 // 7. Two disks share one point in time: writes issued to both right after
 // the backup started are in neither archive.
 TEST_F(VmBackupTest, TwoDisksOnePointInTime) {
-  const uint64_t size = 128 * kMiB;
-  std::string a = MakeQcow2("a", size, 5);
-  std::string b = MakeQcow2("b", size, 6);
-  auto vm = StartVm({client::testing::Qcow2Blockdev("da", a), client::testing::Qcow2Blockdev("db", b)});
+  // Random data, more than the client's chunk buffers hold (20 × 4 MiB),
+  // uploaded at 20 MB/s: QEMU's jobs wait on the client for seconds.
+  const uint64_t size = 96 * kMiB;
+  std::string a = MakeQcow2("a", size, 5, true);
+  std::string b = MakeQcow2("b", size, 6, true);
+  // Attached with -drive: the test's qemu-io writes then go through a
+  // BlockBackend above the backup's copy-before-write filter, as a guest's
+  // would (qemu-io on the format node itself conflicts with the filter's
+  // permissions). The format nodes get generated names; the archives are
+  // named after the drives.
+  cairn_qmp_ = dir_.Join("cairn.sock");
+  auto vm = QemuVm::Start(dir_.path(), {},
+                          {"-qmp", "unix:" + cairn_qmp_ + ",server=on,wait=off", "-drive",
+                           "if=none,id=da,format=qcow2,file=" + a, "-drive",
+                           "if=none,id=db,format=qcow2,file=" + b});
   ASSERT_NE(vm, nullptr);
   std::string before_a = CopyDisk(*vm, "da", a, "a0.raw");
   std::string before_b = CopyDisk(*vm, "db", b, "b0.raw");
@@ -429,22 +471,23 @@ TEST_F(VmBackupTest, TwoDisksOnePointInTime) {
   // Slow uploads keep both jobs running while the test writes.
   pid_t pid = StartBinary("client/cairn",
                           {"--output", "json", "backup", "vm", "--qmp", cairn_qmp_, "--id", "100",
-                           "--backup-time", NextTime(), "--rate-limit", "5"},
+                           "--backup-time", NextTime(), "--rate-limit", "20"},
                           Env(), log);
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  // Write as soon as the first job exists: had the client started the
+  // jobs one by one, the write could fall between them.
   size_t jobs = 0;
-  while (jobs < 2 && std::chrono::steady_clock::now() < deadline) {
+  while (jobs == 0 && std::chrono::steady_clock::now() < deadline) {
     auto q = vm->qmp().Execute("query-block-jobs");
     jobs = q.ok() ? q->size() : 0;
-    if (jobs < 2) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  ASSERT_EQ(jobs, 2u) << ReadAll(log);
+  ASSERT_GT(jobs, 0u) << ReadAll(log);
   // Whichever region the jobs have copied already, copy-before-write must
   // keep the old data of both disks for the backup.
   ASSERT_TRUE(vm->QemuIo("da", "write -P 0xee 0 1M"));
   ASSERT_TRUE(vm->QemuIo("db", "write -P 0xee 0 1M"));
-  ASSERT_TRUE(vm->QemuIo("da", "write -P 0xee " + std::to_string(120 * kMiB) + " 1M"));
-  ASSERT_TRUE(vm->QemuIo("db", "write -P 0xee " + std::to_string(120 * kMiB) + " 1M"));
+  ASSERT_TRUE(vm->QemuIo("da", "write -P 0xee " + std::to_string(40 * kMiB) + " 1M"));
+  ASSERT_TRUE(vm->QemuIo("db", "write -P 0xee " + std::to_string(40 * kMiB) + " 1M"));
   auto q = vm->qmp().Execute("query-block-jobs");
   ASSERT_TRUE(q.ok());
   EXPECT_EQ(q->size(), 2u) << "the jobs ended before the writes: the test proves nothing";
@@ -454,6 +497,7 @@ TEST_F(VmBackupTest, TwoDisksOnePointInTime) {
   json s = Summary(ReadAll(log));
   ASSERT_TRUE(s.is_object());
   EXPECT_EQ(s["disks"].size(), 2u);
+  EXPECT_EQ(s["disks"][0]["archive"], "da.fidx") << s.dump();
   EXPECT_TRUE(RestoresTo(s["snapshot"], "da", before_a));
   EXPECT_TRUE(RestoresTo(s["snapshot"], "db", before_b));
 }
