@@ -169,6 +169,9 @@ int main(int argc, char** argv) {
   backup_vm->add_option("--drive", drives, "a disk's node name (default: every writable disk)");
   backup_vm->add_option("--guest-agent", guest_agent, "qemu-ga socket: freeze the guest's file systems");
   backup_vm->add_flag("--require-freeze", require_freeze, "fail when the guest cannot be frozen");
+  double agent_timeout = 10;
+  backup_vm->add_option("--agent-timeout", agent_timeout, "seconds to wait for each guest agent answer")
+      ->check(CLI::Range(0.1, 3600.0));
   backup_image->add_option("FILE", image_files, "image files")->required();
   for (auto* c : {backup_vm, backup_image}) {
     c->add_option("--id", backup_id, "the VM's id: snapshots go to the group vm/ID")->required();
@@ -268,6 +271,7 @@ int main(int argc, char** argv) {
       o.drives = drives;
       o.guest_agent = guest_agent;
       o.require_freeze = require_freeze;
+      o.agent_timeout = std::chrono::milliseconds(static_cast<int64_t>(agent_timeout * 1000));
     }
     auto summary = cairn::client::BackupVm(*resolved, o);
     if (daemon) {

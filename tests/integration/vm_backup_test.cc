@@ -22,12 +22,14 @@
 
 #include "storage/digest.h"
 #include "storage/names.h"
+#include "tests/client/fake_guest_agent.h"
 #include "tests/client/qemu_testutil.h"
 #include "tests/integration/backup_api_testutil.h"
 
 namespace cairn::testing {
 namespace {
 
+using client::testing::FakeGuestAgent;
 using client::testing::QemuVm;
 using client::testing::RunCommand;
 using client::testing::ShortTempDir;
@@ -500,6 +502,112 @@ TEST_F(VmBackupTest, TwoDisksOnePointInTime) {
   EXPECT_EQ(s["disks"][0]["archive"], "da.fidx") << s.dump();
   EXPECT_TRUE(RestoresTo(s["snapshot"], "da", before_a));
   EXPECT_TRUE(RestoresTo(s["snapshot"], "db", before_b));
+}
+
+// Cairn's bitmaps on `node`, as QEMU lists them.
+std::vector<std::string> CairnBitmapNames(QemuVm& vm, const std::string& node) {
+  auto nodes = vm.qmp().Execute("query-named-block-nodes", {{"flat", true}});
+  std::vector<std::string> names;
+  if (!nodes.ok()) return names;
+  for (const auto& b : *nodes) {
+    if (b.value("node-name", "") != node) continue;
+    for (const auto& bm : b.value("dirty-bitmaps", json::array())) {
+      std::string name = bm.value("name", "");
+      if (name.rfind("cairn-", 0) == 0) names.push_back(name);
+    }
+  }
+  return names;
+}
+size_t CairnBitmaps(QemuVm& vm, const std::string& node) {
+  return CairnBitmapNames(vm, node).size();
+}
+
+// 8. The guest agent (a fake qemu-ga speaking the real protocol): freeze
+// before the transaction, thaw right after it — before the commit —, and
+// thaw on the error paths; --require-freeze fails cleanly when the agent
+// does not answer in time.
+TEST_F(VmBackupTest, GuestAgentFreezesAroundTheTransaction) {
+  std::string img = MakeQcow2("disk0", 64 * kMiB, 11);
+  auto vm = StartVm({client::testing::Qcow2Blockdev("disk0", img)});
+  ASSERT_NE(vm, nullptr);
+  const std::string qga = dir_.Join("qga.sock");
+  FakeGuestAgent agent(qga);
+
+  // Slow answers give the test time to look at QEMU between the steps.
+  FakeGuestAgent::Behavior slow;
+  slow.delay = std::chrono::milliseconds(1500);
+  agent.SetBehavior("guest-fsfreeze-freeze", slow);
+  agent.SetBehavior("guest-fsfreeze-thaw", slow);
+  std::string log = dir_.Join("agent.log");
+  pid_t pid = StartBinary("client/cairn",
+                          {"--output", "json", "backup", "vm", "--qmp", cairn_qmp_, "--id", "100",
+                           "--backup-time", NextTime(), "--guest-agent", qga},
+                          Env(), log);
+  ASSERT_TRUE(agent.WaitForCommand("guest-fsfreeze-freeze", 1, std::chrono::seconds(30))) << ReadAll(log);
+  EXPECT_EQ(CairnBitmaps(*vm, "disk0"), 0u) << "the transaction ran before the freeze answered";
+  ASSERT_TRUE(agent.WaitForCommand("guest-fsfreeze-thaw", 1, std::chrono::seconds(30))) << ReadAll(log);
+  EXPECT_EQ(CairnBitmaps(*vm, "disk0"), 1u) << "the thaw came before the transaction";
+  EXPECT_TRUE(Snapshots().empty()) << "the thaw came after the commit";
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << ReadAll(log);
+  json s1 = Summary(ReadAll(log));
+  ASSERT_TRUE(s1.is_object());
+  EXPECT_EQ(s1["consistency"], "application");
+  EXPECT_FALSE(agent.frozen());
+  EXPECT_EQ(agent.freeze_count(), 1);
+  EXPECT_EQ(agent.thaw_count(), 1);
+  json snaps = Snapshots();
+  ASSERT_EQ(snaps.size(), 1u);
+  EXPECT_EQ(snaps[0]["client"]["consistency"], "application") << snaps.dump();
+  agent.ClearBehavior("guest-fsfreeze-freeze");
+  agent.ClearBehavior("guest-fsfreeze-thaw");
+
+  // The transaction fails (another tool's job uses Cairn's bitmap, which
+  // then cannot be disabled): thawed, nothing committed, no bitmap of this
+  // run left.
+  auto names = CairnBitmapNames(*vm, "disk0");
+  ASSERT_EQ(names.size(), 1u);
+  // Dirty data keeps the throttled job busy.
+  ASSERT_TRUE(WriteRandom(*vm, "disk0", 8 * kMiB, 4 * kMiB));
+  ASSERT_TRUE(WriteRandom(*vm, "disk0", 16 * kMiB, 4 * kMiB));
+  auto other = vm->qmp().Execute("drive-backup", {{"job-id", "other"},
+                                                  {"device", "disk0"},
+                                                  {"target", dir_.Join("other.qcow2")},
+                                                  {"format", "qcow2"},
+                                                  {"sync", "bitmap"},
+                                                  {"bitmap", names[0]},
+                                                  {"bitmap-mode", "never"},
+                                                  {"speed", 1}});
+  ASSERT_TRUE(other.ok()) << other.status().ToString();
+  auto busy = Cairn({"backup", "vm", "--qmp", cairn_qmp_, "--id", "100", "--backup-time", NextTime(),
+                     "--guest-agent", qga});
+  EXPECT_NE(busy.exit_code, 0) << busy.output;
+  EXPECT_FALSE(agent.frozen());
+  EXPECT_EQ(agent.freeze_count(), 2);
+  EXPECT_EQ(agent.thaw_count(), 2);
+  EXPECT_EQ(Snapshots().size(), 1u);
+  EXPECT_EQ(CairnBitmaps(*vm, "disk0"), 1u);
+  ASSERT_TRUE(vm->qmp().Execute("block-job-cancel", {{"device", "other"}, {"force", true}}).ok());
+  ASSERT_TRUE(vm->qmp().WaitEvent("BLOCK_JOB_CANCELLED", std::chrono::seconds(30)).ok());
+
+  // The agent does not answer the freeze: --require-freeze fails cleanly
+  // (and still sends a thaw, on a new connection); without it the backup
+  // goes on crash-consistent.
+  agent.HangOnFreeze();
+  auto hung = Cairn({"backup", "vm", "--qmp", cairn_qmp_, "--id", "100", "--backup-time", NextTime(),
+                     "--guest-agent", qga, "--require-freeze", "--agent-timeout", "1"});
+  EXPECT_NE(hung.exit_code, 0) << hung.output;
+  EXPECT_NE(hung.output.find("could not freeze"), std::string::npos) << hung.output;
+  EXPECT_EQ(Snapshots().size(), 1u);
+  EXPECT_EQ(CairnBitmaps(*vm, "disk0"), 1u);
+  EXPECT_EQ(agent.thaw_count(), 3);
+  json s2 = BackupVm({"--guest-agent", qga, "--agent-timeout", "1"});
+  ASSERT_TRUE(s2.is_object());
+  EXPECT_EQ(s2["consistency"], "crash");
+  EXPECT_EQ(s2["mode"], "incremental");
+  EXPECT_NE(last_output_.find("crash-consistent"), std::string::npos) << last_output_;
+  EXPECT_EQ(Snapshots().size(), 2u);
 }
 
 // 9. `backup image` of a shut-off qcow2 twice, with an offline qemu-io
