@@ -311,11 +311,9 @@ struct Job {
   Digest digest;  // zero chunks only
 };
 
-}  // namespace
-
 // Everything of a session; UploadSession and ArchiveWriter are its faces.
-// (A class at namespace level, because ArchiveWriter's Impl cannot name
-// UploadSession's private one.)
+// (Its own class, because ArchiveWriter's Impl cannot name UploadSession's
+// private one.)
 class UploadCore {
  public:
   UploadCore(const Repository& repo, const UploadOptions& options)
@@ -398,8 +396,6 @@ class UploadCore {
   bool finished_ = false; // GUARDED_BY(mu_)
   bool aborted_ = false;  // GUARDED_BY(mu_)
 };
-
-namespace {
 
 Status CheckOptions(const UploadOptions& o) {
   if (o.connections < 1 || o.connections > 64) {
