@@ -5,15 +5,32 @@
 // connections, each chunk's SHA-256 checked against the index before a byte
 // of it is written, and a sparse image: all-zero chunks are holes.
 //
-// Formats: raw (the file, or a block device, written in place; a regular
-// file is created or truncated to the image size first) and qcow2 (a sparse
-// raw image is written to a temporary file next to the target, then
-// converted with `qemu-img convert -O qcow2`, and removed).
+// Formats: raw (a regular file, or a block device written in place) and
+// qcow2 (a sparse raw image is written to a temporary file next to the
+// target, then converted with `qemu-img convert -O qcow2`, and removed).
+// QEMU sizes disks in 512-byte sectors: the qcow2 image of an image whose
+// size is not a multiple of 512 is padded with zeros to the next one (real
+// disks always are).
 //
 // The target is written under a temporary name and renamed into place only
 // when every chunk was verified, so a failed restore never leaves a target
 // that looks complete (a block device is written in place; a failure then
 // says so).
+//
+// A regular-file target: a new file `<target>.tmp.<pid>.<n>` (mode 0600: it
+// holds whatever the guest held) made at the image size, all holes; chunks
+// are written into it, zero chunks are not; fsync, rename over `target`,
+// fsync of the folder. An existing file at `target` is replaced only then.
+// A block device (also through a symlink): opened O_EXCL (refused while
+// mounted), at least as large as the image (else InvalidArgument; bytes
+// past the image are left alone), every chunk written, zero chunks as zeros,
+// fsync at the end.
+//
+// The index itself must match the checksum and size that the manifest
+// (the server's answer to opening the session) gives for the archive.
+// Each distinct chunk is fetched once and written at every offset that holds
+// it. Memory: about four chunks (16 MiB) per connection (the response as
+// received, its copy in HttpResponse, the decoded chunk).
 
 #include <cstdint>
 #include <functional>
@@ -28,14 +45,15 @@ struct RestoreOptions {
   std::string format = "raw";  // "raw" or "qcow2"
   int connections = 4;
   // Called from the restoring thread with (bytes done, bytes total) at most
-  // a few times per second, and once at the end.
+  // a few times per second, and once at the end: (total, total) after a
+  // successful restore only.
   std::function<void(uint64_t, uint64_t)> progress;
 };
 
 struct RestoreResult {
   uint64_t image_size = 0;
   uint64_t chunks = 0;
-  uint64_t zero_chunks = 0;       // written as holes, not fetched
+  uint64_t zero_chunks = 0;       // not fetched: holes (zeros on a block device)
   uint64_t bytes_downloaded = 0;  // blob bytes fetched
   double seconds = 0;
 };
@@ -43,8 +61,12 @@ struct RestoreResult {
 // Restores `archive` ("disk0.fidx", or without ".fidx") of `snapshot`
 // ("vm/100/2026-11-21T10:00:00Z") to `target`. Errors: NotFound for an
 // unknown snapshot or archive, Corruption when a chunk does not match its
-// digest (nothing is left at `target` then), IOError for the target or the
-// transport, InvalidArgument for a bad format.
+// digest or size, or is missing on the server (nothing is left at `target`
+// then), IOError for the target, the transport or qemu-img, InvalidArgument
+// for a bad format, a `.blob` archive, or a target that is neither a regular
+// file nor a block device. PermissionDenied/Unauthenticated as the server
+// says. Thread-safe: uses `connections` threads of its own, each with its
+// own connection, and one more for the session.
 Result<RestoreResult> RestoreArchive(const Repository& repo, const std::string& snapshot,
                                      const std::string& archive, const std::string& target,
                                      const RestoreOptions& options);

@@ -1,0 +1,544 @@
+#include "client/restore.h"
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <spawn.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "storage/blob.h"
+#include "storage/digest.h"
+#include "storage/env.h"
+#include "storage/fixed_index.h"
+
+extern char** environ;
+
+namespace cairn::client {
+namespace {
+
+using storage::Digest;
+using storage::FixedIndex;
+
+constexpr int kMaxConnections = 64;
+constexpr auto kProgressInterval = std::chrono::milliseconds(250);
+constexpr uint64_t kNoChunk = ~uint64_t{0};
+
+// A file descriptor closed on scope exit.
+class Fd {
+ public:
+  explicit Fd(int fd = -1) : fd_(fd) {}
+  ~Fd() { Close(); }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+  void Reset(int fd) {
+    Close();
+    fd_ = fd;
+  }
+  void Close() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_;
+};
+
+// Every local failure is IOError, whatever the errno: NotFound means an
+// unknown snapshot or archive to the caller, not a missing folder.
+Status IoError(const std::string& context, int err) {
+  return Status::IOError(context + ": " + std::strerror(err));
+}
+
+Status PWriteAll(int fd, const char* p, size_t n, uint64_t offset, const std::string& what) {
+  while (n > 0) {
+    ssize_t w = ::pwrite(fd, p, n, static_cast<off_t>(offset));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return IoError("write " + what, errno);
+    }
+    p += w;
+    n -= static_cast<size_t>(w);
+    offset += static_cast<uint64_t>(w);
+  }
+  return Status::OK();
+}
+
+Status FsyncPath(const std::string& path) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) return IoError("open " + path, errno);
+  if (::fsync(fd.get()) != 0) return IoError("fsync " + path, errno);
+  return Status::OK();
+}
+
+// Runs `qemu-img convert -f raw -O qcow2 raw out` without a shell; IOError
+// with qemu-img's own words when it fails or cannot be started.
+Status ConvertToQcow2(const std::string& raw, const std::string& out) {
+  // qemu-img reads "name:rest" as a protocol and "-x" as an option; a path
+  // that starts with "/" or "./" is always a plain file.
+  auto file = [](const std::string& path) { return path.starts_with('/') ? path : "./" + path; };
+  std::vector<std::string> args = {"qemu-img", "convert", "-q",      "-f",     "raw",
+                                   "-O",       "qcow2",   file(raw), file(out)};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+
+  int pipe_fds[2];
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return IoError("pipe", errno);
+  Fd read_end(pipe_fds[0]);
+  Fd write_end(pipe_fds[1]);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, write_end.get(), STDOUT_FILENO);
+  posix_spawn_file_actions_adddup2(&actions, write_end.get(), STDERR_FILENO);
+  pid_t pid = -1;
+  int err = ::posix_spawnp(&pid, "qemu-img", &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  write_end.Close();
+  if (err != 0) {
+    return IoError("cannot run qemu-img (needed for --format qcow2; Debian: qemu-utils)", err);
+  }
+  // Read until EOF so a chatty qemu-img never blocks on a full pipe; keep
+  // the start of what it says for the error message.
+  std::string said;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(read_end.get(), buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    if (said.size() < 4096) said.append(buf, static_cast<size_t>(n));
+  }
+  int wstatus = 0;
+  while (::waitpid(pid, &wstatus, 0) < 0) {
+    if (errno != EINTR) return IoError("waitpid qemu-img", errno);
+  }
+  if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0) return Status::OK();
+  while (!said.empty() && (said.back() == '\n' || said.back() == ' ')) said.pop_back();
+  std::string how = WIFEXITED(wstatus) ? "exit status " + std::to_string(WEXITSTATUS(wstatus))
+                                       : "signal " + std::to_string(WTERMSIG(wstatus));
+  return Status::IOError("qemu-img convert failed (" + how + "): " + said);
+}
+
+// Runs a request and turns transport errors and non-2xx answers into one Status.
+Result<HttpResponse> Checked(Result<HttpResponse> r) {
+  if (!r.ok()) return r.status();
+  if (Status s = r->ToStatus(); !s.ok()) return s;
+  return r;
+}
+
+// One distinct chunk content: fetched once, written at every offset that
+// holds it (linked through `next_same`, in image order).
+struct Job {
+  Digest digest;
+  uint64_t length;
+  uint64_t first_chunk;
+  bool zero;
+};
+
+// Everything the workers share. The index and job list are read-only while
+// they run; the counters are atomics; `error` is under `mu`.
+struct Work {
+  const FixedIndex* index;
+  std::vector<Job> jobs;
+  std::vector<uint64_t> next_same;  // per chunk: next chunk with the same digest, or kNoChunk
+  std::string rid;
+  int fd = -1;
+  std::string target_name;       // for messages
+  const char* zeros = nullptr;   // chunk_size zero bytes, for block devices
+  bool start_writeback = false;  // the file written will be fsynced
+
+  std::atomic<size_t> next_job{0};
+  std::atomic<bool> failed{false};
+  std::atomic<uint64_t> bytes_done{0};
+  std::atomic<uint64_t> bytes_downloaded{0};
+
+  std::mutex mu;
+  std::condition_variable cv;
+  Status error;     // GUARDED_BY(mu): the first failure
+  int running = 0;  // GUARDED_BY(mu)
+
+  void Fail(Status s) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (error.ok()) error = std::move(s);
+    failed.store(true);
+    cv.notify_all();
+  }
+};
+
+// Writes `data` at every offset of `job`.
+Status WriteJob(Work& w, const Job& job, std::string_view data) {
+  const uint64_t chunk_size = w.index->chunk_size();
+  for (uint64_t i = job.first_chunk; i != kNoChunk; i = w.next_same[i]) {
+    const uint64_t offset = i * chunk_size;
+    CAIRN_RETURN_IF_ERROR(PWriteAll(w.fd, data.data(), data.size(), offset, w.target_name));
+    // Start writeback now rather than at the final fsync, so the disk works
+    // while the next chunks are fetched (measured: the fsync at the end went
+    // from ~0.4 s to ~0 s for a 1 GiB image). Only a hint: errors show at fsync.
+    // Not for the raw scratch file of a qcow2 restore, which is never synced.
+    if (w.start_writeback) {
+      (void)::sync_file_range(w.fd, static_cast<off_t>(offset), static_cast<off_t>(data.size()),
+                              SYNC_FILE_RANGE_WRITE);
+    }
+    w.bytes_done.fetch_add(data.size(), std::memory_order_relaxed);
+  }
+  return Status::OK();
+}
+
+// Fetches one chunk, checks it against the index and writes it.
+// `plain` is the thread's decode buffer, reused so no chunk allocates.
+Status FetchJob(Work& w, ApiClient& api, const Job& job, std::string* plain) {
+  const std::string hex = job.digest.ToHex();
+  auto r = api.Get("/api/v1/reader/" + w.rid + "/chunk?digest=" + hex);
+  if (!r.ok()) return r.status();
+  if (r->status == 404) {
+    // The server listed this digest in the snapshot's index, so a missing
+    // chunk means a damaged snapshot, not a wrong name.
+    return Status::Corruption("chunk " + hex +
+                              " is missing on the server: " + r->ToStatus().message());
+  }
+  CAIRN_RETURN_IF_ERROR(r->ToStatus());
+  const std::string& blob = r->body;
+  w.bytes_downloaded.fetch_add(blob.size(), std::memory_order_relaxed);
+
+  std::string_view data;
+  if (blob.size() >= storage::kBlobMagicSize &&
+      std::string_view(blob).substr(0, storage::kBlobMagicSize) ==
+          storage::BlobMagic(storage::BlobKind::kPlain)) {
+    // Plain blob: check the envelope and use the payload where it lies
+    // instead of copying it out.
+    auto kind = storage::CheckBlob(blob);
+    if (!kind.ok()) return kind.status().WithContext("chunk " + hex);
+    data = std::string_view(blob).substr(storage::kBlobHeaderSize);
+  } else {
+    // The limit is the chunk's length: a frame declaring more is refused
+    // before anything is allocated.
+    Status s = storage::DecodeBlob(blob, plain, job.length);
+    if (!s.ok()) return s.WithContext("chunk " + hex);
+    data = *plain;
+  }
+  if (data.size() != job.length) {
+    return Status::Corruption("chunk " + hex + " decodes to " + std::to_string(data.size()) +
+                              " bytes, the index says " + std::to_string(job.length));
+  }
+  if (storage::Sha256(data) != job.digest) {
+    return Status::Corruption("chunk " + hex + " does not match its digest");
+  }
+  return WriteJob(w, job, data);
+}
+
+void Worker(Work& w, const Repository& repo) {
+  ApiClient api(repo);
+  std::string plain;
+  while (!w.failed.load()) {
+    size_t j = w.next_job.fetch_add(1);
+    if (j >= w.jobs.size()) break;
+    const Job& job = w.jobs[j];
+    Status s = job.zero ? WriteJob(w, job, std::string_view(w.zeros, job.length))
+                        : FetchJob(w, api, job, &plain);
+    if (!s.ok()) {
+      w.Fail(std::move(s));
+      break;
+    }
+  }
+  std::lock_guard<std::mutex> lock(w.mu);
+  --w.running;
+  w.cv.notify_all();
+}
+
+// Closes the reader session when the restore ends, however it ends.
+class ReaderCloser {
+ public:
+  ReaderCloser(ApiClient* api, std::string rid) : api_(api), rid_(std::move(rid)) {}
+  ~ReaderCloser() { Close(); }
+  void Close() {
+    if (rid_.empty()) return;
+    (void)api_->Delete("/api/v1/reader/" + rid_);  // best effort: it times out otherwise
+    rid_.clear();
+  }
+
+ private:
+  ApiClient* api_;
+  std::string rid_;
+};
+
+// Groups the chunks by digest so that each distinct content is fetched
+// once. Zero chunks become holes (not in any job) unless `write_zeros`.
+void PlanJobs(const FixedIndex& index, bool write_zeros, Work* w, RestoreResult* result) {
+  const Digest zero_full = storage::ZeroChunkDigest(index.chunk_size());
+  const uint64_t last_len =
+      index.chunk_count() > 0 ? index.ChunkLength(index.chunk_count() - 1) : 0;
+  // The short last chunk has its own zero digest (one hash of at most a chunk).
+  const Digest zero_last =
+      last_len == index.chunk_size() ? zero_full : storage::ZeroChunkDigest(last_len);
+  std::unordered_map<Digest, size_t, storage::DigestHash> job_of;
+  std::vector<uint64_t> last_chunk_of_job;
+  w->next_same.assign(index.chunk_count(), kNoChunk);
+  for (uint64_t i = 0; i < index.chunk_count(); ++i) {
+    const Digest d = index.digest(i);
+    const uint64_t len = index.ChunkLength(i);
+    const bool zero = d == (len == index.chunk_size() ? zero_full : zero_last);
+    if (zero) {
+      ++result->zero_chunks;
+      if (!write_zeros) {
+        // The file was made at its full size, all holes: nothing to do.
+        w->bytes_done.fetch_add(len, std::memory_order_relaxed);
+        continue;
+      }
+      // Nothing to fetch, so one job per chunk: the zeros of a mostly empty
+      // disk are written by every worker, not by one.
+      w->jobs.push_back(Job{d, len, i, true});
+      continue;
+    }
+    auto [it, inserted] = job_of.try_emplace(d, w->jobs.size());
+    if (inserted) {
+      w->jobs.push_back(Job{d, len, i, zero});
+      last_chunk_of_job.push_back(i);
+    } else {
+      w->next_same[last_chunk_of_job[it->second]] = i;
+      last_chunk_of_job[it->second] = i;
+    }
+  }
+}
+
+// Runs the workers and reports progress from this thread until they end.
+Status RunWorkers(Work& w, const Repository& repo, const RestoreOptions& options) {
+  const int n = static_cast<int>(
+      std::clamp<size_t>(static_cast<size_t>(std::clamp(options.connections, 1, kMaxConnections)),
+                         1, std::max<size_t>(w.jobs.size(), 1)));
+  std::vector<std::thread> threads;
+  {
+    std::lock_guard<std::mutex> lock(w.mu);
+    w.running = n;
+  }
+  for (int t = 0; t < n; ++t) threads.emplace_back([&w, &repo] { Worker(w, repo); });
+  const uint64_t total = w.index->image_size();
+  auto last_report = std::chrono::steady_clock::now();
+  {
+    std::unique_lock<std::mutex> lock(w.mu);
+    while (w.running > 0) {
+      w.cv.wait_for(lock, kProgressInterval);
+      auto now = std::chrono::steady_clock::now();
+      if (options.progress && w.running > 0 && now - last_report >= kProgressInterval) {
+        last_report = now;
+        uint64_t done = w.bytes_done.load(std::memory_order_relaxed);
+        lock.unlock();
+        options.progress(done, total);
+        lock.lock();
+      }
+    }
+  }
+  for (auto& t : threads) t.join();
+  std::lock_guard<std::mutex> lock(w.mu);
+  return w.error;
+}
+
+// The file being written and what to do with it at the end.
+class TargetFile {
+ public:
+  explicit TargetFile(std::string target) : target_(std::move(target)) {}
+  ~TargetFile() { Discard(); }
+
+  // A block device is written in place: every byte of the image, no
+  // truncation. REQUIRES: `size` fits (checked here: InvalidArgument).
+  Status OpenBlockDevice(uint64_t size) {
+    block_device_ = true;
+    // O_EXCL on a block device refuses one that is mounted or otherwise in use.
+    fd_.Reset(::open(target_.c_str(), O_WRONLY | O_EXCL | O_CLOEXEC));
+    if (fd_.get() < 0) return IoError("open " + target_, errno);
+    uint64_t device_size = 0;
+    if (::ioctl(fd_.get(), BLKGETSIZE64, &device_size) != 0) {
+      return IoError("size of " + target_, errno);
+    }
+    if (device_size < size) {
+      return Status::InvalidArgument(target_ + " holds " + std::to_string(device_size) +
+                                     " bytes, the image needs " + std::to_string(size));
+    }
+    return Status::OK();
+  }
+
+  // A new, sparse file of `size` bytes next to the target.
+  Status OpenTemp(uint64_t size) {
+    raw_ = storage::TempName(target_);
+    // 0600: a disk image holds whatever the guest held.
+    fd_.Reset(::open(raw_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    if (fd_.get() < 0) {
+      Status s = IoError("create " + raw_, errno);
+      raw_.clear();
+      return s;
+    }
+    if (::ftruncate(fd_.get(), static_cast<off_t>(size)) != 0) {
+      return IoError("truncate " + raw_, errno);
+    }
+    return Status::OK();
+  }
+
+  int fd() const { return fd_.get(); }
+
+  // Makes the written image durable and puts it in place: fsync → rename →
+  // fsync of the folder; for qcow2, the conversion comes first and the raw
+  // temp file is removed.
+  Status Commit(bool qcow2) {
+    if (block_device_) {
+      if (::fsync(fd_.get()) != 0) return IoError("fsync " + target_, errno);
+      fd_.Close();
+      return Status::OK();
+    }
+    std::string done = raw_;
+    if (qcow2) {
+      // The raw file is scratch: qemu-img reads it through the page cache,
+      // so it needs no fsync.
+      fd_.Close();
+      converted_ = storage::TempName(target_);
+      CAIRN_RETURN_IF_ERROR(ConvertToQcow2(raw_, converted_));
+      // qemu-img convert writes with cache=unsafe (no flush) by default.
+      CAIRN_RETURN_IF_ERROR(FsyncPath(converted_));
+      done = converted_;
+    } else {
+      if (::fsync(fd_.get()) != 0) return IoError("fsync " + raw_, errno);
+      fd_.Close();
+    }
+    if (::rename(done.c_str(), target_.c_str()) != 0) {
+      return IoError("rename " + done + " to " + target_, errno);
+    }
+    if (done == converted_) {
+      converted_.clear();
+    } else {
+      raw_.clear();
+    }
+    Discard();  // the raw scratch file of a qcow2 restore
+    Status synced = storage::Env::Default()->SyncDir(storage::DirName(target_));
+    return synced.ok() ? synced : Status::IOError(synced.message());
+  }
+
+  // Removes what was written under temporary names.
+  void Discard() {
+    fd_.Close();
+    if (!raw_.empty()) ::unlink(raw_.c_str());
+    if (!converted_.empty()) ::unlink(converted_.c_str());
+    raw_.clear();
+    converted_.clear();
+  }
+
+ private:
+  const std::string target_;
+  bool block_device_ = false;
+  Fd fd_;
+  std::string raw_;        // temp raw image
+  std::string converted_;  // temp qcow2 image
+};
+
+}  // namespace
+
+Result<RestoreResult> RestoreArchive(const Repository& repo, const std::string& snapshot,
+                                     const std::string& archive_arg, const std::string& target,
+                                     const RestoreOptions& options) {
+  const auto start = std::chrono::steady_clock::now();
+  if (options.format != "raw" && options.format != "qcow2") {
+    return Status::InvalidArgument("unknown format " + options.format + " (raw or qcow2)");
+  }
+  const bool qcow2 = options.format == "qcow2";
+  std::string archive = archive_arg;
+  if (archive.ends_with(".blob")) {
+    return Status::InvalidArgument(archive + " is a file archive, not a disk image");
+  }
+  if (!archive.ends_with(".fidx")) archive += ".fidx";
+  if (target.empty()) return Status::InvalidArgument("no target given");
+
+  // What the target is decides how it is written.
+  bool block_device = false;
+  struct stat st;
+  if (::stat(target.c_str(), &st) == 0) {
+    if (S_ISBLK(st.st_mode)) {
+      block_device = true;
+    } else if (!S_ISREG(st.st_mode)) {
+      return Status::InvalidArgument(target + " is neither a regular file nor a block device");
+    }
+  } else if (errno != ENOENT) {
+    return IoError("stat " + target, errno);
+  }
+  if (block_device && qcow2) {
+    return Status::InvalidArgument("a block device target takes --format raw");
+  }
+
+  ApiClient api(repo);
+  CAIRN_ASSIGN_OR_RETURN(HttpResponse opened,
+                         Checked(api.PostJson(api.StorePath("/reader"), {{"snapshot", snapshot}})));
+  nlohmann::json info = opened.Json();
+  if (!info.is_object() || !info.contains("session") || !info["session"].is_string()) {
+    return Status::Corruption("server's reader answer has no session");
+  }
+  const std::string rid = info["session"].get<std::string>();
+  ReaderCloser closer(&api, rid);
+
+  CAIRN_ASSIGN_OR_RETURN(
+      HttpResponse index_bytes,
+      Checked(api.Get("/api/v1/reader/" + rid + "/archive?archive=" + ApiClient::Escape(archive))));
+  auto parsed = FixedIndex::Parse(index_bytes.body);
+  if (!parsed.ok()) return parsed.status().WithContext(snapshot + "/" + archive);
+  const FixedIndex& index = *parsed;
+  // The manifest the server just read names the index's checksum and the
+  // image size: any other index is not the one the snapshot was committed with.
+  if (info.contains("archives") && info["archives"].is_array()) {
+    for (const auto& a : info["archives"]) {
+      if (!a.is_object() || !a.contains("name") || a["name"] != archive) continue;
+      const bool same = a.contains("csum") && a["csum"] == index.checksum().ToHex() &&
+                        a.contains("size") && a["size"].is_number_unsigned() &&
+                        a["size"].get<uint64_t>() == index.image_size();
+      if (!same) {
+        return Status::Corruption(snapshot + "/" + archive + ": index differs from the manifest");
+      }
+    }
+  }
+
+  RestoreResult result;
+  result.image_size = index.image_size();
+  result.chunks = index.chunk_count();
+  auto work = std::make_unique<Work>();  // atomics and a mutex: not movable, not small
+  Work& w = *work;
+  w.index = &index;
+  w.rid = rid;
+  w.target_name = target;
+  PlanJobs(index, block_device, &w, &result);
+
+  TargetFile file(target);
+  std::string zeros;
+  if (block_device) {
+    CAIRN_RETURN_IF_ERROR(file.OpenBlockDevice(index.image_size()));
+    zeros.assign(index.chunk_size(), '\0');
+    w.zeros = zeros.data();
+  } else {
+    CAIRN_RETURN_IF_ERROR(file.OpenTemp(index.image_size()));
+  }
+  w.fd = file.fd();
+  w.start_writeback = !qcow2;
+
+  Status s = RunWorkers(w, repo, options);
+  closer.Close();  // nothing more to fetch; qemu-img may take a while
+  if (s.ok()) s = file.Commit(qcow2);
+  if (!s.ok()) {
+    file.Discard();
+    if (block_device) s = s.WithContext(target + " is partly written");
+    return s;
+  }
+  result.bytes_downloaded = w.bytes_downloaded.load();
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (options.progress) options.progress(result.image_size, result.image_size);
+  return result;
+}
+
+}  // namespace cairn::client
