@@ -112,8 +112,8 @@ class UploadSession {
 
   const UploadStats& stats() const;
   // The first error of any worker or writer, OK while none. Any error is
-  // the whole session's: from then on every handler call, Close() and
-  // Finish() of every archive fail with it (the snapshot cannot be
+  // the whole session's: from then on every handler call and Close() of
+  // every archive, and Finish(), fail with it (the snapshot cannot be
   // committed anyway, so the other disks' QEMU jobs fail fast too).
   Status error() const;
 
