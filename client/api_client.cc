@@ -154,6 +154,9 @@ ApiClient::ApiClient(const Repository& repo) : repo_(repo) {
   http_->set_read_timeout(300, 0);
   http_->set_write_timeout(300, 0);
   http_->set_keep_alive(true);
+  // Without it a small request body waits for the delayed ACK (Nagle): a
+  // compressed chunk POST took ~97 ms and uploads ran at half speed.
+  http_->set_tcp_nodelay(true);
   http_->set_default_headers({{"Authorization", "CairnToken " + repo.token}});
 }
 

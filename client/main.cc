@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <ctime>
 #include <iostream>
@@ -111,6 +112,9 @@ void PrintSummary(const json& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A server that drops a connection is an error on that request, never
+  // the end of the client (OpenSSL writes with write(2)).
+  std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{"cairn: back up QEMU/KVM virtual machines to a cairn-server"};
   app.require_subcommand(1);
   std::string repo, token_file, fingerprint, output = "text";

@@ -91,6 +91,9 @@ int Run(const std::string& data, const std::string& listen, int threads,
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A client that hangs up mid-answer must cost an error on that
+  // connection, not the server (OpenSSL writes with write(2)).
+  std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{"cairn-server: the Cairn backup server"};
   app.require_subcommand(1);
   std::string data = DefaultDataDir();

@@ -151,6 +151,8 @@ Status Server::Start() {
   http_->set_keep_alive_timeout(5);
   http_->set_read_timeout(120, 0);
   http_->set_write_timeout(120, 0);
+  // Small answers must not wait for the client's delayed ACK (Nagle).
+  http_->set_tcp_nodelay(true);
   RegisterRoutes(this, http_.get());
   if (options_.port == 0) {
     bound_port_ = http_->bind_to_any_port(options_.host.c_str());
