@@ -210,6 +210,7 @@ std::unique_ptr<httplib::SSLClient> Connect(const Options& o) {
   // client's job and costs nothing per request.
   cli->enable_server_certificate_verification(false);
   cli->set_keep_alive(true);
+  cli->set_tcp_nodelay(true);  // as the real client (client/api_client.cc)
   cli->set_connection_timeout(10, 0);
   cli->set_read_timeout(o.timeout_seconds, 0);
   cli->set_write_timeout(o.timeout_seconds, 0);
