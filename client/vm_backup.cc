@@ -562,24 +562,26 @@ Status Backup::WaitJobs() {
                              [&](const DiskRun& r) { return r.job_id == dev; });
         },
         std::chrono::milliseconds(250));
-    if (ev.ok()) {
-      const json& data = (*ev)["data"];
+    if (!ev.ok() && !qmp_->status().ok()) {
+      return Status::IOError("lost the QMP connection to QEMU: " + qmp_->status().message());
+    }
+    // One read may bring the ends of several jobs: look at every queued
+    // event, not just the one waited for. A job cancelled by someone else
+    // ends with BLOCK_JOB_CANCELLED.
+    std::vector<json> events;
+    if (ev.ok()) events.push_back(std::move(ev).value());
+    for (auto& e : qmp_->TakeEvents()) events.push_back(std::move(e));
+    for (const auto& e : events) {
+      const std::string name = e.value("event", "");
+      if (name != "BLOCK_JOB_COMPLETED" && name != "BLOCK_JOB_CANCELLED") continue;
+      const json data = e.value("data", json::object());
       for (auto& r : runs_) {
         if (r.job_id != data.value("device", "")) continue;
         r.job_done = true;
-        if (data.contains("error")) r.job_error = data.value("error", "error");
-      }
-    } else if (!qmp_->status().ok()) {
-      return Status::IOError("lost the QMP connection to QEMU: " + qmp_->status().message());
-    }
-    // A job cancelled by someone else ends with BLOCK_JOB_CANCELLED.
-    for (const auto& e : qmp_->TakeEvents()) {
-      if (e.value("event", "") != "BLOCK_JOB_CANCELLED") continue;
-      std::string dev = e.value("data", json::object()).value("device", "");
-      for (auto& r : runs_) {
-        if (r.job_id == dev) {
-          r.job_done = true;
+        if (name == "BLOCK_JOB_CANCELLED") {
           r.job_error = "the job was cancelled";
+        } else if (data.contains("error")) {
+          r.job_error = data.value("error", "error");
         }
       }
     }
