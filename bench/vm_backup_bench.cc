@@ -23,13 +23,16 @@
 // converted with `qemu-img convert -O qcow2`.
 //
 //   vm_backup_bench --cairn=PATH --server=PATH [--work-dir=DIR] [--size-gib=2]
-//       [--phases=all|full] [--keep]
+//       [--phases=all|full] [--recycle] [--keep]
 //
 // --phases defaults to all for 2 GiB and to full for other sizes (a larger
 // disk only needs the full backup, to show the client's RSS does not grow
 // with the disk). --work-dir (default /var/tmp) holds the image and the
 // server's data directory; it must be a disk, not tmpfs. The QMP sockets go
 // to a short folder under /tmp (unix socket paths are limited to 108 bytes).
+// --recycle writes and deletes an image-sized scratch file before each phase
+// (not timed), so the phase writes into recycled page-cache memory; see
+// RecyclePageCache.
 //
 // Exit status: 0 when every phase ran and the restore matched, 1 otherwise
 // (the error and the relevant log tail are printed), 2 on bad arguments.
@@ -97,6 +100,7 @@ pid_t g_server_pid = -1;
 pid_t g_qemu_pid = -1;
 std::string g_work_dir, g_sock_dir;
 bool g_keep = false;
+bool g_recycle = false;
 
 void StopProcess(pid_t* pid, int sig) {
   if (*pid <= 0) return;
@@ -217,11 +221,17 @@ void MustRun(const std::vector<std::string>& argv, const std::string& log) {
   }
 }
 
-// utime + stime of a running process, in seconds (all its threads).
-double ProcessCpuSeconds(pid_t pid) {
+// User and system CPU time of a running process, in seconds (all its threads).
+struct Cpu {
+  double user = 0, sys = 0;
+  double total() const { return user + sys; }
+  Cpu operator-(const Cpu& o) const { return {user - o.user, sys - o.sys}; }
+};
+
+Cpu ProcessCpu(pid_t pid) {
   std::string stat = ReadFile("/proc/" + std::to_string(pid) + "/stat");
   size_t p = stat.rfind(')');
-  if (p == std::string::npos) return 0;
+  if (p == std::string::npos) return {};
   std::istringstream in(stat.substr(p + 2));
   std::string field;
   unsigned long long utime = 0, stime = 0;
@@ -230,7 +240,8 @@ double ProcessCpuSeconds(pid_t pid) {
     if (i == 14) utime = std::strtoull(field.c_str(), nullptr, 10);
     if (i == 15) stime = std::strtoull(field.c_str(), nullptr, 10);
   }
-  return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+  const double hz = static_cast<double>(::sysconf(_SC_CLK_TCK));
+  return {static_cast<double>(utime) / hz, static_cast<double>(stime) / hz};
 }
 
 // A "Vm...: N kB" line of /proc/PID/status, in KiB.
@@ -277,6 +288,27 @@ void SyncFs(const std::string& path) {
     ::syncfs(fd);
     ::close(fd);
   }
+}
+
+// Writes `size` bytes of page cache into a scratch file and deletes it before
+// writeback (no blocks are allocated), so that the next phase's new pages
+// come from memory the kernel just freed. This VM (Firecracker with free
+// page reporting) hands free guest memory back to the host, and the first
+// write into such memory is several times slower than into recycled pages
+// (bench/README.md, Storage, Method); a host with a full page cache does not
+// see that. Only with --recycle.
+void RecyclePageCache(const std::string& dir, uint64_t size) {
+  const std::string path = dir + "/recycle.tmp";
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) Die("cannot create " + path + ": " + std::strerror(errno));
+  std::string buf(kRegion, '\x5a');
+  for (uint64_t off = 0; off < size; off += kRegion) {
+    if (::pwrite(fd, buf.data(), buf.size(), static_cast<off_t>(off)) != static_cast<ssize_t>(buf.size())) {
+      Die("write " + path + ": " + std::strerror(errno));
+    }
+  }
+  ::close(fd);
+  ::unlink(path.c_str());
 }
 
 // ---------------------------------------------------------------------------
@@ -543,7 +575,7 @@ struct Phase {
   double wall = 0;
   double mb_s = 0;
   uint64_t client_rss_kib = 0, server_hwm_kib = 0;
-  double client_cpu = 0, server_cpu = 0, qemu_cpu = 0;
+  Cpu client_cpu, server_cpu, qemu_cpu;
   std::string load_before, load_after, pressure_after;
   json summary;  // the client's JSON line
 };
@@ -568,16 +600,17 @@ Phase RunPhase(const Context& c, const std::string& name, const std::vector<std:
   Phase p;
   p.name = name;
   SyncFs(c.work);
+  if (g_recycle) RecyclePageCache(c.work, c.size);
   ResetPeakRss(g_server_pid);
   p.load_before = LoadAverage();
-  const double server_cpu0 = ProcessCpuSeconds(g_server_pid);
-  const double qemu_cpu0 = ProcessCpuSeconds(g_qemu_pid);
+  const Cpu server_cpu0 = ProcessCpu(g_server_pid);
+  const Cpu qemu_cpu0 = ProcessCpu(g_qemu_pid);
   std::vector<std::string> argv = {c.cairn, "--output", "json"};
   argv.insert(argv.end(), args.begin(), args.end());
   RunResult r = Run(argv, c.work + "/cairn-" + name + ".log", c.env);
   p.server_hwm_kib = StatusKiB(g_server_pid, "VmHWM");
-  p.server_cpu = ProcessCpuSeconds(g_server_pid) - server_cpu0;
-  p.qemu_cpu = ProcessCpuSeconds(g_qemu_pid) - qemu_cpu0;
+  p.server_cpu = ProcessCpu(g_server_pid) - server_cpu0;
+  p.qemu_cpu = ProcessCpu(g_qemu_pid) - qemu_cpu0;
   p.load_after = LoadAverage();
   p.pressure_after = CpuPressure();
   if (r.exit_code != 0) {
@@ -592,14 +625,16 @@ Phase RunPhase(const Context& c, const std::string& name, const std::vector<std:
   p.mb_s = static_cast<double>(c.size) / 1e6 / r.wall;
   p.client_rss_kib = static_cast<uint64_t>(r.usage.ru_maxrss);
   auto seconds = [](const timeval& tv) { return static_cast<double>(tv.tv_sec) + tv.tv_usec / 1e6; };
-  p.client_cpu = seconds(r.usage.ru_utime) + seconds(r.usage.ru_stime);
+  p.client_cpu = {seconds(r.usage.ru_utime), seconds(r.usage.ru_stime)};
   p.summary = LastJsonLine(r.output);
   if (p.summary.is_null()) Die("phase " + name + ": no JSON summary in the output:\n" + r.output);
-  std::printf("%-10s %7.2f s %8.1f MB/s  client RSS %4.0f MiB, server RSS %4.0f MiB; CPU s: "
-              "client %.1f, server %.1f, QEMU %.1f  (load %s → %s)\n",
+  std::printf("%-10s %7.2f s %8.1f MB/s  client RSS %4.0f MiB, server RSS %4.0f MiB\n"
+              "           CPU s (user+sys): client %.2f+%.2f, server %.2f+%.2f, QEMU %.2f+%.2f; "
+              "load %s → %s, CPU pressure avg10 %s\n",
               name.c_str(), p.wall, p.mb_s, static_cast<double>(p.client_rss_kib) / 1024,
-              static_cast<double>(p.server_hwm_kib) / 1024, p.client_cpu, p.server_cpu, p.qemu_cpu,
-              p.load_before.c_str(), p.load_after.c_str());
+              static_cast<double>(p.server_hwm_kib) / 1024, p.client_cpu.user, p.client_cpu.sys,
+              p.server_cpu.user, p.server_cpu.sys, p.qemu_cpu.user, p.qemu_cpu.sys,
+              p.load_before.c_str(), p.load_after.c_str(), p.pressure_after.c_str());
   std::printf("           %s\n", p.summary.dump().c_str());
   std::fflush(stdout);
   return p;
@@ -709,8 +744,12 @@ int Main(int argc, char** argv) {
       g_keep = true;
       continue;
     }
+    if (a == "--recycle") {
+      g_recycle = true;
+      continue;
+    }
     std::cerr << "usage: vm_backup_bench --cairn=PATH --server=PATH [--work-dir=DIR] "
-                 "[--size-gib=2] [--phases=all|full] [--keep]\n";
+                 "[--size-gib=2] [--phases=all|full] [--recycle] [--keep]\n";
     return 2;
   }
   if (phases.empty()) phases = size_gib == 2 ? "all" : "full";
@@ -738,8 +777,9 @@ int Main(int argc, char** argv) {
     std::_Exit(130);
   });
 
-  std::printf("== vm_backup_bench: %" PRIu64 " GiB disk, phases %s, work dir %s\n", size_gib,
-              phases.c_str(), g_work_dir.c_str());
+  std::printf("== vm_backup_bench: %" PRIu64 " GiB disk, phases %s, page cache %s, work dir %s\n",
+              size_gib, phases.c_str(), g_recycle ? "recycled before each phase" : "as it is",
+              g_work_dir.c_str());
   std::printf("load average at start: %s, CPU pressure avg10 %s\n", LoadAverage().c_str(),
               CpuPressure().c_str());
   const std::string image = g_work_dir + "/disk0.qcow2";
@@ -767,12 +807,14 @@ int Main(int argc, char** argv) {
     done.push_back(Backup(c, "scattered", vm, 2, "incremental"));
     const std::string snapshot = done.back().summary.value("snapshot", "");
 
-    // The reference: the image as it is now, QEMU's caches flushed.
+    const std::string target = g_work_dir + "/restored.raw";
+    done.push_back(RunPhase(c, "restore", {"restore", snapshot, "disk0", target, "--format", "raw"}));
+    // The reference: the image as it is now (nothing wrote to it since the
+    // backup), QEMU's caches flushed. Made after the restore so that its
+    // 2 GiB of new page cache do not precede the timed restore's.
     vm.QemuIo("flush");
     const std::string reference = g_work_dir + "/reference.raw";
     MustRun({"qemu-img", "convert", "-U", "-O", "raw", image, reference}, g_work_dir + "/qemu-img.log");
-    const std::string target = g_work_dir + "/restored.raw";
-    done.push_back(RunPhase(c, "restore", {"restore", snapshot, "disk0", target, "--format", "raw"}));
     compare_error = CompareFiles(target, reference);
     std::printf("restore of %s compared with qemu-img convert of the image: %s\n", snapshot.c_str(),
                 compare_error->empty() ? "byte-identical" : compare_error->c_str());
@@ -799,8 +841,8 @@ int Main(int argc, char** argv) {
     std::printf("| %s | %.2f | %.0f | %.1f | %.0f | %.0f | %.1f / %.1f / %.1f | %s | %s |\n",
                 p.name.c_str(), p.wall, p.mb_s, 100 * p.wall / full_wall,
                 static_cast<double>(p.client_rss_kib) / 1024,
-                static_cast<double>(p.server_hwm_kib) / 1024, p.client_cpu, p.server_cpu,
-                p.qemu_cpu, read_s.c_str(), up_s.c_str());
+                static_cast<double>(p.server_hwm_kib) / 1024, p.client_cpu.total(),
+                p.server_cpu.total(), p.qemu_cpu.total(), read_s.c_str(), up_s.c_str());
   }
   std::printf("\nload average at end: %s, CPU pressure avg10 %s\n\ntargets:\n", LoadAverage().c_str(),
               CpuPressure().c_str());
