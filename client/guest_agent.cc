@@ -15,6 +15,8 @@
 #include <thread>
 #include <utility>
 
+#include "client/json_splitter.h"
+
 namespace cairn::client {
 namespace {
 
@@ -24,9 +26,6 @@ using Clock = std::chrono::steady_clock;
 // qemu-ga's answers are small (guest-get-fsinfo on a busy guest is a few
 // KiB). A larger message is a broken or hostile guest, not an answer.
 constexpr size_t kMaxMessageBytes = 1u << 20;
-// Deeper nesting is not qemu-ga; it would only make the JSON parser (and the
-// destructor of the parsed value) recurse.
-constexpr int kMaxDepth = 64;
 // qemu-ga puts this byte before the answer to guest-sync-delimited; sent by
 // the client, it resets the agent's JSON parser. It never occurs in UTF-8.
 constexpr char kSentinel = '\xff';
@@ -37,97 +36,6 @@ int RemainingMs(Clock::time_point deadline) {
   // Round up so a sub-millisecond remainder still waits instead of spinning.
   return static_cast<int>(std::min<int64_t>(left.count() + 1, 1 << 30));
 }
-
-// Splits a byte stream into top-level JSON objects by tracking strings and
-// bracket depth, without parsing them (nlohmann parses each one afterwards).
-// Whitespace between objects is skipped. Anything else between objects, a
-// mismatched bracket, nesting beyond kMaxDepth, or an object larger than
-// kMaxMessageBytes is Corruption; the caller then Reset()s.
-//
-// A small copy of QmpClient's splitter rather than a shared one: that one
-// lives in QmpClient's private members, and the agent's stream needs a reset
-// in the middle of a message (the 0xFF sentinel), which QMP never does.
-class ObjectSplitter {
- public:
-  void Append(const char* data, size_t n) { buffer_.append(data, n); }
-
-  void Reset() {
-    buffer_.clear();
-    scan_ = 0;
-    depth_ = 0;
-    in_string_ = false;
-    escape_ = false;
-  }
-
-  // True with *message set when a whole object is at the front of the
-  // buffer; false when more bytes are needed.
-  Result<bool> Next(std::string* message) {
-    if (depth_ == 0) {
-      size_t start = buffer_.find_first_not_of(" \t\r\n");
-      if (start == std::string::npos) {
-        buffer_.clear();
-        scan_ = 0;
-        return false;
-      }
-      if (start > 0) {
-        buffer_.erase(0, start);
-        scan_ = 0;
-      }
-      if (buffer_[0] != '{') {
-        return Status::Corruption("guest agent: expected a JSON object, got byte " +
-                                  std::to_string(static_cast<unsigned char>(buffer_[0])));
-      }
-    }
-    for (; scan_ < buffer_.size(); ++scan_) {
-      const char c = buffer_[scan_];
-      if (in_string_) {
-        if (escape_) {
-          escape_ = false;
-        } else if (c == '\\') {
-          escape_ = true;
-        } else if (c == '"') {
-          in_string_ = false;
-        }
-        continue;
-      }
-      if (c == '"') {
-        in_string_ = true;
-      } else if (c == '{' || c == '[') {
-        if (depth_ >= kMaxDepth) return Status::Corruption("guest agent: JSON nested too deeply");
-        open_[depth_++] = c;
-      } else if (c == '}' || c == ']') {
-        // A mismatched closer would otherwise leave us waiting for a close
-        // that never comes.
-        if (depth_ == 0 || open_[depth_ - 1] != (c == '}' ? '{' : '[')) {
-          return Status::Corruption("guest agent: unbalanced JSON");
-        }
-        if (--depth_ == 0) {
-          const size_t size = scan_ + 1;
-          if (size > kMaxMessageBytes) break;
-          message->assign(buffer_, 0, size);
-          buffer_.erase(0, size);
-          scan_ = 0;
-          return true;
-        }
-      }
-    }
-    if (scan_ > kMaxMessageBytes || buffer_.size() > kMaxMessageBytes) {
-      return Status::Corruption("guest agent: message larger than " +
-                                std::to_string(kMaxMessageBytes) + " bytes");
-    }
-    return false;
-  }
-
- private:
-  // Bytes not yet returned as messages, and the scanner's state over them:
-  // scan_ bytes have been looked at, inside a string or not, at what depth.
-  std::string buffer_;
-  size_t scan_ = 0;
-  int depth_ = 0;
-  char open_[kMaxDepth] = {};  // the open brackets, innermost last
-  bool in_string_ = false;
-  bool escape_ = false;
-};
 
 // Non-blocking connect, so a listener with a full backlog (QEMU serves one
 // client on the agent's chardev) cannot block past the deadline.
@@ -172,7 +80,8 @@ struct GuestAgent::Impl {
   // that could not be read: the next bytes may belong to an earlier command.
   bool in_sync = false;
   std::string out_of_sync_reason = "not synced yet";
-  ObjectSplitter splitter;
+  // Nesting deeper than 64 is refused there: it is not qemu-ga.
+  JsonObjectSplitter splitter{"guest agent", kMaxMessageBytes};
   std::mt19937_64 rng{std::random_device{}()};
 
   Status Fail(Status error) {

@@ -67,7 +67,8 @@ bool IsAnswer(const json& m) { return m.contains("return") || m.contains("error"
 
 }  // namespace
 
-QmpClient::QmpClient(int fd, const Options& options) : fd_(fd), options_(options) {}
+QmpClient::QmpClient(int fd, const Options& options)
+    : fd_(fd), options_(options), splitter_("QMP", options.max_message_bytes) {}
 
 QmpClient::~QmpClient() {
   if (fd_ >= 0) ::close(fd_);
@@ -148,7 +149,7 @@ Status QmpClient::ReadSome(Clock::time_point deadline, bool* timed_out) {
     char buf[65536];
     ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
     if (n > 0) {
-      buffer_.append(buf, static_cast<size_t>(n));
+      splitter_.Append(buf, static_cast<size_t>(n));
       return Status::OK();
     }
     if (n == 0) return Fail(Status::IOError("QMP: connection closed by QEMU"));
@@ -165,68 +166,11 @@ Status QmpClient::ReadSome(Clock::time_point deadline, bool* timed_out) {
   }
 }
 
-Result<bool> QmpClient::ExtractMessage(std::string* message) {
-  // Drop whitespace between messages (QEMU ends each with "\r\n").
-  size_t start = 0;
-  if (depth_ == 0) {
-    while (start < buffer_.size() && std::strchr(" \t\r\n", buffer_[start]) != nullptr &&
-           buffer_[start] != '\0') {
-      ++start;
-    }
-    if (start > 0) {
-      buffer_.erase(0, start);
-      scan_ = 0;
-    }
-    if (buffer_.empty()) return false;
-    if (buffer_[0] != '{') {
-      return Status::Corruption("QMP: expected a JSON object, got byte " +
-                                std::to_string(static_cast<unsigned char>(buffer_[0])));
-    }
-  }
-  for (; scan_ < buffer_.size(); ++scan_) {
-    char c = buffer_[scan_];
-    if (in_string_) {
-      if (escape_) {
-        escape_ = false;
-      } else if (c == '\\') {
-        escape_ = true;
-      } else if (c == '"') {
-        in_string_ = false;
-      }
-      continue;
-    }
-    if (c == '"') {
-      in_string_ = true;
-    } else if (c == '{' || c == '[') {
-      if (depth_ >= kMaxDepth) return Status::Corruption("QMP: JSON nested too deeply");
-      open_[depth_++] = c;
-    } else if (c == '}' || c == ']') {
-      // A mismatched closer would otherwise leave the splitter waiting for
-      // a close that never comes.
-      if (depth_ == 0 || open_[depth_ - 1] != (c == '}' ? '{' : '[')) {
-        return Status::Corruption("QMP: unbalanced JSON");
-      }
-      if (--depth_ == 0) {
-        if (scan_ + 1 > options_.max_message_bytes) break;
-        *message = buffer_.substr(0, scan_ + 1);
-        buffer_.erase(0, scan_ + 1);
-        scan_ = 0;
-        return true;
-      }
-    }
-  }
-  if (std::min(buffer_.size(), scan_ + 1) > options_.max_message_bytes) {
-    return Status::Corruption("QMP: message larger than " +
-                              std::to_string(options_.max_message_bytes) + " bytes");
-  }
-  return false;
-}
-
 Result<json> QmpClient::NextMessage(Clock::time_point deadline, const char* waiting_for) {
   if (!broken_.ok()) return broken_;
   for (;;) {
     std::string text;
-    Result<bool> got = ExtractMessage(&text);
+    Result<bool> got = splitter_.Next(&text);
     if (!got.ok()) return Fail(got.status());
     if (*got) {
       json m = json::parse(text, nullptr, /*allow_exceptions=*/false);

@@ -36,6 +36,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "client/json_splitter.h"
 #include "storage/status.h"
 
 namespace cairn::client {
@@ -131,9 +132,6 @@ class QmpClient {
   // Reads once from the socket if data arrives before `deadline`. Sets
   // *timed_out instead of failing when nothing came.
   Status ReadSome(Clock::time_point deadline, bool* timed_out);
-  // Splits one complete JSON object off the front of buffer_, if there is
-  // one. Corruption for bytes that cannot start or continue an object.
-  Result<bool> ExtractMessage(std::string* message);
   void QueueEvent(nlohmann::json event);
   Status Fail(Status error);
 
@@ -144,16 +142,8 @@ class QmpClient {
   Status broken_;  // OK until the connection is unusable
   uint64_t next_id_ = 1;
 
-  // Input not yet split into messages, and the splitter's state over it:
-  // scan_ bytes of buffer_ have been looked at, inside a string or not, at
-  // what object/array depth.
-  std::string buffer_;
-  size_t scan_ = 0;
-  static constexpr int kMaxDepth = 64;  // deeper is not QMP
-  int depth_ = 0;
-  char open_[kMaxDepth] = {};  // the open brackets, innermost last
-  bool in_string_ = false;
-  bool escape_ = false;
+  // Input not yet split into messages (bounded by max_message_bytes).
+  JsonObjectSplitter splitter_;
 
   std::deque<nlohmann::json> events_;
   uint64_t dropped_events_ = 0;

@@ -2,10 +2,8 @@
 
 #include <fcntl.h>
 #include <linux/fs.h>
-#include <spawn.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -22,12 +20,12 @@
 #include <unordered_map>
 #include <vector>
 
+#include "client/subprocess.h"
 #include "storage/blob.h"
 #include "storage/digest.h"
 #include "storage/env.h"
 #include "storage/fixed_index.h"
 
-extern char** environ;
 
 namespace cairn::client {
 namespace {
@@ -95,45 +93,13 @@ Status ConvertToQcow2(const std::string& raw, const std::string& out) {
   auto file = [](const std::string& path) { return path.starts_with('/') ? path : "./" + path; };
   std::vector<std::string> args = {"qemu-img", "convert", "-q",      "-f",     "raw",
                                    "-O",       "qcow2",   file(raw), file(out)};
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-
-  int pipe_fds[2];
-  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return IoError("pipe", errno);
-  Fd read_end(pipe_fds[0]);
-  Fd write_end(pipe_fds[1]);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&actions, write_end.get(), STDOUT_FILENO);
-  posix_spawn_file_actions_adddup2(&actions, write_end.get(), STDERR_FILENO);
-  pid_t pid = -1;
-  int err = ::posix_spawnp(&pid, "qemu-img", &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  write_end.Close();
-  if (err != 0) {
-    return IoError("cannot run qemu-img (needed for --format qcow2; Debian: qemu-utils)", err);
+  auto run = RunProcess(args, std::chrono::milliseconds(0));
+  if (!run.ok()) {
+    return Status::IOError(run.status().message() +
+                           " (qemu-img is needed for --format qcow2; Debian: qemu-utils)");
   }
-  // Read until EOF so a chatty qemu-img never blocks on a full pipe; keep
-  // the start of what it says for the error message.
-  std::string said;
-  char buf[4096];
-  for (;;) {
-    ssize_t n = ::read(read_end.get(), buf, sizeof(buf));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    if (said.size() < 4096) said.append(buf, static_cast<size_t>(n));
-  }
-  int wstatus = 0;
-  while (::waitpid(pid, &wstatus, 0) < 0) {
-    if (errno != EINTR) return IoError("waitpid qemu-img", errno);
-  }
-  if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0) return Status::OK();
-  while (!said.empty() && (said.back() == '\n' || said.back() == ' ')) said.pop_back();
-  std::string how = WIFEXITED(wstatus) ? "exit status " + std::to_string(WEXITSTATUS(wstatus))
-                                       : "signal " + std::to_string(WTERMSIG(wstatus));
-  return Status::IOError("qemu-img convert failed (" + how + "): " + said);
+  if (run->ok) return Status::OK();
+  return Status::IOError("qemu-img convert failed (" + run->how + "): " + run->output);
 }
 
 // Runs a request and turns transport errors and non-2xx answers into one Status.

@@ -17,37 +17,13 @@
 #include <nlohmann/json.hpp>
 
 #include "client/qmp_client.h"
+#include "client/subprocess.h"
 
 namespace cairn::client {
 
 namespace {
 
 using nlohmann::json;
-
-// Runs argv (looked up in PATH) with stdout and stderr into `log`, without
-// a shell. Returns the pid, or an error when it cannot be started.
-Result<pid_t> Spawn(const std::vector<std::string>& argv, const std::string& log) {
-  int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return Status::FromErrno("open " + log, errno);
-  std::vector<char*> args;  // built before fork(): the child must not allocate
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  pid_t pid = ::fork();
-  if (pid < 0) {
-    ::close(fd);
-    return Status::FromErrno("fork", errno);
-  }
-  if (pid == 0) {
-    ::dup2(fd, 1);
-    ::dup2(fd, 2);
-    int devnull = ::open("/dev/null", O_RDONLY);
-    if (devnull >= 0) ::dup2(devnull, 0);
-    ::execvp(args[0], args.data());
-    ::_exit(127);
-  }
-  ::close(fd);
-  return pid;
-}
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -69,20 +45,12 @@ bool WaitFor(pid_t pid, std::chrono::milliseconds timeout, int* status) {
 }
 
 // `qemu-img info --output=json FILE` → the format name.
-Result<std::string> ProbeFormat(const std::string& path, const std::string& dir) {
-  const std::string log = dir + "/qemu-img.out";
-  CAIRN_ASSIGN_OR_RETURN(pid_t pid, Spawn({"qemu-img", "info", "--output=json", "-U", path}, log));
-  int status = 0;
-  if (!WaitFor(pid, std::chrono::seconds(60), &status)) {
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, &status, 0);
-    return Status::IOError("qemu-img info " + path + " did not finish in 60 s");
-  }
-  std::string out = ReadFile(log);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    return Status::InvalidArgument("qemu-img info " + path + ": " + out);
-  }
-  json j = json::parse(out, nullptr, false);
+Result<std::string> ProbeFormat(const std::string& path) {
+  CAIRN_ASSIGN_OR_RETURN(ProcessResult run,
+                         RunProcess({"qemu-img", "info", "--output=json", "-U", path},
+                                    std::chrono::seconds(60), 1 << 20));
+  if (!run.ok) return Status::InvalidArgument("qemu-img info " + path + ": " + run.output);
+  json j = json::parse(run.output, nullptr, false);
   if (!j.is_object() || !j.contains("format") || !j["format"].is_string()) {
     return Status::Corruption("qemu-img info " + path + " printed no format");
   }
@@ -127,7 +95,7 @@ Result<std::unique_ptr<StorageDaemon>> StorageDaemon::Start(const std::vector<st
       return Status::InvalidArgument("two images are both named " + img.node +
                                      ": archives are named after the file's base name");
     }
-    CAIRN_ASSIGN_OR_RETURN(img.format, ProbeFormat(img.path, d->dir_));
+    CAIRN_ASSIGN_OR_RETURN(img.format, ProbeFormat(img.path));
     json spec = {{"driver", img.format},
                  {"node-name", img.node},
                  {"file", {{"driver", "file"}, {"filename", img.path}}}};
@@ -138,7 +106,7 @@ Result<std::unique_ptr<StorageDaemon>> StorageDaemon::Start(const std::vector<st
   argv.insert(argv.end(), {"--chardev", "socket,id=cairn-qmp,path=" + d->qmp_socket_ +
                                             ",server=on,wait=off",
                            "--monitor", "chardev=cairn-qmp"});
-  CAIRN_ASSIGN_OR_RETURN(d->pid_, Spawn(argv, d->dir_ + "/qsd.log"));
+  CAIRN_ASSIGN_OR_RETURN(d->pid_, StartProcess(argv, d->dir_ + "/qsd.log"));
   // Up when its QMP socket answers; an image it cannot open ends it first.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   for (;;) {

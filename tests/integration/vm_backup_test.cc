@@ -31,19 +31,13 @@ namespace {
 
 using client::testing::FakeGuestAgent;
 using client::testing::QemuVm;
+using client::testing::ReadWholeFile;
 using client::testing::RunCommand;
 using client::testing::ShortTempDir;
 using nlohmann::json;
 
 constexpr uint64_t kMiB = 1 << 20;
 constexpr uint64_t kChunk = 4 * kMiB;
-
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 // Byte-for-byte comparison of two files, streamed; the first difference is
 // reported.
@@ -316,7 +310,7 @@ TEST_F(VmBackupTest, ClientKilledMidBackupLosesNoWrite) {
   while (chunk_files() < before + 2 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  ASSERT_GE(chunk_files(), before + 2) << ReadAll(log);
+  ASSERT_GE(chunk_files(), before + 2) << ReadWholeFile(log);
   ::kill(pid, SIGKILL);
   int status = 0;
   ::waitpid(pid, &status, 0);
@@ -423,7 +417,7 @@ TEST_F(VmBackupTest, DeletedOrBadLastSnapshotMeansFullRead) {
 
   // Flip a byte of a chunk s3 references (its text chunk at 4 MiB) and
   // verify: s3 fails verification.
-  std::string chunk1 = ReadAll(copy3).substr(kChunk, kChunk);
+  std::string chunk1 = ReadWholeFile(copy3).substr(kChunk, kChunk);
   const std::string hex = storage::Sha256(chunk1).ToHex();
   std::string victim;
   for (auto& e : std::filesystem::recursive_directory_iterator(data_.path())) {
@@ -483,7 +477,7 @@ TEST_F(VmBackupTest, TwoDisksOnePointInTime) {
     auto q = vm->qmp().Execute("query-block-jobs");
     jobs = q.ok() ? q->size() : 0;
   }
-  ASSERT_GT(jobs, 0u) << ReadAll(log);
+  ASSERT_GT(jobs, 0u) << ReadWholeFile(log);
   // Whichever region the jobs have copied already, copy-before-write must
   // keep the old data of both disks for the backup.
   ASSERT_TRUE(vm->QemuIo("da", "write -P 0xee 0 1M"));
@@ -495,8 +489,8 @@ TEST_F(VmBackupTest, TwoDisksOnePointInTime) {
   EXPECT_EQ(q->size(), 2u) << "the jobs ended before the writes: the test proves nothing";
   int status = 0;
   ::waitpid(pid, &status, 0);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << ReadAll(log);
-  json s = Summary(ReadAll(log));
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << ReadWholeFile(log);
+  json s = Summary(ReadWholeFile(log));
   ASSERT_TRUE(s.is_object());
   EXPECT_EQ(s["disks"].size(), 2u);
   EXPECT_EQ(s["disks"][0]["archive"], "da.fidx") << s.dump();
@@ -543,15 +537,15 @@ TEST_F(VmBackupTest, GuestAgentFreezesAroundTheTransaction) {
                           {"--output", "json", "backup", "vm", "--qmp", cairn_qmp_, "--id", "100",
                            "--backup-time", NextTime(), "--guest-agent", qga},
                           Env(), log);
-  ASSERT_TRUE(agent.WaitForCommand("guest-fsfreeze-freeze", 1, std::chrono::seconds(30))) << ReadAll(log);
+  ASSERT_TRUE(agent.WaitForCommand("guest-fsfreeze-freeze", 1, std::chrono::seconds(30))) << ReadWholeFile(log);
   EXPECT_EQ(CairnBitmaps(*vm, "disk0"), 0u) << "the transaction ran before the freeze answered";
-  ASSERT_TRUE(agent.WaitForCommand("guest-fsfreeze-thaw", 1, std::chrono::seconds(30))) << ReadAll(log);
+  ASSERT_TRUE(agent.WaitForCommand("guest-fsfreeze-thaw", 1, std::chrono::seconds(30))) << ReadWholeFile(log);
   EXPECT_EQ(CairnBitmaps(*vm, "disk0"), 1u) << "the thaw came before the transaction";
   EXPECT_TRUE(Snapshots().empty()) << "the thaw came after the commit";
   int status = 0;
   ::waitpid(pid, &status, 0);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << ReadAll(log);
-  json s1 = Summary(ReadAll(log));
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << ReadWholeFile(log);
+  json s1 = Summary(ReadWholeFile(log));
   ASSERT_TRUE(s1.is_object());
   EXPECT_EQ(s1["consistency"], "application");
   EXPECT_FALSE(agent.frozen());
