@@ -34,6 +34,7 @@
 #include <string_view>
 #include <vector>
 
+#include "bench/bench_data.h"
 #include "storage/blob.h"
 #include "storage/chunk_store.h"
 #include "storage/digest.h"
@@ -71,50 +72,8 @@ std::string MakeRandom(size_t n) {
   return s;
 }
 
-// Log-like lines: a timestamp, a host, a level and a handful of words drawn
-// with a skew towards the common ones, plus a number. Compresses about like
-// system logs and text files do, which is the middle ground between the two
-// extremes.
-std::string MakeText(size_t n) {
-  static constexpr std::string_view kWords[] = {
-      "the",      "of",      "and",      "to",      "in",      "is",        "for",       "on",
-      "with",     "that",    "by",       "from",    "as",      "at",        "request",   "response",
-      "client",   "server",  "session",  "backup",  "chunk",   "snapshot",  "datastore", "index",
-      "manifest", "upload",  "verify",   "error",   "warning", "connected", "closed",    "timeout",
-      "retrying", "started", "finished", "user",    "root",    "kernel",    "network",   "device",
-      "block",    "write",   "read",     "bytes",   "seconds", "ok",        "failed",    "denied",
-      "granted",  "cache",   "memory",   "process", "thread",  "queue",     "worker",    "task",
-      "config",   "loaded",  "value",    "key",     "path",    "file",      "folder",    "sync"};
-  static constexpr std::string_view kHosts[] = {"pve1", "pve2", "backup01", "web-03"};
-  static constexpr std::string_view kLevels[] = {"INFO", "INFO", "INFO", "DEBUG", "WARN", "ERROR"};
-  constexpr size_t kWordCount = sizeof(kWords) / sizeof(kWords[0]);
-  std::mt19937_64 rng(0x7e47);
-  std::uniform_int_distribution<size_t> word(0, kWordCount - 1);
-  std::string s;
-  s.reserve(n + 256);
-  uint64_t t = 1714564800;  // 2024-05-01
-  char num[64];
-  while (s.size() < n) {
-    t += rng() % 3;
-    std::snprintf(num, sizeof(num), "%llu.%03u ", static_cast<unsigned long long>(t),
-                  static_cast<unsigned>(rng() % 1000));
-    s += num;
-    s += kHosts[rng() % 4];
-    s += ' ';
-    s += kLevels[rng() % 6];
-    s += ' ';
-    size_t words = 4 + rng() % 10;
-    for (size_t i = 0; i < words; ++i) {
-      size_t a = word(rng), b = word(rng);
-      s += kWords[a < b ? a : b];
-      s += ' ';
-    }
-    std::snprintf(num, sizeof(num), "%u\n", static_cast<unsigned>(rng() % 100000));
-    s += num;
-  }
-  s.resize(n);
-  return s;
-}
+// Log-like text (bench/bench_data.h).
+std::string MakeText(size_t n) { return cairn::bench::LogText(n, 0x7e47); }
 
 const std::string& Buffer(Content c) {
   static const std::string kRandom = MakeRandom(kBufSize);

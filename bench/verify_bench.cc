@@ -30,6 +30,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_data.h"
 #include "storage/blob.h"
 #include "storage/datastore.h"
 #include "storage/digest.h"
@@ -77,46 +78,9 @@ std::string RandomRegion(uint64_t seed) {
   return s;
 }
 
-// Log-like lines (as bench/storage_bench.cc makes them), distinct per seed.
+// Log-like text (bench/bench_data.h), distinct per seed.
 std::string TextRegion(uint64_t seed) {
-  static constexpr std::string_view kWords[] = {
-      "the",      "of",      "and",      "to",      "in",      "is",        "for",       "on",
-      "with",     "that",    "by",       "from",    "as",      "at",        "request",   "response",
-      "client",   "server",  "session",  "backup",  "chunk",   "snapshot",  "datastore", "index",
-      "manifest", "upload",  "verify",   "error",   "warning", "connected", "closed",    "timeout",
-      "retrying", "started", "finished", "user",    "root",    "kernel",    "network",   "device",
-      "block",    "write",   "read",     "bytes",   "seconds", "ok",        "failed",    "denied",
-      "granted",  "cache",   "memory",   "process", "thread",  "queue",     "worker",    "task",
-      "config",   "loaded",  "value",    "key",     "path",    "file",      "folder",    "sync"};
-  static constexpr std::string_view kHosts[] = {"pve1", "pve2", "backup01", "web-03"};
-  static constexpr std::string_view kLevels[] = {"INFO", "INFO", "INFO", "DEBUG", "WARN", "ERROR"};
-  constexpr size_t kWordCount = sizeof(kWords) / sizeof(kWords[0]);
-  std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<size_t> word(0, kWordCount - 1);
-  std::string s;
-  s.reserve(kChunkSize + 256);
-  uint64_t t = 1714564800 + seed % 100000000;
-  char num[64];
-  while (s.size() < kChunkSize) {
-    t += rng() % 3;
-    std::snprintf(num, sizeof(num), "%llu.%03u ", static_cast<unsigned long long>(t),
-                  static_cast<unsigned>(rng() % 1000));
-    s += num;
-    s += kHosts[rng() % 4];
-    s += ' ';
-    s += kLevels[rng() % 6];
-    s += ' ';
-    const size_t words = 4 + rng() % 10;
-    for (size_t i = 0; i < words; ++i) {
-      const size_t a = word(rng), b = word(rng);
-      s += kWords[a < b ? a : b];
-      s += ' ';
-    }
-    std::snprintf(num, sizeof(num), "%u\n", static_cast<unsigned>(rng() % 100000));
-    s += num;
-  }
-  s.resize(kChunkSize);
-  return s;
+  return cairn::bench::LogText(kChunkSize, seed, 1714564800 + seed % 100000000);
 }
 
 std::string Region(Kind kind, uint64_t region, uint64_t version) {

@@ -71,6 +71,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench/bench_data.h"
 #include "client/qmp_client.h"
 
 namespace {
@@ -335,49 +336,10 @@ void FillRandom(char* p, size_t n, uint64_t seed) {
   for (; i < n; ++i) p[i] = static_cast<char>(rng.Next());
 }
 
-// Log-like lines as bench/storage_bench.cc and bench/verify_bench.cc make
-// them. Generating them is slow (snprintf per line), so one pool is made and
+// Log-like lines (bench/bench_data.h). Generating them is slow (snprintf per line), so one pool is made and
 // text regions are put together from 64 KiB pieces at random offsets of it:
 // every region is distinct and compresses like the pool.
-std::string TextPool(size_t size, uint64_t seed) {
-  static constexpr std::string_view kWords[] = {
-      "the",      "of",      "and",      "to",      "in",      "is",        "for",       "on",
-      "with",     "that",    "by",       "from",    "as",      "at",        "request",   "response",
-      "client",   "server",  "session",  "backup",  "chunk",   "snapshot",  "datastore", "index",
-      "manifest", "upload",  "verify",   "error",   "warning", "connected", "closed",    "timeout",
-      "retrying", "started", "finished", "user",    "root",    "kernel",    "network",   "device",
-      "block",    "write",   "read",     "bytes",   "seconds", "ok",        "failed",    "denied",
-      "granted",  "cache",   "memory",   "process", "thread",  "queue",     "worker",    "task",
-      "config",   "loaded",  "value",    "key",     "path",    "file",      "folder",    "sync"};
-  static constexpr std::string_view kHosts[] = {"pve1", "pve2", "backup01", "web-03"};
-  static constexpr std::string_view kLevels[] = {"INFO", "INFO", "INFO", "DEBUG", "WARN", "ERROR"};
-  constexpr size_t kWordCount = sizeof(kWords) / sizeof(kWords[0]);
-  std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<size_t> word(0, kWordCount - 1);
-  std::string s;
-  s.reserve(size + 256);
-  uint64_t t = 1714564800;
-  char num[64];
-  while (s.size() < size) {
-    t += rng() % 3;
-    std::snprintf(num, sizeof(num), "%" PRIu64 ".%03u ", t, static_cast<unsigned>(rng() % 1000));
-    s += num;
-    s += kHosts[rng() % 4];
-    s += ' ';
-    s += kLevels[rng() % 6];
-    s += ' ';
-    const size_t words = 4 + rng() % 10;
-    for (size_t i = 0; i < words; ++i) {
-      const size_t a = word(rng), b = word(rng);
-      s += kWords[a < b ? a : b];
-      s += ' ';
-    }
-    std::snprintf(num, sizeof(num), "%u\n", static_cast<unsigned>(rng() % 100000));
-    s += num;
-  }
-  s.resize(size);
-  return s;
-}
+std::string TextPool(size_t size, uint64_t seed) { return cairn::bench::LogText(size, seed); }
 
 enum class Kind { kZero, kRandom, kText };
 
