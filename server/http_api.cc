@@ -51,6 +51,12 @@ void SendError(httplib::Response& res, const Status& s) {
   SendJson(res, code, {{"error", s.message()}, {"code", Status::CodeName(s.code())}});
 }
 
+json ConnectionsJson(const GateCounts& c) {
+  return {{"open", c.open},         {"handshake", c.handshake}, {"unauthenticated", c.unadmitted},
+          {"idle", c.idle},         {"active", c.active},       {"accepted", c.accepted},
+          {"refused", c.refused},   {"timed-out", c.timed_out}, {"evicted", c.evicted}};
+}
+
 // Parses a JSON request body; InvalidArgument for anything but an object.
 Result<json> ParseBody(const httplib::Request& req) {
   if (req.body.empty()) return json::object();
@@ -211,7 +217,7 @@ Status ReadBody(const httplib::Request& req, const httplib::ContentReader& reade
 
 }  // namespace
 
-void RegisterRoutes(Server* server, httplib::SSLServer* http) {
+void RegisterRoutes(Server* server, httplib::Server* http) {
   auto api = std::make_shared<Api>(server);
 
   http->Get("/api/v1/version", Wrap([](const httplib::Request&, httplib::Response& res) {
@@ -225,7 +231,8 @@ void RegisterRoutes(Server* server, httplib::SSLServer* http) {
     SendJson(res, 200, {{"auth-id", p.auth_id},
                         {"uptime", Now() - s->start_time()},
                         {"backup-sessions", s->sessions()->backup_count()},
-                        {"reader-sessions", s->sessions()->reader_count()}});
+                        {"reader-sessions", s->sessions()->reader_count()},
+                        {"connections", ConnectionsJson(s->connection_counts())}});
     return Status::OK();
   }));
 

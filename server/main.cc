@@ -21,6 +21,7 @@
 namespace {
 
 using cairn::server::AuthStore;
+using cairn::server::GateLimits;
 using cairn::server::Server;
 using cairn::server::ServerOptions;
 using cairn::storage::Status;
@@ -55,13 +56,8 @@ bool ParseListen(const std::string& text, std::string* host, int* port) {
   return !host->empty() && *port >= 0 && *port <= 65535;
 }
 
-int Run(const std::string& data, const std::string& listen, int threads,
-        const std::string& time_zone, int64_t session_timeout) {
-  ServerOptions opts;
-  opts.idle_timeout_seconds = session_timeout;
-  opts.data_dir = data;
-  opts.threads = threads;
-  opts.time_zone = time_zone;
+int Run(ServerOptions opts, const std::string& listen) {
+  const std::string data = opts.data_dir;
   if (!ParseListen(listen, &opts.host, &opts.port)) {
     std::cerr << "cairn-server: --listen must be ADDR:PORT\n";
     return 2;
@@ -101,15 +97,42 @@ int main(int argc, char** argv) {
 
   auto* run = app.add_subcommand("run", "serve the API over HTTPS");
   std::string listen = "127.0.0.1:8107";
-  int threads = 16;
+  ServerOptions server_opts;
+  GateLimits& gate = server_opts.gate;
   run->add_option("--listen", listen, "address and port (port 0 picks a free one)");
-  run->add_option("--threads", threads, "request worker threads")->check(CLI::Range(2, 256));
-  int64_t session_timeout = 900;
-  run->add_option("--session-timeout", session_timeout,
+  run->add_option("--threads", gate.workers, "request worker threads (default 16)")
+      ->check(CLI::Range(2, 256));
+  run->add_option("--session-timeout", server_opts.idle_timeout_seconds,
                   "abort a session after this many idle seconds (default 900)")
       ->check(CLI::Range(int64_t{1}, int64_t{86400}));
-  std::string time_zone = "UTC";
-  run->add_option("--time-zone", time_zone, "zone for prune periods: UTC, +02:00, Europe/Vienna");
+  run->add_option("--time-zone", server_opts.time_zone,
+                  "zone for prune periods: UTC, +02:00, Europe/Vienna");
+  // Connection limits (server/API.md, "Limits"); timeouts in milliseconds.
+  run->add_option("--handshake-timeout-ms", gate.handshake_timeout_ms,
+                  "time for the TLS handshake (default 10000)")
+      ->check(CLI::Range(100, 600'000));
+  run->add_option("--header-timeout-ms", gate.header_timeout_ms,
+                  "time from a request's first byte to the end of its headers (default 10000)")
+      ->check(CLI::Range(100, 600'000));
+  run->add_option("--idle-timeout-ms", gate.idle_timeout_ms,
+                  "keep-alive: time for the next request to start (default 30000)")
+      ->check(CLI::Range(100, 3'600'000));
+  run->add_option("--io-timeout-ms", gate.io_timeout_ms,
+                  "longest wait for body bytes or for the client to take the answer (default 60000)")
+      ->check(CLI::Range(100, 3'600'000));
+  run->add_option("--max-connections", gate.max_connections,
+                  "open connections in total (default 4096)")
+      ->check(CLI::Range(16, 1'000'000));
+  run->add_option("--max-unauthenticated-per-address", gate.max_unadmitted_per_address,
+                  "connections per client address that have not had a request admitted; the "
+                  "oldest is dropped for a new one (default 512)")
+      ->check(CLI::Range(1, 1'000'000));
+  run->add_option("--max-connections-per-address", gate.max_admitted_per_address,
+                  "authenticated connections per client address (default 512)")
+      ->check(CLI::Range(1, 1'000'000));
+  run->add_option("--max-tasks-per-token", server_opts.max_tasks_per_token,
+                  "running verify tasks one token may start (default 2)")
+      ->check(CLI::Range(1, 1000));
 
   auto* ds = app.add_subcommand("datastore", "manage datastores");
   ds->require_subcommand(1);
@@ -240,7 +263,10 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  if (run->parsed()) return Run(data, listen, threads, time_zone, session_timeout);
+  if (run->parsed()) {
+    server_opts.data_dir = data;
+    return Run(server_opts, listen);
+  }
 
   // Admin commands work on the data directory directly.
   cairn::storage::Env* env = cairn::storage::Env::Default();

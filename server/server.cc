@@ -2,10 +2,13 @@
 
 #include <httplib.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <chrono>
 #include <ctime>
+
+#include <fmt/format.h>
 
 #include "storage/env.h"
 
@@ -15,13 +18,33 @@ namespace {
 constexpr char kDefaultStore[] = "default";
 constexpr char kAdminUser[] = "admin";
 constexpr char kAdminToken[] = "admin!default";
-// A chunk blob is at most 16 MiB of payload plus its header; indexes of very
-// large disks are bigger, so bodies up to 64 MiB are read and each endpoint
-// applies its own limit.
-constexpr size_t kMaxBodyBytes = 64ull * 1024 * 1024;
 constexpr int64_t kTaskRetentionDays = 30;
 
 int64_t Now() { return static_cast<int64_t>(std::time(nullptr)); }
+
+bool StartsWith(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
+bool EndsWith(std::string_view s, std::string_view p) {
+  return s.size() >= p.size() && s.substr(s.size() - p.size()) == p;
+}
+
+// The largest body the endpoint of `head` takes.
+uint64_t BodyLimit(const RequestHead& head) {
+  if (head.method == "POST" && StartsWith(head.path, "/api/v1/backup/")) {
+    if (EndsWith(head.path, "/chunk") || EndsWith(head.path, "/blob")) return kMaxChunkBodyBytes;
+    if (EndsWith(head.path, "/index")) return kMaxIndexBodyBytes;
+  }
+  return kMaxJsonBodyBytes;
+}
+
+// Every connection is a descriptor: a flood of them must meet the gate's
+// limits, not the process's (often 1024).
+void RaiseDescriptorLimit() {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
 
 }  // namespace
 
@@ -119,9 +142,15 @@ Result<std::string> Server::StartBackgroundTask(const std::string& kind, const s
                                                 std::function<Status(Task&)> fn) {
   std::lock_guard lock(background_mu_);
   if (stopping_.load()) return Status::Busy("the server is stopping");
+  const bool per_token = auth_id.find('!') != std::string::npos;
+  if (per_token && running_tasks_[auth_id] >= options_.max_tasks_per_token) {
+    return Status::Busy(fmt::format("{} already runs {} task(s), the most one token may", auth_id,
+                                    options_.max_tasks_per_token));
+  }
   CAIRN_ASSIGN_OR_RETURN(std::shared_ptr<Task> task, tasks_->Start(kind, store, auth_id));
   std::string id = task->id();
-  background_.emplace_back([task, fn = std::move(fn)] {
+  if (per_token) ++running_tasks_[auth_id];
+  background_.emplace_back([this, task, auth_id, per_token, fn = std::move(fn)] {
     Status s;
     try {
       s = fn(*task);
@@ -129,9 +158,32 @@ Result<std::string> Server::StartBackgroundTask(const std::string& kind, const s
       s = Status::IOError(std::string("exception: ") + e.what());
     }
     task->Finish(s, "done");
+    if (per_token) {
+      std::lock_guard done(background_mu_);
+      if (--running_tasks_[auth_id] <= 0) running_tasks_.erase(auth_id);
+    }
   });
   return id;
 }
+
+Admission Server::AdmitRequest(const RequestHead& head) {
+  if (head.path == "/api/v1/version") return Admission::Admit(0);
+  const std::string* header = head.Find("Authorization");
+  if (!header) {
+    return Admission::Refuse(401, "missing Authorization header", "Unauthenticated");
+  }
+  auto principal = auth_->Authenticate(*header);
+  if (!principal.ok()) {
+    if (principal.status().code() == Status::Code::kUnauthenticated) {
+      return Admission::Refuse(401, "authentication failed", "Unauthenticated");
+    }
+    spdlog::error("authentication: {}", principal.status().ToString());
+    return Admission::Refuse(503, "authentication is unavailable; see the server log", "Busy");
+  }
+  return Admission::Admit(BodyLimit(head));
+}
+
+GateCounts Server::connection_counts() const { return gate_ ? gate_->counts() : GateCounts{}; }
 
 std::vector<std::string> Server::StoreNames() {
   std::lock_guard lock(stores_mu_);
@@ -141,31 +193,20 @@ std::vector<std::string> Server::StoreNames() {
 }
 
 Status Server::Start() {
-  http_ = std::make_unique<httplib::SSLServer>(tls_.cert.c_str(), tls_.key.c_str());
-  if (!http_->is_valid()) return Status::IOError("cannot load the TLS certificate or key");
-  const int threads = options_.threads;
-  http_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-  http_->set_payload_max_length(kMaxBodyBytes);
-  http_->set_keep_alive_max_count(100000);
-  // Short: an idle keep-alive connection holds a worker, and Stop() waits for it.
-  http_->set_keep_alive_timeout(5);
-  http_->set_read_timeout(120, 0);
-  http_->set_write_timeout(120, 0);
-  // Small answers must not wait for the client's delayed ACK (Nagle).
-  http_->set_tcp_nodelay(true);
-  RegisterRoutes(this, http_.get());
-  if (options_.port == 0) {
-    bound_port_ = http_->bind_to_any_port(options_.host.c_str());
-    if (bound_port_ < 0) return Status::IOError("cannot bind " + options_.host);
-  } else {
-    if (!http_->bind_to_port(options_.host.c_str(), options_.port)) {
-      return Status::IOError("cannot listen on " + options_.host + ":" +
-                             std::to_string(options_.port));
-    }
-    bound_port_ = options_.port;
-  }
+  RaiseDescriptorLimit();
+  core_ = std::make_unique<HttpCore>();
+  // The gate checks each endpoint's limit before a body is read; this is the
+  // backstop for the largest of them.
+  core_->set_payload_max_length(kMaxIndexBodyBytes);
+  RegisterRoutes(this, core_.get());
+  HttpGate::InstallErrorHandler(core_.get());
+  CAIRN_ASSIGN_OR_RETURN(gate_, HttpGate::Create(tls_, options_.gate, core_.get(),
+                                                 [this](const RequestHead& head) {
+                                                   return AdmitRequest(head);
+                                                 }));
+  CAIRN_ASSIGN_OR_RETURN(bound_port_, gate_->Bind(options_.host, options_.port));
+  gate_->Start();
   start_time_ = Now();
-  listener_ = std::thread([this] { http_->listen_after_bind(); });
   jobs_->Start();
   reaper_ = std::thread([this] {
     int64_t last_trim = 0;
@@ -192,8 +233,7 @@ void Server::Stop() {
     if (stopping_.exchange(true)) return;
   }
   cancel_.store(true);
-  if (http_) http_->stop();
-  if (listener_.joinable()) listener_.join();
+  if (gate_) gate_->Stop();
   if (reaper_.joinable()) reaper_.join();
   if (jobs_) jobs_->Stop();
   std::vector<std::thread> background;

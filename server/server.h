@@ -23,27 +23,34 @@
 #include <thread>
 
 #include "server/auth_store.h"
+#include "server/http_gate.h"
 #include "server/job_scheduler.h"
 #include "server/maintenance.h"
 #include "server/server_db.h"
 #include "server/session_manager.h"
 #include "server/task_log.h"
 #include "server/tls.h"
+#include "storage/blob.h"
 #include "storage/catalog.h"
 #include "storage/datastore.h"
 #include "storage/time_zone.h"
 
-namespace httplib {
-class SSLServer;
-}
-
 namespace cairn::server {
+
+// Request body limits by endpoint (the gate answers 413 above them without
+// reading the body): chunk and blob uploads, index uploads, everything else.
+inline constexpr uint64_t kMaxChunkBodyBytes =
+    storage::kMaxBlobPayload + storage::kBlobHeaderSize + storage::kBlobIvSize +
+    storage::kBlobTagSize;
+inline constexpr uint64_t kMaxIndexBodyBytes = uint64_t{64} << 20;
+inline constexpr uint64_t kMaxJsonBodyBytes = uint64_t{1} << 20;
 
 struct ServerOptions {
   std::string data_dir;             // created if missing
   std::string host = "127.0.0.1";
   int port = 8107;                  // 0 picks a free port
-  int threads = 16;                 // request worker threads
+  GateLimits gate;                  // connections: timeouts, counts, workers
+  int max_tasks_per_token = 2;      // running verify tasks one token may start
   int64_t idle_timeout_seconds = 900;
   bool sync_chunks = true;          // fsync every new chunk before its rename
   std::string time_zone = "UTC";    // prune periods (storage/time_zone.h names)
@@ -69,6 +76,8 @@ class Server {
   // Stops accepting, aborts running sessions; returns when the listener is done.
   void Stop();
   int port() const { return bound_port_; }
+  // What the connection gate holds now (all zero before Start).
+  GateCounts connection_counts() const;
 
   // Used by request handlers (server/http_api.cc).
   AuthStore* auth() { return auth_.get(); }
@@ -84,7 +93,9 @@ class Server {
   // The context for maintenance on `store_name` (NotFound for an unknown store).
   Result<MaintenanceContext> Maintenance(const std::string& store_name);
   // Runs `fn` with a new task on a background thread; returns the task id.
-  // Busy while the server stops. Stop() cancels and joins these threads.
+  // Busy while the server stops, or when the token `auth_id` (one with a
+  // '!'; internal starters have none) already runs max_tasks_per_token.
+  // Stop() cancels and joins these threads.
   Result<std::string> StartBackgroundTask(const std::string& kind, const std::string& store,
                                           const std::string& auth_id,
                                           std::function<Status(Task&)> fn);
@@ -93,6 +104,9 @@ class Server {
  private:
   explicit Server(ServerOptions options);
   Status OpenStores();
+  // The gate's question for every request head: authenticated (but for the
+  // version), and how large a body its endpoint takes.
+  Admission AdmitRequest(const RequestHead& head);
 
   const ServerOptions options_;
   storage::TimeZone tz_ = storage::TimeZone::Utc();
@@ -107,9 +121,10 @@ class Server {
   std::unique_ptr<JobScheduler> jobs_;
   std::mutex background_mu_;
   std::vector<std::thread> background_;  // GUARDED_BY(background_mu_)
+  std::map<std::string, int> running_tasks_;  // GUARDED_BY(background_mu_): by token
   std::atomic<bool> cancel_{false};      // set by Stop(): long tasks end early
-  std::unique_ptr<httplib::SSLServer> http_;
-  std::thread listener_;
+  std::unique_ptr<HttpCore> core_;
+  std::unique_ptr<HttpGate> gate_;
   std::thread reaper_;
   std::atomic<bool> stopping_{false};
   int bound_port_ = 0;
@@ -117,6 +132,6 @@ class Server {
 };
 
 // Registers the HTTP routes of the API on `http`. Defined in http_api.cc.
-void RegisterRoutes(Server* server, httplib::SSLServer* http);
+void RegisterRoutes(Server* server, httplib::Server* http);
 
 }  // namespace cairn::server

@@ -40,6 +40,7 @@ class ServerProcess {
   ~ServerProcess();
 
   int port() const { return port_; }
+  pid_t pid() const { return pid_; }
   const std::string& fingerprint() const { return fingerprint_; }
   // "admin!default:SECRET" from <data>/admin.token.
   std::string AdminToken() const;
