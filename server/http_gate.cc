@@ -202,6 +202,14 @@ std::string ErrorJson(const std::string& message, const std::string& code) {
 
 enum class Phase { kHandshake, kHead, kWorker, kClosing, kDraining };
 
+// After a refusal the loop reads and discards what the peer still sends (a
+// lingering close; raw bytes, neither decrypted nor kept), up to: 1 MiB in
+// general, the declared body up to a chunk's size (17 MiB), and up to 64 MiB
+// of an authenticated request's oversized body.
+constexpr uint64_t kDrainBytes = 1 << 20;
+constexpr uint64_t kDrainBodyBytes = uint64_t{17} << 20;
+constexpr uint64_t kMaxDrainBytes = uint64_t{64} << 20;
+
 struct Conn {
   int fd = -1;
   SSL* ssl = nullptr;
@@ -215,7 +223,8 @@ struct Conn {
   uint32_t events = 0;       // current epoll interest (0: not registered)
   std::string in;            // bytes read and not consumed yet
   std::string out;           // a refusal still to be written
-  size_t drained = 0;
+  uint64_t drained = 0;      // bytes discarded after a refusal
+  uint64_t drain_limit = 0;
   // Set for the worker: the head's length and the body budget.
   size_t head_len = 0;
   uint64_t body_limit = 0;   // the endpoint's limit on the (decoded) body
@@ -674,6 +683,10 @@ class HttpGate::Impl {
     Framing framing;
     if (v.status == 0) v = CheckFraming(head, &framing);
     if (v.status != 0) return Refuse(c, v.status, v.message, "Http");
+    // A client that sends a (chunk-sized) body before it reads the answer
+    // gets the refusal rather than a reset.
+    const uint64_t drain =
+        framing.chunked ? kDrainBytes : std::min(framing.length + 64 * 1024, kDrainBodyBytes);
     Admission a;
     try {
       a = admit_(head);
@@ -681,11 +694,15 @@ class HttpGate::Impl {
       spdlog::error("admission of {} {}: {}", head.method, head.path, e.what());
       a = Admission::Refuse(500, "internal error; see the server log", "Internal");
     }
-    if (a.status != 0) return Refuse(c, a.status, a.message, a.code);
+    if (a.status != 0) return Refuse(c, a.status, a.message, a.code, std::max(drain, kDrainBytes));
     if (!framing.chunked && framing.length > a.body_limit) {
+      // An authenticated client that sends the body before it reads the
+      // answer would see a reset instead of the 413: the loop discards (not
+      // decrypts, not stores) up to kMaxDrainBytes of it.
       return Refuse(c, 413, "request body of " + std::to_string(framing.length) +
                                 " bytes exceeds this endpoint's limit of " +
-                                std::to_string(a.body_limit), "Http");
+                                std::to_string(a.body_limit), "Http",
+                    std::min<uint64_t>(framing.length + 64 * 1024, kMaxDrainBytes));
     }
     if (!c->admitted) {
       auto& per = per_address_[c->addr];
@@ -714,7 +731,9 @@ class HttpGate::Impl {
   }
 
   // Answers `status` without reading the body, then closes the connection.
-  void Refuse(Conn* c, int status, const std::string& message, const std::string& code) {
+  void Refuse(Conn* c, int status, const std::string& message, const std::string& code,
+              uint64_t drain = kDrainBytes) {
+    c->drain_limit = drain;
     refused_.fetch_add(1);
     std::string body = ErrorJson(message, code);
     c->out = "HTTP/1.1 " + std::to_string(status) + " " + Reason(status) +
@@ -724,7 +743,7 @@ class HttpGate::Impl {
     c->out += "\r\n" + body;
     c->in.clear();
     c->phase = Phase::kClosing;
-    c->deadline_ms = NowMs() + 2000;
+    c->deadline_ms = NowMs() + (drain > kDrainBytes ? 10'000 : 2000);
     WriteRefusal(c);
   }
 
@@ -755,7 +774,7 @@ class HttpGate::Impl {
       ssize_t n = ::recv(c->fd, buf, sizeof(buf), 0);
       if (n > 0) {
         c->drained += static_cast<size_t>(n);
-        if (c->drained > (1u << 20)) return Close(c);
+        if (c->drained > c->drain_limit) return Close(c);
         continue;
       }
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
