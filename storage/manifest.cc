@@ -3,6 +3,7 @@
 #include <limits>
 #include <set>
 
+#include "storage/json_bounds.h"
 #include "storage/names.h"
 
 namespace cairn::storage {
@@ -113,14 +114,10 @@ Result<json> ParseJson(std::string_view text) {
   // the checksum must cover exactly what every reader sees.
   std::vector<std::set<std::string>> open_objects;
   bool duplicate = false;
-  bool too_deep = false;
-  json::parser_callback_t cb = [&](int depth, json::parse_event_t event, json& parsed) {
+  json::parser_callback_t cb = [&](int /*depth*/, json::parse_event_t event, json& parsed) {
     switch (event) {
       case json::parse_event_t::object_start:
         open_objects.emplace_back();
-        [[fallthrough]];
-      case json::parse_event_t::array_start:
-        if (static_cast<size_t>(depth) >= kMaxJsonDepth) too_deep = true;
         break;
       case json::parse_event_t::key:
         if (const auto* k = parsed.get_ptr<const std::string*>();
@@ -136,14 +133,22 @@ Result<json> ParseJson(std::string_view text) {
     }
     return true;
   };
-  json j = json::parse(text, cb, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return Bad("not valid JSON");
+  // Depth is refused on the raw bytes, before a value is built: copying or
+  // dumping a deeply nested value recurses (storage/json_bounds.h).
+  if (JsonDepth(text) > kMaxJsonDepth) {
+    return Bad("nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+  }
+  auto j = ParseJsonBounded(text, JsonLimits{kMaxJsonDepth, kMaxManifestSize}, cb);
+  if (!j.ok()) return Bad("not valid JSON");
   if (duplicate) return Bad("duplicate key");
-  if (too_deep) return Bad("nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
-  return j;
+  return std::move(j).value();
 }
 
 }  // namespace
+
+bool Manifest::AllowsChunkKind(BlobKind kind) const {
+  return kind == BlobKind::kPlain || kind == BlobKind::kZstd;
+}
 
 uint64_t Manifest::TotalSize() const {
   uint64_t total = 0;

@@ -19,6 +19,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "storage/blob.h"
 #include "storage/digest.h"
 #include "storage/status.h"
 
@@ -52,6 +53,12 @@ struct Manifest {
   std::optional<VerifyState> verify;
   std::string notes;
   bool is_protected = false;
+
+  // Whether chunks of `kind` may belong to this snapshot. Plain and zstd
+  // always; the encrypted kinds only in a snapshot whose manifest declares
+  // client-side encryption — which no manifest can do yet (there is no key
+  // for it), so today they never may (storage/FORMAT.md, "Manifest").
+  bool AllowsChunkKind(BlobKind kind) const;
 
   // Sum of archive sizes.
   uint64_t TotalSize() const;

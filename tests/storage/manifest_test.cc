@@ -294,6 +294,17 @@ TEST(ManifestTest, DeepNestingIsCorruption) {
 
   // A megabyte of brackets neither crashes nor recurses.
   EXPECT_TRUE(Manifest::Parse(std::string(kMaxManifestSize, '[')).status().IsCorruption());
+  // Nor does well-formed JSON nested half a million deep (a hostile
+  // index.json on disk): it is refused before a value is built.
+  const std::string hostile = std::string(500000, '[') + std::string(500000, ']');
+  ASSERT_LE(hostile.size(), kMaxManifestSize);
+  Status s = Manifest::Parse(hostile).status();
+  EXPECT_TRUE(s.IsCorruption()) << s.ToString();
+  EXPECT_NE(s.message().find("deeper than 32"), std::string::npos) << s.message();
+  // Brackets inside strings are not nesting.
+  Manifest strings = Sample();
+  strings.client["text"] = std::string(1000, '[') + std::string(1000, '{');
+  EXPECT_TRUE(Manifest::Parse(strings.ToJson()).ok());
 }
 
 TEST(ManifestTest, SizeLimit) {
