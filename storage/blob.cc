@@ -81,6 +81,16 @@ std::string EncodeBlob(std::string_view payload, bool compress) {
   return blob;
 }
 
+const char* BlobKindName(BlobKind kind) {
+  switch (kind) {
+    case BlobKind::kPlain: return "plain";
+    case BlobKind::kZstd: return "zstd";
+    case BlobKind::kEncrypted: return "encrypted";
+    case BlobKind::kEncryptedZstd: return "encrypted+zstd";
+  }
+  return "?";
+}
+
 Result<BlobKind> CheckBlob(std::string_view blob) {
   if (blob.size() < kBlobHeaderSize) return Status::Corruption("blob shorter than its header");
   std::string_view magic = blob.substr(0, kBlobMagicSize);

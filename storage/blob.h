@@ -32,6 +32,8 @@ inline constexpr size_t kMaxBlobPayload = 16 * 1024 * 1024;
 
 // Magic bytes for a kind: "CRNBLOBp", "CRNBLOBz", "CRNBLOBe", "CRNBLOBE".
 std::string_view BlobMagic(BlobKind kind);
+// "plain", "zstd", "encrypted", "encrypted+zstd".
+const char* BlobKindName(BlobKind kind);
 
 // Encodes `payload`: with `compress`, zstd level 1, falling back to plain when
 // compression does not make it smaller. REQUIRES: payload.size() <= kMaxBlobPayload.

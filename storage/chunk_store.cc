@@ -165,6 +165,14 @@ Result<InsertResult> ChunkStore::InsertBlob(const Digest& digest, std::string_vi
     }
     case BlobKind::kEncrypted:
     case BlobKind::kEncryptedZstd: {
+      // An encrypted-kind blob proves nothing about its digest: accepting one
+      // would let any session register (and so reference, and read back) a
+      // digest whose data it does not hold. Refused until client-side
+      // encryption exists and keeps such chunks in their own domain.
+      if (!options_.allow_encrypted) {
+        return Status::InvalidArgument(
+            "encrypted chunks are not supported until client-side encryption exists");
+      }
       // Without the key only the envelope can be checked: CRC (done above)
       // and the length of the ciphertext region.
       const uint64_t payload = body.size() - kBlobIvSize - kBlobTagSize;
@@ -176,9 +184,10 @@ Result<InsertResult> ChunkStore::InsertBlob(const Digest& digest, std::string_vi
       break;
     }
   }
-  CAIRN_ASSIGN_OR_RETURN(bool exists, Refresh(digest, dirty));
-  if (exists) return InsertResult::kExisted;
-  return Store(digest, blob, dirty);
+  const bool verified = kind == BlobKind::kPlain || kind == BlobKind::kZstd;
+  CAIRN_ASSIGN_OR_RETURN(Existing existing, Refresh(digest, dirty, verified));
+  if (existing == Existing::kVerified) return InsertResult::kExisted;
+  return Store(digest, blob, dirty, verified);
 }
 
 Result<InsertResult> ChunkStore::InsertData(std::string_view data, Digest* digest,
@@ -189,33 +198,50 @@ Result<InsertResult> ChunkStore::InsertData(std::string_view data, Digest* diges
   }
   *digest = PlaintextDigest(data);
   // Checked before compressing: most chunks of a re-read disk exist already.
-  CAIRN_ASSIGN_OR_RETURN(bool exists, Refresh(*digest, dirty));
-  if (exists) return InsertResult::kExisted;
+  CAIRN_ASSIGN_OR_RETURN(Existing existing, Refresh(*digest, dirty, /*verified=*/true));
+  if (existing == Existing::kVerified) return InsertResult::kExisted;
   const std::string blob = EncodeBlob(data);
-  return Store(*digest, blob, dirty);
+  return Store(*digest, blob, dirty, /*verified=*/true);
 }
 
-Result<bool> ChunkStore::Refresh(const Digest& digest, DirtyFolders* dirty) {
+Result<bool> ChunkStore::IsVerifiedKind(const std::string& path) {
+  std::string head;
+  CAIRN_RETURN_IF_ERROR(env_->ReadFileHead(path, &head, kBlobMagicSize));
+  return head == BlobMagic(BlobKind::kPlain) || head == BlobMagic(BlobKind::kZstd);
+}
+
+Result<ChunkStore::Existing> ChunkStore::Refresh(const Digest& digest, DirtyFolders* dirty,
+                                                 bool verified) {
   const uint16_t prefix = DigestPrefix(digest);
+  const std::string path = ChunkPath(digest);
   // Under the stripe lock: GC decides and deletes under the same lock, so it
   // can never delete the chunk between our check and the new mtime.
   // TouchMtime doubles as the existence check (one syscall).
   std::unique_lock<std::mutex> lock = LockPrefix(prefix);
-  Status s = env_->TouchMtime(ChunkPath(digest));
-  if (s.IsNotFound()) return false;
+  Status s = env_->TouchMtime(path);
+  if (s.IsNotFound()) return Existing::kAbsent;
   CAIRN_RETURN_IF_ERROR(s);
+  if (verified) {
+    // A verified upload never defers to a chunk whose content was never
+    // proven (an encrypted kind, or a header that is not a blob's): the
+    // caller replaces it. Only the magic is read: 8 bytes.
+    auto kind_ok = IsVerifiedKind(path);
+    if (!kind_ok.ok() && kind_ok.status().IsNotFound()) return Existing::kAbsent;
+    if (!kind_ok.ok() || !*kind_ok) return Existing::kUnverified;
+  }
   // An existing chunk whose folder entry is not known to be durable (another
   // session made it and has not fsynced the folder yet) joins `dirty`: this
   // session's snapshot will reference it, so this session's finish must make
   // it durable too.
   if (dirty != nullptr && inserted_gen_[prefix] != synced_gen_[prefix]) dirty->Add(prefix);
-  return true;
+  return Existing::kVerified;
 }
 
-// Writes a chunk not found by Refresh. A concurrent insert of the same
-// digest may still win the race; the no-replace rename settles it.
+// Writes a chunk not found by Refresh (or found unverified). A concurrent
+// insert of the same digest may still win the race; the no-replace rename
+// settles it — except that a `verified` blob replaces an unverified file.
 Result<InsertResult> ChunkStore::Store(const Digest& digest, std::string_view blob,
-                                       DirtyFolders* dirty) {
+                                       DirtyFolders* dirty, bool verified) {
   const uint16_t prefix = DigestPrefix(digest);
   const std::string path = ChunkPath(digest);
 
@@ -253,6 +279,13 @@ Result<InsertResult> ChunkStore::Store(const Digest& digest, std::string_view bl
   // No-replace: a chunk that appeared meanwhile (a concurrent insert) is
   // kept, never overwritten — its inode and any reader of it stay intact.
   s = env_->RenameNoReplace(tmp, path);
+  if (s.IsAlreadyExists() && verified) {
+    // The file there may be one that proves nothing (Refresh found it so, or
+    // it appeared meanwhile): a verified copy takes its place by one rename,
+    // so a reader sees the old file or the new one, whole.
+    auto kind_ok = IsVerifiedKind(path);
+    if (!kind_ok.ok() || !*kind_ok) s = env_->Rename(tmp, path);
+  }
   if (s.ok()) {
     ++inserted_gen_[prefix];
     if (dirty != nullptr) dirty->Add(prefix);

@@ -7,7 +7,9 @@
 //
 // A chunk is written as a unique temp file → fsync (when `sync`) → rename to
 // its name. A chunk that exists already is never rewritten: its mtime is set
-// to now (GC's sweep relies on that). The folder entries of new chunks are
+// to now (GC's sweep relies on that) — the one exception is a file of a kind
+// that proves nothing about its digest (encrypted, or not a blob at all),
+// which a verified (plain or zstd) insert of the same digest replaces. The folder entries of new chunks are
 // made durable by SyncFolders(), called once per backup session at finish.
 //
 // Thread safety: all methods are thread-safe. Concurrent inserts of the same
@@ -47,6 +49,13 @@ class DirtyFolders {
 struct ChunkStoreOptions {
   // fsync each new chunk file before its rename. Off only in benchmarks.
   bool sync = true;
+  // Accept encrypted-kind blobs (CRNBLOBe/CRNBLOBE) in InsertBlob. Off on
+  // the server: such a blob proves nothing about its digest, and until
+  // client-side encryption keeps encrypted chunks in a domain of their own
+  // (storage/FORMAT.md, "Chunk store") accepting one would let a session
+  // register a digest whose data it does not hold. Only tests that need an
+  // encrypted-kind chunk on disk turn it on.
+  bool allow_encrypted = false;
 };
 
 struct ChunkStats {
@@ -69,9 +78,13 @@ class ChunkStore {
 
   // Server path: stores `blob` under `digest` after checking it — CRC, decode,
   // SHA-256 of the plaintext equals `digest`, plaintext size equals
-  // `expected_size`. Encrypted blobs: CRC and `expected_size` against the
-  // blob's payload length only. Corruption on any mismatch; nothing is written
-  // then. An existing chunk only gets its mtime refreshed.
+  // `expected_size`. Corruption on any mismatch; nothing is written then.
+  // Encrypted kinds: InvalidArgument unless options.allow_encrypted, then
+  // CRC and `expected_size` against the blob's payload length only.
+  // An existing chunk only gets its mtime refreshed — unless this blob is a
+  // verified kind (plain, zstd) and the existing file is not (an encrypted
+  // kind, or no valid magic): then this blob replaces it (temp, fsync,
+  // rename) and the result is kInserted.
   // `dirty` (may be null) collects folders to fsync at session finish: the
   // folder of a new chunk, and that of an existing chunk whose entry may not
   // be durable yet (made by another session, or before this Open).
@@ -80,6 +93,7 @@ class ChunkStore {
 
   // Local path: hashes (all-zero data is recognised without hashing),
   // compresses and stores `data`. Returns the digest through `*digest`.
+  // Replaces an unverified existing file like InsertBlob.
   Result<InsertResult> InsertData(std::string_view data, Digest* digest, DirtyFolders* dirty);
 
   // The stored blob, unchecked. NotFound when absent.
@@ -108,10 +122,22 @@ class ChunkStore {
   Env* env() const { return env_; }
 
  private:
+  // What Refresh found under a digest.
+  enum class Existing {
+    kAbsent,
+    kVerified,    // exists (mtime refreshed); counts as stored
+    kUnverified,  // exists, but its kind proves nothing: a verified insert replaces it
+  };
+
   ChunkStore(Env* env, std::string chunks_dir, ChunkStoreOptions options);
-  // True when the chunk exists; its mtime is then refreshed.
-  Result<bool> Refresh(const Digest& digest, DirtyFolders* dirty);
-  Result<InsertResult> Store(const Digest& digest, std::string_view blob, DirtyFolders* dirty);
+  // Refreshes the mtime of an existing chunk. With `verified` (the caller
+  // holds a verified blob), also reads the existing file's magic: anything
+  // but plain or zstd is kUnverified. Without it, any file is kVerified.
+  Result<Existing> Refresh(const Digest& digest, DirtyFolders* dirty, bool verified);
+  // True when the file at `path` starts with the magic of plain or zstd.
+  Result<bool> IsVerifiedKind(const std::string& path);
+  Result<InsertResult> Store(const Digest& digest, std::string_view blob, DirtyFolders* dirty,
+                             bool verified);
 
   static constexpr size_t kStripes = 1024;
 

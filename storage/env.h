@@ -63,6 +63,9 @@ class Env {
   // Reads the whole file into *out. A file larger than `max_size` is not read
   // and gives Corruption: a lying or hostile file never makes a huge allocation.
   virtual Status ReadFile(const std::string& path, std::string* out, uint64_t max_size) = 0;
+  // Reads at most the first `n` bytes of the file into *out (fewer when the
+  // file is shorter). NotFound when absent.
+  virtual Status ReadFileHead(const std::string& path, std::string* out, size_t n) = 0;
   // NotFound when absent. Does not follow a final symlink.
   virtual Result<FileInfo> Stat(const std::string& path) = 0;
   // Atomically replaces `to` with `from` (rename(2)).
@@ -102,6 +105,9 @@ class EnvWrapper : public Env {
   }
   Status ReadFile(const std::string& p, std::string* out, uint64_t max_size) override {
     return target_->ReadFile(p, out, max_size);
+  }
+  Status ReadFileHead(const std::string& p, std::string* out, size_t n) override {
+    return target_->ReadFileHead(p, out, n);
   }
   Result<FileInfo> Stat(const std::string& p) override { return target_->Stat(p); }
   Status Rename(const std::string& f, const std::string& t) override {

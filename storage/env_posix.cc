@@ -117,6 +117,31 @@ class PosixEnv final : public Env {
     return Status::OK();
   }
 
+  Status ReadFileHead(const std::string& path, std::string* out, size_t n) override {
+    out->assign(n, '\0');
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      out->clear();
+      return PathError(path, errno);
+    }
+    size_t done = 0;
+    while (done < n) {
+      ssize_t r = ::pread(fd, out->data() + done, n - done, static_cast<off_t>(done));
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        int err = errno;
+        ::close(fd);
+        out->clear();
+        return PathError(path, err);
+      }
+      if (r == 0) break;
+      done += static_cast<size_t>(r);
+    }
+    ::close(fd);
+    out->resize(done);
+    return Status::OK();
+  }
+
   Result<FileInfo> Stat(const std::string& path) override {
     struct stat st;
     if (::lstat(path.c_str(), &st) != 0) return PathError(path, errno);

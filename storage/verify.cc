@@ -69,6 +69,7 @@ struct Need {
 struct Outcome {
   bool done = false;  // false: not reached (cancelled)
   ChunkState state = ChunkState::kOk;
+  BlobKind kind = BlobKind::kPlain;  // when kOk
   uint64_t size = 0;  // plaintext size (encrypted: ciphertext length) when read
   std::string problem;
   std::string renamed_to;
@@ -78,6 +79,7 @@ struct Outcome {
 // What the run knows of a chunk it has checked.
 struct Known {
   ChunkState state = ChunkState::kOk;
+  BlobKind kind = BlobKind::kPlain;  // when kOk
   uint64_t size = 0;
   size_t bad_index = 0;  // into VerifyResult::bad_chunks when not ok
 };
@@ -290,6 +292,14 @@ class Verifier {
         if (bad.used_by.empty() || bad.used_by.back() != ref) bad.used_by.push_back(ref);
         while (j < refs.size() && refs[j].digest == d) ++j;
       } else {
+        // A chunk of a kind the manifest does not declare proves nothing
+        // for this snapshot (an encrypted-kind file under a plaintext
+        // digest): the snapshot fails; the chunk is left alone, since a
+        // verified upload of the digest replaces it (storage/FORMAT.md).
+        if (!manifest->AllowsChunkKind(k.kind)) {
+          reasons.Add("chunk " + d.ToHex() + ": stored as kind " + BlobKindName(k.kind) +
+                      ", which the manifest does not declare");
+        }
         std::set<uint64_t> wrong;
         for (; j < refs.size() && refs[j].digest == d; ++j) {
           if (refs[j].len != k.size) wrong.insert(refs[j].len);
@@ -346,7 +356,7 @@ class Verifier {
       const Outcome& o = outcomes[i];
       if (!o.done) continue;  // not reached before a cancel
       const Digest& d = batch[i].digest;
-      Known k{o.state, o.size, 0};
+      Known k{o.state, o.kind, o.size, 0};
       ++result_.chunks_checked;
       if (!o.first_read_problem.empty()) {
         std::string w = "chunk " + d.ToHex() + ": first read found " + o.first_read_problem +
@@ -612,6 +622,7 @@ class Verifier {
     };
     auto kind = CheckBlob(blob);
     if (!kind.ok()) return Bad(kind.status().message());
+    o.kind = *kind;
     std::string_view plain;
     switch (*kind) {
       case BlobKind::kPlain:

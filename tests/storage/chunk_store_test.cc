@@ -273,19 +273,96 @@ TEST_F(ChunkStoreTest, ZstdBlobClaimingMoreThanExpectedIsRefused) {
   EXPECT_TRUE(s.IsCorruption()) << s.ToString();
 }
 
-TEST_F(ChunkStoreTest, EncryptedBlobChecksCrcAndSizeOnly) {
+// Until client-side encryption exists, an encrypted-kind blob proves nothing
+// about its digest: it is refused, and nothing is written.
+TEST_F(ChunkStoreTest, EncryptedKindsAreRefusedByDefault) {
+  const std::string ciphertext = RandomBytes(7000, 7);
+  const Digest d = Sha256("keyed digest the server cannot check");
+  for (BlobKind kind : {BlobKind::kEncrypted, BlobKind::kEncryptedZstd}) {
+    std::string blob = EncryptedBlob(ciphertext);
+    blob.replace(0, kBlobMagicSize, BlobMagic(kind));
+    Status s = store_->InsertBlob(d, blob, 7000, nullptr).status();
+    EXPECT_TRUE(s.IsInvalidArgument()) << s.ToString();
+    EXPECT_NE(s.message().find("not supported"), std::string::npos) << s.message();
+  }
+  EXPECT_FALSE(*store_->Exists(d));
+  // Nor under the digest of data the store holds: that chunk stays as it is.
+  const std::string data = TextLike(7000, 9);
+  const Digest real = Sha256(data);
+  ASSERT_TRUE(store_->InsertBlob(real, EncodeBlob(data), data.size(), nullptr).ok());
+  const struct stat before = StatOrDie(store_->ChunkPath(real));
+  EXPECT_TRUE(
+      store_->InsertBlob(real, EncryptedBlob(ciphertext), 7000, nullptr).status().IsInvalidArgument());
+  EXPECT_EQ(StatOrDie(store_->ChunkPath(real)).st_ino, before.st_ino);
+  EXPECT_EQ(*store_->ReadChunk(real), data);
+}
+
+TEST_F(ChunkStoreTest, EncryptedBlobChecksCrcAndSizeOnlyWhenAllowed) {
+  ChunkStoreOptions options;
+  options.allow_encrypted = true;
+  auto opened = ChunkStore::Open(env_, root_, options);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  ChunkStore* store = opened->get();
   const std::string ciphertext = RandomBytes(7000, 7);
   const std::string blob = EncryptedBlob(ciphertext);
   const Digest d = Sha256("keyed digest the server cannot check");
-  EXPECT_TRUE(store_->InsertBlob(d, blob, 6999, nullptr).status().IsCorruption());
+  EXPECT_TRUE(store->InsertBlob(d, blob, 6999, nullptr).status().IsCorruption());
   std::string flipped = blob;
   flipped[blob.size() / 2] ^= 1;
-  EXPECT_TRUE(store_->InsertBlob(d, flipped, 7000, nullptr).status().IsCorruption());
-  EXPECT_FALSE(*store_->Exists(d));
-  auto r = store_->InsertBlob(d, blob, 7000, nullptr);
+  EXPECT_TRUE(store->InsertBlob(d, flipped, 7000, nullptr).status().IsCorruption());
+  EXPECT_FALSE(*store->Exists(d));
+  auto r = store->InsertBlob(d, blob, 7000, nullptr);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
-  EXPECT_TRUE(*store_->ReadBlob(d) == blob);
-  EXPECT_FALSE(store_->ReadChunk(d).ok());  // no key to check it with
+  EXPECT_TRUE(*store->ReadBlob(d) == blob);
+  EXPECT_FALSE(store->ReadChunk(d).ok());  // no key to check it with
+}
+
+// Issue 17, item 3: a verified (plain or zstd) insert never defers to a file
+// that proves nothing — an encrypted kind, or no blob at all — under its
+// digest: it replaces it by temp, fsync, rename.
+TEST_F(ChunkStoreTest, VerifiedInsertReplacesAnUnverifiableChunkFile) {
+  ChunkStoreOptions options;
+  options.allow_encrypted = true;
+  auto permissive = ChunkStore::Open(env_, root_, options);
+  ASSERT_TRUE(permissive.ok()) << permissive.status().ToString();
+  for (bool compress : {true, false}) {
+    const std::string data = TextLike(9000, compress ? 10 : 11);
+    const Digest d = Sha256(data);
+    // Planted: an encrypted-kind blob of the right length under d.
+    ASSERT_TRUE((*permissive)->InsertBlob(d, EncryptedBlob(RandomBytes(9000, 3)), 9000, nullptr).ok());
+    const std::string path = store_->ChunkPath(d);
+    const ino_t planted = StatOrDie(path).st_ino;
+    EXPECT_EQ(*CheckBlob(*store_->ReadBlob(d)), BlobKind::kEncrypted);
+
+    DirtyFolders dirty;
+    auto r = store_->InsertBlob(d, EncodeBlob(data, compress), data.size(), &dirty);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(*r, InsertResult::kInserted);
+    EXPECT_NE(StatOrDie(path).st_ino, planted);
+    EXPECT_EQ(*store_->ReadChunk(d), data);
+    EXPECT_TRUE(dirty.Take().test(DigestPrefix(d)));
+    // Once verified, it is refreshed, not rewritten.
+    const ino_t good = StatOrDie(path).st_ino;
+    r = store_->InsertBlob(d, EncodeBlob(data, !compress), data.size(), nullptr);
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(*r, InsertResult::kExisted);
+    EXPECT_EQ(StatOrDie(path).st_ino, good);
+    EXPECT_EQ(ListPrefix(DigestPrefix(d)), std::vector<std::string>{d.ToHex()});
+  }
+  // A file that is not a blob at all (too short, unknown magic) is replaced
+  // too; so is one planted by InsertData's local path.
+  for (const std::string& junk : {std::string("CRN"), std::string(64, 'j')}) {
+    const std::string data = TextLike(5000, static_cast<uint32_t>(junk.size()));
+    const Digest d = Sha256(data);
+    ASSERT_TRUE(CreateDirAll(env_, store_->PrefixDir(DigestPrefix(d))).ok());
+    ASSERT_TRUE(WriteFileAtomic(env_, store_->ChunkPath(d), junk, false).ok());
+    Digest got;
+    auto r = store_->InsertData(data, &got, nullptr);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(got, d);
+    EXPECT_EQ(*r, InsertResult::kInserted);
+    EXPECT_EQ(*store_->ReadChunk(d), data);
+  }
 }
 
 TEST_F(ChunkStoreTest, ExistingChunkIsRefreshedNotRewritten) {

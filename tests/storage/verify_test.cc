@@ -772,14 +772,19 @@ TEST_F(VerifyTest, WrongLengthInIndexFailsSnapshotButKeepsGoodChunk) {
   }
 }
 
-TEST_F(VerifyTest, EncryptedChunksAreCheckedByCrcAndSize) {
+// No manifest declares client-side encryption yet, so a chunk of an encrypted
+// kind proves nothing for any snapshot: the snapshot fails, and the chunk is
+// left where it is (a verified upload of the digest replaces it).
+TEST_F(VerifyTest, EncryptedKindChunkFailsItsSnapshotAndIsNotRenamed) {
   std::string cipher(kTestChunkSize, '\0');
   std::mt19937 rng(7);
   for (char& ch : cipher) ch = static_cast<char>(rng());
   const Digest keyed = Sha256("keyed digest of some plaintext");
-  const std::string blob = EncryptedBlob(cipher);
-  auto ins = chunks()->InsertBlob(keyed, blob, kTestChunkSize, nullptr);
-  ASSERT_TRUE(ins.ok()) << ins.status().ToString();
+  // Such a file cannot come in through InsertBlob any more; it is what an
+  // older server or a hostile hand left on disk.
+  ASSERT_TRUE(CreateDirAll(Env::Default(), chunks()->PrefixDir(DigestPrefix(keyed))).ok());
+  ASSERT_TRUE(WriteFileAtomic(Env::Default(), chunks()->ChunkPath(keyed), EncryptedBlob(cipher),
+                              false).ok());
   const SnapshotRef a = Ref("100", kT0 - 1000);
   FixedIndexWriter w(2 * kTestChunkSize, kTestChunkSize);
   ASSERT_TRUE(w.Set(0, keyed).ok());
@@ -787,21 +792,48 @@ TEST_F(VerifyTest, EncryptedChunksAreCheckedByCrcAndSize) {
   Commit(a, w);
 
   VerifyResult r = Run({a});
-  EXPECT_EQ(r.snapshots_ok, 1u) << LogText();
+  EXPECT_EQ(r.snapshots_failed, 1u) << LogText();
+  EXPECT_EQ(StateName(a), "failed");
   EXPECT_EQ(r.chunks_checked, 2u);
+  EXPECT_EQ(r.chunks_bad, 0u);
+  EXPECT_EQ(r.chunks_renamed, 0u);
+  EXPECT_TRUE(FileExists(chunks()->ChunkPath(keyed)));
+  const VerifyFailure* f = FindFailure(r, a);
+  ASSERT_NE(f, nullptr);
+  ASSERT_EQ(f->reasons.size(), 1u);
+  EXPECT_NE(f->reasons[0].find("encrypted"), std::string::npos) << f->reasons[0];
+  EXPECT_NE(f->reasons[0].find("does not declare"), std::string::npos) << f->reasons[0];
 
+  // A damaged encrypted-kind file is still found by its CRC and renamed aside.
   FlipByte(chunks()->ChunkPath(keyed), 100);
   r = Run({a});
   EXPECT_EQ(r.snapshots_failed, 1u);
   EXPECT_EQ(r.chunks_renamed, 1u);
   EXPECT_TRUE(FileExists(chunks()->ChunkPath(keyed) + ".0.bad"));
+}
 
-  // A well-formed encrypted blob of the wrong length is bad too.
-  ASSERT_TRUE(chunks()->InsertBlob(keyed, EncryptedBlob(cipher.substr(0, 100)), 100, nullptr).ok());
+// Issue 17, item 3: an encrypted-kind file planted under the digest of real
+// data makes the snapshot fail verification, and the next (verified) upload
+// of that data replaces it, after which the snapshot verifies ok.
+TEST_F(VerifyTest, PlantedEncryptedKindUnderAPlaintextDigestFailsUntilReplaced) {
+  const std::string data = Block(2);
+  const Digest d = Sha256(data);
+  ASSERT_TRUE(CreateDirAll(Env::Default(), chunks()->PrefixDir(DigestPrefix(d))).ok());
+  ASSERT_TRUE(WriteFileAtomic(Env::Default(), chunks()->ChunkPath(d),
+                              EncryptedBlob(std::string(kTestChunkSize, 'x')), false).ok());
+  const SnapshotRef a = Ref("100", kT0 - 1000);
+  FixedIndexWriter w(kTestChunkSize, kTestChunkSize);
+  ASSERT_TRUE(w.Set(0, d).ok());
+  Commit(a, w);
+  VerifyResult r = Run({a});
+  EXPECT_EQ(r.snapshots_failed, 1u) << LogText();
+
+  auto ins = chunks()->InsertBlob(d, EncodeBlob(data), data.size(), nullptr);
+  ASSERT_TRUE(ins.ok()) << ins.status().ToString();
+  EXPECT_EQ(*ins, InsertResult::kInserted);
   r = Run({a});
-  EXPECT_EQ(r.chunks_corrupt, 1u);
-  ASSERT_EQ(r.bad_chunks.size(), 1u);
-  EXPECT_NE(r.bad_chunks[0].problem.find("encrypted"), std::string::npos);
+  EXPECT_EQ(r.snapshots_ok, 1u) << LogText();
+  EXPECT_EQ(StateName(a), "ok");
 }
 
 TEST_F(VerifyTest, ManyThreadsTinyBufferBudgetFindExactlyTheBadOnes) {
