@@ -420,7 +420,10 @@ Result<std::vector<SnapshotRef>> Datastore::ListSnapshots(const GroupRef& group)
   CAIRN_RETURN_IF_ERROR(group.Validate());
   const std::string dir = JoinPath(path_, group.RelPath());
   std::vector<std::string> names;
-  CAIRN_RETURN_IF_ERROR(env_->ListDir(dir, &names));
+  Status listed = env_->ListDir(dir, &names);
+  // NotFound names the group, not the folder: the message reaches clients.
+  if (listed.IsNotFound()) return Status::NotFound("group " + group.ToString() + " does not exist");
+  CAIRN_RETURN_IF_ERROR(listed);
   std::vector<SnapshotRef> out;
   for (const auto& name : names) {
     if (name.empty() || name[0] == '.') continue;
@@ -590,6 +593,37 @@ Status Datastore::SetOwner(const GroupRef& group, const std::string& owner) {
   CAIRN_RETURN_IF_ERROR(CreateDirsDurably(group.RelPath()));
   return WriteFileAtomic(env_, JoinPath(JoinPath(path_, group.RelPath()), kOwnerFile),
                          owner + "\n", /*sync_dir=*/true);
+}
+
+Result<std::string> Datastore::SetOwnerIfAbsent(const GroupRef& group, const std::string& owner) {
+  CAIRN_RETURN_IF_ERROR(group.Validate());
+  CAIRN_RETURN_IF_ERROR(CheckOwner(owner));
+  // mu_ keeps DeleteGroup from renaming the group folder away in between;
+  // the no-replace rename is what makes exactly one creator win.
+  std::lock_guard<std::mutex> lock(mu_);
+  CAIRN_RETURN_IF_ERROR(CreateDirsDurably(group.RelPath()));
+  const std::string dir = JoinPath(path_, group.RelPath());
+  const std::string path = JoinPath(dir, kOwnerFile);
+  const std::string tmp = TempName(path);
+  {
+    CAIRN_ASSIGN_OR_RETURN(auto file, env_->NewExclusiveFile(tmp));
+    Status s = file->Append(owner + "\n");
+    if (s.ok()) s = file->Sync();
+    Status c = file->Close();
+    if (s.ok()) s = c;
+    if (!s.ok()) {
+      (void)env_->RemoveFile(tmp);
+      return s;
+    }
+  }
+  Status s = env_->RenameNoReplace(tmp, path);
+  if (s.ok()) {
+    CAIRN_RETURN_IF_ERROR(env_->SyncDir(dir));
+    return owner;
+  }
+  (void)env_->RemoveFile(tmp);
+  if (!s.IsAlreadyExists()) return s;
+  return GetOwner(group);
 }
 
 Result<std::string> Datastore::GetOwner(const GroupRef& group) {

@@ -174,6 +174,13 @@ class Datastore {
   // InvalidArgument for an invalid group, or an owner that is empty, longer
   // than kMaxOwnerSize or holds control characters.
   Status SetOwner(const GroupRef& group, const std::string& owner);
+  // Makes `owner` the group's owner unless it has one: the owner file is
+  // written to a temp name, fsynced, and renamed into place with
+  // RENAME_NOREPLACE, then the group folder is fsynced. Of concurrent calls
+  // for one group exactly one creates the file; every call returns the
+  // owner now in effect (its own, or the one found). InvalidArgument as
+  // SetOwner; Corruption when an existing owner file is malformed.
+  Result<std::string> SetOwnerIfAbsent(const GroupRef& group, const std::string& owner);
   // NotFound when the group or its owner file does not exist.
   Result<std::string> GetOwner(const GroupRef& group);
 

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <map>
 #include <thread>
 
@@ -490,6 +491,53 @@ TEST_F(DatastoreTest, OwnerFile) {
   EXPECT_EQ(*ds_->GetOwner(g), "carol");
   PutFile("ns/a/vm/100/owner", std::string(1000, 'x'));
   EXPECT_TRUE(ds_->GetOwner(g).status().IsCorruption());
+}
+
+TEST_F(DatastoreTest, SetOwnerIfAbsentKeepsTheFirstOwner) {
+  CreateAndOpen();
+  const GroupRef g{{}, "vm", "100"};
+  EXPECT_EQ(*ds_->SetOwnerIfAbsent(g, "alice!a"), "alice!a");
+  EXPECT_EQ(ReadRaw("vm/100/owner"), "alice!a\n");
+  EXPECT_EQ(*ds_->SetOwnerIfAbsent(g, "bob!b"), "alice!a");
+  EXPECT_EQ(*ds_->GetOwner(g), "alice!a");
+  EXPECT_TRUE(ds_->SetOwnerIfAbsent(g, "").status().IsInvalidArgument());
+  EXPECT_TRUE(ds_->SetOwnerIfAbsent(GroupRef{{}, "vm", ".."}, "x").status().IsInvalidArgument());
+  // Only the owner file is left: no temp file of the losing call.
+  EXPECT_EQ(List("vm/100"), std::vector<std::string>{"owner"});
+  // A malformed owner file is reported, not overwritten.
+  PutFile("vm/100/owner", std::string(1000, 'x'));
+  EXPECT_TRUE(ds_->SetOwnerIfAbsent(g, "carol").status().IsCorruption());
+}
+
+// Issue 17, item 4: of many callers racing for a new group, exactly one
+// becomes the owner, and every caller is told that same owner.
+TEST_F(DatastoreTest, SetOwnerIfAbsentRaceHasExactlyOneWinner) {
+  CreateAndOpen();
+  constexpr int kThreads = 16;
+  constexpr int kGroups = 25;
+  for (int round = 0; round < kGroups; ++round) {
+    const GroupRef g{{}, "vm", "race" + std::to_string(round)};
+    std::vector<std::string> got(kThreads);
+    std::atomic<int> ready{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        ready.fetch_add(1);
+        while (ready.load() < kThreads) std::this_thread::yield();
+        auto r = ds_->SetOwnerIfAbsent(g, "user!t" + std::to_string(t));
+        got[static_cast<size_t>(t)] = r.ok() ? *r : "error: " + r.status().ToString();
+      });
+    }
+    for (auto& th : threads) th.join();
+    auto owner = ds_->GetOwner(g);
+    ASSERT_TRUE(owner.ok()) << owner.status().ToString();
+    int winners = 0;
+    for (int t = 0; t < kThreads; ++t) {
+      EXPECT_EQ(got[static_cast<size_t>(t)], *owner) << "round " << round << " thread " << t;
+      if (*owner == "user!t" + std::to_string(t)) ++winners;
+    }
+    EXPECT_EQ(winners, 1) << "round " << round;
+  }
 }
 
 TEST_F(DatastoreTest, HostileNamesNeverReachAPath) {
