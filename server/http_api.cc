@@ -36,6 +36,7 @@ int HttpCode(const Status& s) {
     case Status::Code::kBusy: return 503;
     case Status::Code::kIOError: return 500;
     case Status::Code::kUnauthenticated: return 401;
+    case Status::Code::kTooManyRequests: return 429;
   }
   return 500;
 }

@@ -2,6 +2,7 @@
 
 #include <openssl/rand.h>
 
+#include <algorithm>
 #include <stdexcept>
 
 namespace cairn::server {
@@ -18,6 +19,24 @@ std::string NewSessionId() {
   return out;
 }
 
+bool SessionManager::TakeSlotLocked(std::map<std::string, int>* counts,
+                                    const std::string& auth_id, int limit) {
+  int& n = (*counts)[auth_id];
+  if (n >= std::max(limit, 1)) {
+    if (n == 0) counts->erase(auth_id);
+    return false;
+  }
+  ++n;
+  return true;
+}
+
+void SessionManager::ReleaseSlotLocked(std::map<std::string, int>* counts,
+                                       const std::string& auth_id) {
+  auto it = counts->find(auth_id);
+  if (it == counts->end()) return;
+  if (--it->second <= 0) counts->erase(it);
+}
+
 Result<StartBackupResult> SessionManager::StartBackup(const std::string& store_name,
                                                       storage::Datastore* store,
                                                       const storage::GroupRef& group,
@@ -31,11 +50,17 @@ Result<StartBackupResult> SessionManager::StartBackup(const std::string& store_n
     if (busy_groups_.contains(key)) {
       return Status::Conflict("a backup of " + group.ToString() + " is already running");
     }
+    if (!TakeSlotLocked(&backups_per_token_, auth_id, limits_.backups_per_token)) {
+      return Status::TooManyRequests(
+          auth_id + " has " + std::to_string(limits_.backups_per_token) +
+          " backup sessions running already (the per-token limit); finish or abort one first");
+    }
     busy_groups_[key] = id;  // reserved; released below on any failure
   }
   auto release = [&] {
     std::lock_guard lock(mu_);
     busy_groups_.erase(key);
+    ReleaseSlotLocked(&backups_per_token_, auth_id);
   };
 
   StartBackupResult out;
@@ -94,6 +119,7 @@ void SessionManager::EndBackup(const std::string& id) {
     if (it == backups_.end()) return;
     s = it->second.session;
     busy_groups_.erase(it->second.group_key);
+    ReleaseSlotLocked(&backups_per_token_, it->second.auth_id);
     backups_.erase(it);
   }
   s->Abort();  // no-op after a successful Finish
@@ -105,10 +131,22 @@ Result<std::shared_ptr<ReaderSession>> SessionManager::StartReader(const std::st
                                                                    const std::string& auth_id,
                                                                    int64_t now) {
   CAIRN_RETURN_IF_ERROR(ref.Validate());
+  {
+    std::lock_guard lock(mu_);
+    if (!TakeSlotLocked(&readers_per_token_, auth_id, limits_.readers_per_token)) {
+      return Status::TooManyRequests(
+          auth_id + " has " + std::to_string(limits_.readers_per_token) +
+          " reader sessions open already (the per-token limit); close one first");
+    }
+  }
   std::string id = NewSessionId();
-  CAIRN_ASSIGN_OR_RETURN(std::unique_ptr<ReaderSession> r, ReaderSession::Open(id, store, ref, now));
-  std::shared_ptr<ReaderSession> shared(std::move(r));
+  auto r = ReaderSession::Open(id, store, ref, now);
   std::lock_guard lock(mu_);
+  if (!r.ok()) {
+    ReleaseSlotLocked(&readers_per_token_, auth_id);
+    return r.status();
+  }
+  std::shared_ptr<ReaderSession> shared(std::move(r).value());
   readers_[id] = ReaderEntry{store_name, auth_id, shared};
   return shared;
 }
@@ -127,7 +165,10 @@ Result<std::shared_ptr<ReaderSession>> SessionManager::GetReader(const std::stri
 
 void SessionManager::EndReader(const std::string& id) {
   std::lock_guard lock(mu_);
-  readers_.erase(id);
+  auto it = readers_.find(id);
+  if (it == readers_.end()) return;
+  ReleaseSlotLocked(&readers_per_token_, it->second.auth_id);
+  readers_.erase(it);
 }
 
 bool SessionManager::IsInUse(const std::string& store_name, const SnapshotRef& ref) {
@@ -170,6 +211,7 @@ size_t SessionManager::ReapIdle(int64_t now) {
     }
     for (auto it = readers_.begin(); it != readers_.end();) {
       if (now - it->second.session->last_active() > idle_timeout_) {
+        ReleaseSlotLocked(&readers_per_token_, it->second.auth_id);
         it = readers_.erase(it);
       } else {
         ++it;
@@ -186,6 +228,7 @@ void SessionManager::Shutdown() {
     std::lock_guard lock(mu_);
     for (const auto& [id, e] : backups_) ids.push_back(id);
     readers_.clear();
+    readers_per_token_.clear();
   }
   for (const auto& id : ids) EndBackup(id);
 }

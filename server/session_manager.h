@@ -6,7 +6,10 @@
 // a second); a new snapshot's time must be later than the group's last; the
 // previous snapshot is offered as a base unless it failed verification; a
 // snapshot used as a base or being read cannot be deleted (IsInUse); idle
-// sessions are aborted (ReapIdle); Shutdown aborts everything.
+// sessions are aborted (ReapIdle); Shutdown aborts everything. One auth id
+// (token) may hold at most SessionLimits' number of backup and of reader
+// sessions at once (TooManyRequests beyond), so a single token cannot take
+// every staging folder, file descriptor or memory for index sets.
 //
 // Thread safety: all methods are thread-safe.
 
@@ -28,13 +31,23 @@ struct StartBackupResult {
   std::optional<storage::Manifest> previous_manifest;  // set when a base is offered
 };
 
+// Per-token (auth id) limits on sessions held at once. A value below 1
+// means 1.
+struct SessionLimits {
+  int backups_per_token = 8;
+  int readers_per_token = 16;
+};
+
 class SessionManager {
  public:
-  explicit SessionManager(int64_t idle_timeout_seconds) : idle_timeout_(idle_timeout_seconds) {}
+  explicit SessionManager(int64_t idle_timeout_seconds, SessionLimits limits = {})
+      : idle_timeout_(idle_timeout_seconds), limits_(limits) {}
 
   // Starts a backup of `group` in `store` (named `store_name`) at `time`
   // (default `now`). Conflict when the group has a backup running or a
-  // snapshot at or after that time; the owner is recorded by the caller.
+  // snapshot at or after that time; TooManyRequests when `auth_id` holds
+  // limits.backups_per_token backup sessions already. The owner is recorded
+  // by the caller.
   Result<StartBackupResult> StartBackup(const std::string& store_name, storage::Datastore* store,
                                         const storage::GroupRef& group,
                                         std::optional<int64_t> time, const std::string& auth_id,
@@ -45,6 +58,8 @@ class SessionManager {
   // Forgets a finished or aborted session (aborting it if needed).
   void EndBackup(const std::string& id);
 
+  // TooManyRequests when `auth_id` holds limits.readers_per_token reader
+  // sessions already; otherwise as ReaderSession::Open.
   Result<std::shared_ptr<ReaderSession>> StartReader(const std::string& store_name,
                                                      storage::Datastore* store,
                                                      const SnapshotRef& ref,
@@ -80,11 +95,22 @@ class SessionManager {
     std::shared_ptr<ReaderSession> session;
   };
 
+  // Takes one of `auth_id`'s slots in `counts` unless it holds `limit`
+  // already. REQUIRES: mu_ held.
+  static bool TakeSlotLocked(std::map<std::string, int>* counts, const std::string& auth_id,
+                             int limit);
+  // Gives one back. REQUIRES: mu_ held.
+  static void ReleaseSlotLocked(std::map<std::string, int>* counts, const std::string& auth_id);
+
   const int64_t idle_timeout_;
+  const SessionLimits limits_;
   std::mutex mu_;
   std::map<std::string, BackupEntry> backups_;   // GUARDED_BY(mu_), by session id
   std::map<std::string, std::string> busy_groups_;  // GUARDED_BY(mu_), "store|group" -> id
   std::map<std::string, ReaderEntry> readers_;   // GUARDED_BY(mu_)
+  // Sessions held (or being started) per auth id.
+  std::map<std::string, int> backups_per_token_;  // GUARDED_BY(mu_)
+  std::map<std::string, int> readers_per_token_;  // GUARDED_BY(mu_)
 };
 
 // A random session id: 32 hex characters.

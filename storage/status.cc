@@ -27,6 +27,7 @@ const char* Status::CodeName(Code code) {
     case Code::kAlreadyExists: return "AlreadyExists";
     case Code::kBusy: return "Busy";
     case Code::kUnauthenticated: return "Unauthenticated";
+    case Code::kTooManyRequests: return "TooManyRequests";
   }
   return "Unknown";
 }

@@ -30,6 +30,7 @@ class [[nodiscard]] Status {
     kAlreadyExists,
     kBusy,
     kUnauthenticated,  // no or wrong credentials (HTTP 401)
+    kTooManyRequests,  // a per-caller limit is reached; retry later (HTTP 429)
   };
 
   Status() = default;
@@ -50,6 +51,9 @@ class [[nodiscard]] Status {
   static Status Unauthenticated(std::string_view msg) {
     return Status(Code::kUnauthenticated, msg);
   }
+  static Status TooManyRequests(std::string_view msg) {
+    return Status(Code::kTooManyRequests, msg);
+  }
   // IOError from an errno value: "<context>: <strerror(err)>".
   static Status FromErrno(std::string_view context, int err);
 
@@ -63,6 +67,7 @@ class [[nodiscard]] Status {
   bool IsAlreadyExists() const { return code_ == Code::kAlreadyExists; }
   bool IsBusy() const { return code_ == Code::kBusy; }
   bool IsUnauthenticated() const { return code_ == Code::kUnauthenticated; }
+  bool IsTooManyRequests() const { return code_ == Code::kTooManyRequests; }
 
   Code code() const { return code_; }
   const std::string& message() const { return message_; }
