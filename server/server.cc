@@ -144,8 +144,8 @@ Result<std::string> Server::StartBackgroundTask(const std::string& kind, const s
   if (stopping_.load()) return Status::Busy("the server is stopping");
   const bool per_token = auth_id.find('!') != std::string::npos;
   if (per_token && running_tasks_[auth_id] >= options_.max_tasks_per_token) {
-    return Status::Busy(fmt::format("{} already runs {} task(s), the most one token may", auth_id,
-                                    options_.max_tasks_per_token));
+    return Status::TooManyRequests(fmt::format("{} already runs {} task(s), the most one token may",
+                                               auth_id, options_.max_tasks_per_token));
   }
   CAIRN_ASSIGN_OR_RETURN(std::shared_ptr<Task> task, tasks_->Start(kind, store, auth_id));
   std::string id = task->id();
@@ -198,6 +198,8 @@ Status Server::Start() {
   // The gate checks each endpoint's limit before a body is read; this is the
   // backstop for the largest of them.
   core_->set_payload_max_length(kMaxIndexBodyBytes);
+  // Only the Keep-Alive header's "max": the gate serves any number.
+  core_->set_keep_alive_max_count(100000);
   RegisterRoutes(this, core_.get());
   HttpGate::InstallErrorHandler(core_.get());
   CAIRN_ASSIGN_OR_RETURN(gate_, HttpGate::Create(tls_, options_.gate, core_.get(),

@@ -1,7 +1,7 @@
 // The connection gate against the real cairn-server on loopback: malformed
 // framing answered at once, bodies of unauthenticated requests never read,
-// stalled connections holding no worker and closed on time (issue 17, items
-// 5-7 and reachability).
+// stalled connections holding no worker and closed on time, and the limit
+// on running tasks per token (issue 17, items 5-7 and limits).
 
 #include <sys/socket.h>
 #include <unistd.h>
@@ -15,6 +15,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "tests/integration/backup_api_testutil.h"
 #include "tests/integration/raw_tls_testutil.h"
 #include "tests/integration/server_process_testutil.h"
 
@@ -241,6 +242,28 @@ TEST_F(ServerGateTest, ChunkedBodyOverLimitGets413) {
   EXPECT_EQ(StatusOf(answer), 413) << answer;
   ApiClient api(server_->port(), token_);
   EXPECT_EQ(api.Get("/api/v1/status").status, 200);
+}
+
+// One token may run --max-tasks-per-token verify tasks at a time, and may
+// start another once its task ended.
+TEST_F(ServerGateTest, RunningTasksPerTokenAreLimited) {
+  StartServer({"--max-tasks-per-token", "1"});
+  ApiClient admin(server_->port(), token_);
+  // Enough data that a verify runs for a while: 48 chunks (~190 MiB).
+  BackupImage(admin, "vm/1", 1790000000, MakeImage(48, 1));
+  auto first = admin.PostJson("/api/v1/datastores/default/verify", json::object());
+  ASSERT_EQ(first.status, 202) << first.body;
+  auto second = admin.PostJson("/api/v1/datastores/default/verify", json::object());
+  EXPECT_EQ(second.status, 429) << second.body;
+  EXPECT_NE(second.body.find("admin!default"), std::string::npos) << second.body;
+  const std::string id = first.Json()["task"];
+  for (int i = 0; i < 600; ++i) {
+    auto t = admin.Get("/api/v1/tasks/" + id);
+    if (t.status == 200 && t.Json()["state"] != "running") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  auto third = admin.PostJson("/api/v1/datastores/default/verify", json::object());
+  EXPECT_EQ(third.status, 202) << third.body;
 }
 
 }  // namespace

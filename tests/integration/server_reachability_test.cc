@@ -276,6 +276,8 @@ TEST_F(ServerReachabilityTest, BackupAndRestoreThroughAConnectionFlood) {
               static_cast<long long>(flood_restore), size_ / 1e3 / flood_restore);
   std::printf("flood: %llu connections re-opened after the server closed them; during: %s\n",
               static_cast<unsigned long long>(flood.reopened()), during.dump().c_str());
+  std::printf("server peak RSS: %lld KiB\n",
+              static_cast<long long>(ProcessKib(server_->pid(), "VmHWM")));
   // Twice the idle time, plus one second for process start-up noise on a
   // small image.
   EXPECT_LE(flood_backup, 2 * idle_backup + 1000);
