@@ -133,6 +133,12 @@ int main(int argc, char** argv) {
   run->add_option("--max-tasks-per-token", server_opts.max_tasks_per_token,
                   "running verify tasks one token may start (default 2)")
       ->check(CLI::Range(1, 1000));
+  run->add_option("--max-backups-per-token", server_opts.session_limits.backups_per_token,
+                  "backup sessions one token may hold at once (default 8)")
+      ->check(CLI::Range(1, 10000));
+  run->add_option("--max-readers-per-token", server_opts.session_limits.readers_per_token,
+                  "reader sessions one token may hold at once (default 16)")
+      ->check(CLI::Range(1, 10000));
 
   auto* ds = app.add_subcommand("datastore", "manage datastores");
   ds->require_subcommand(1);

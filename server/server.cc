@@ -115,7 +115,8 @@ Status Server::OpenStores() {
 }
 
 Server::Server(ServerOptions options)
-    : options_(std::move(options)), sessions_(options_.idle_timeout_seconds) {}
+    : options_(std::move(options)),
+      sessions_(options_.idle_timeout_seconds, options_.session_limits) {}
 
 Server::~Server() { Stop(); }
 

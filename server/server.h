@@ -51,6 +51,7 @@ struct ServerOptions {
   int port = 8107;                  // 0 picks a free port
   GateLimits gate;                  // connections: timeouts, counts, workers
   int max_tasks_per_token = 2;      // running verify tasks one token may start
+  SessionLimits session_limits;     // backup and reader sessions per token
   int64_t idle_timeout_seconds = 900;
   bool sync_chunks = true;          // fsync every new chunk before its rename
   std::string time_zone = "UTC";    // prune periods (storage/time_zone.h names)
