@@ -43,7 +43,17 @@ Result<std::string> BackupSession::PreviousIndex(const std::string& archive) {
     CAIRN_RETURN_IF_ERROR(CheckOpenLocked());
   }
   if (!previous_) return Status::NotFound("this group has no previous snapshot to build on");
-  CAIRN_ASSIGN_OR_RETURN(std::string bytes, store_->ReadArchive(*previous_, archive, kMaxIndexBytes));
+  auto read = store_->ReadArchive(*previous_, archive, kMaxIndexBytes);
+  if (!read.ok()) {
+    // The storage layer's messages name files; the client gets names only.
+    const std::string what = "previous snapshot " + previous_->ToString();
+    if (read.status().IsNotFound()) return Status::NotFound(what + " has no archive " + archive);
+    if (read.status().IsCorruption()) {
+      return Status::Corruption(what + ": archive " + archive + " is larger than any index");
+    }
+    return read.status();
+  }
+  std::string bytes = std::move(read).value();
   CAIRN_ASSIGN_OR_RETURN(storage::FixedIndex index, storage::FixedIndex::Parse(bytes));
   std::lock_guard lock(mu_);
   CAIRN_RETURN_IF_ERROR(CheckOpenLocked());

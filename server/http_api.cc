@@ -7,14 +7,20 @@
 #include <httplib.h>
 #include <spdlog/spdlog.h>
 
-#include <algorithm>
-#include <charconv>
-#include <ctime>
+#include <stdlib.h>
 #include <sys/statvfs.h>
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <climits>
+#include <ctime>
+#include <mutex>
 
 #include "server/maintenance.h"
 #include "server/server.h"
 #include "storage/blob.h"
+#include "storage/json_bounds.h"
 
 namespace cairn::server {
 namespace {
@@ -41,15 +47,92 @@ int HttpCode(const Status& s) {
   return 500;
 }
 
+// Server paths that must never reach a client: the data folder and every
+// datastore folder, as configured and resolved. Filled by RegisterRoutes;
+// process-wide (a test process may run several servers).
+class KnownPaths {
+ public:
+  void Add(const std::string& path) {
+    if (path.empty() || path == "/" || path == ".") return;
+    std::lock_guard lock(mu_);
+    if (std::find(paths_.begin(), paths_.end(), path) != paths_.end()) return;
+    paths_.push_back(path);
+    // Longest first, so a datastore inside the data folder is replaced whole.
+    std::sort(paths_.begin(), paths_.end(),
+              [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+  }
+  std::vector<std::string> Get() {
+    std::lock_guard lock(mu_);
+    return paths_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::string> paths_;  // GUARDED_BY(mu_)
+};
+
+KnownPaths& ServerPaths() {
+  static KnownPaths* paths = new KnownPaths;
+  return *paths;
+}
+
+void AddServerPath(const std::string& path) {
+  ServerPaths().Add(path);
+  char resolved[PATH_MAX];
+  if (::realpath(path.c_str(), resolved) != nullptr) ServerPaths().Add(resolved);
+}
+
+// Removes server paths from text that goes to a client: every known server
+// folder becomes "<server>", and any other absolute path (a token starting
+// with '/' after a space, quote, parenthesis or the start) becomes "<path>".
+// A safety net: messages are meant to name snapshots and archives, not files.
+std::string ScrubPaths(std::string text) {
+  for (const std::string& p : ServerPaths().Get()) {
+    for (size_t pos = text.find(p); pos != std::string::npos; pos = text.find(p, pos)) {
+      text.replace(pos, p.size(), "<server>");
+      pos += 8;
+    }
+  }
+  constexpr std::string_view kBefore = " \t(\"'=,";
+  std::string out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size();) {
+    const bool starts = text[i] == '/' && i + 1 < text.size() && text[i + 1] != ' ' &&
+                        (i == 0 || kBefore.find(text[i - 1]) != std::string_view::npos);
+    if (!starts) {
+      out += text[i++];
+      continue;
+    }
+    // To the end of the token; ": " ends it too (strerror follows), a ':'
+    // inside (a snapshot time in a path) does not.
+    size_t j = i;
+    while (j < text.size() && !std::isspace(static_cast<unsigned char>(text[j])) &&
+           text[j] != '"' && text[j] != '\'' && text[j] != ',' && text[j] != ')' &&
+           !(text[j] == ':' && (j + 1 == text.size() || text[j + 1] == ' '))) {
+      ++j;
+    }
+    out += "<path>";
+    i = j;
+  }
+  return out;
+}
+
 void SendJson(httplib::Response& res, int code, const json& body) {
   res.status = code;
   res.set_content(body.dump(), "application/json");
 }
 
-void SendError(httplib::Response& res, const Status& s) {
+// A 5xx is a server fault: the client learns only that, the log gets the
+// details. Other errors carry their message, with server paths scrubbed.
+void SendError(const httplib::Request& req, httplib::Response& res, const Status& s) {
   int code = HttpCode(s);
-  if (code >= 500) spdlog::error("request failed: {}", s.ToString());
-  SendJson(res, code, {{"error", s.message()}, {"code", Status::CodeName(s.code())}});
+  if (code >= 500) {
+    spdlog::error("{} {} failed: {}", req.method, req.path, s.ToString());
+    SendJson(res, code, {{"error", "internal error; see the server log"},
+                         {"code", Status::CodeName(s.code())}});
+    return;
+  }
+  SendJson(res, code, {{"error", ScrubPaths(s.message())}, {"code", Status::CodeName(s.code())}});
 }
 
 json ConnectionsJson(const GateCounts& c) {
@@ -58,12 +141,20 @@ json ConnectionsJson(const GateCounts& c) {
           {"refused", c.refused},   {"timed-out", c.timed_out}, {"evicted", c.evicted}};
 }
 
-// Parses a JSON request body; InvalidArgument for anything but an object.
+// JSON request bodies: depth and size are refused on the raw bytes, before a
+// value is built (storage/json_bounds.h says why).
+constexpr storage::JsonLimits kBodyLimits{/*max_depth=*/64, /*max_size=*/1024 * 1024};
+// Client info stored in a manifest at finish (the object itself is level 1).
+constexpr storage::JsonLimits kClientInfoLimits{/*max_depth=*/16, /*max_size=*/64 * 1024};
+
+// Parses a JSON request body; InvalidArgument for anything but an object, or
+// a body nested deeper than 64 levels or larger than 1 MiB.
 Result<json> ParseBody(const httplib::Request& req) {
   if (req.body.empty()) return json::object();
-  json j = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) return Status::InvalidArgument("body must be a JSON object");
-  return j;
+  auto j = storage::ParseJsonBounded(req.body, kBodyLimits);
+  if (!j.ok()) return Status::InvalidArgument("body: " + j.status().message());
+  if (!j->is_object()) return Status::InvalidArgument("body must be a JSON object");
+  return std::move(j).value();
 }
 
 // A string field of a JSON object; `fallback` when absent, InvalidArgument when not a string.
@@ -167,10 +258,10 @@ template <typename Fn>
 void Run(const httplib::Request& req, httplib::Response& res, const Fn& fn) {
   try {
     Status s = fn();
-    if (!s.ok()) SendError(res, s);
+    if (!s.ok()) SendError(req, res, s);
   } catch (const std::exception& e) {
     spdlog::error("{} {}: unhandled exception: {}", req.method, req.path, e.what());
-    SendJson(res, 500, {{"error", "internal error"}, {"code", "Internal"}});
+    SendJson(res, 500, {{"error", "internal error; see the server log"}, {"code", "Internal"}});
   }
 }
 
@@ -220,6 +311,12 @@ Status ReadBody(const httplib::Request& req, const httplib::ContentReader& reade
 
 void RegisterRoutes(Server* server, httplib::Server* http) {
   auto api = std::make_shared<Api>(server);
+  // Folders whose paths error messages must never show (ScrubPaths): the
+  // data folder (the parent of the task logs' folder) and every datastore.
+  AddServerPath(storage::DirName(storage::DirName(server->tasks()->LogPath("x"))));
+  for (const auto& name : server->StoreNames()) {
+    if (auto store = server->Store(name); store.ok()) AddServerPath((*store)->path());
+  }
 
   http->Get("/api/v1/version", Wrap([](const httplib::Request&, httplib::Response& res) {
     SendJson(res, 200, {{"name", "cairn-server"}, {"version", "0.1.0"}, {"api", 1}});
@@ -302,7 +399,7 @@ void RegisterRoutes(Server* server, httplib::Server* http) {
       for (const auto& ref : *snaps) {
         auto m = c.store->ReadManifest(ref);
         if (!m.ok()) {
-          out.push_back({{"snapshot", ref.ToString()}, {"error", m.status().ToString()}});
+          out.push_back({{"snapshot", ref.ToString()}, {"error", ScrubPaths(m.status().ToString())}});
           continue;
         }
         out.push_back(api->SnapshotJson(c, ref, *m));
@@ -462,20 +559,27 @@ void RegisterRoutes(Server* server, httplib::Server* http) {
       }
       if (!api->CanRead(c, group)) return Status::PermissionDenied("no read access to " + target);
     }
-    for (const char* key : {"ignore-verified"}) {
-      if (body.contains(key) && !body[key].is_boolean()) {
-        return Status::InvalidArgument(std::string(key) + " must be a boolean");
-      }
+    // Only the validated fields go into the task, never the body itself;
+    // other keys are ignored (verify's threads are the server's choice).
+    json options = json::object();
+    if (auto it = body.find("ignore-verified"); it != body.end()) {
+      if (!it->is_boolean()) return Status::InvalidArgument("ignore-verified must be a boolean");
+      options["ignore-verified"] = it->get<bool>();
     }
-    if (body.contains("outdated-after-days") && !body["outdated-after-days"].is_number_unsigned()) {
-      return Status::InvalidArgument("outdated-after-days must be a whole number");
+    if (auto it = body.find("outdated-after-days"); it != body.end()) {
+      if (!it->is_number_unsigned() || it->get<uint64_t>() > 1000000) {
+        return Status::InvalidArgument("outdated-after-days must be a whole number up to 1000000");
+      }
+      options["outdated-after-days"] = it->get<uint64_t>();
     }
     CAIRN_ASSIGN_OR_RETURN(MaintenanceContext ctx, api->server()->Maintenance(c.store_name));
     CAIRN_ASSIGN_OR_RETURN(
         std::string task_id,
         api->server()->StartBackgroundTask(
-            "verify", c.store_name, c.principal.auth_id, [ctx, target, body](Task& task) -> Status {
-              CAIRN_ASSIGN_OR_RETURN(storage::VerifyResult r, RunVerify(ctx, target, body, &task));
+            "verify", c.store_name, c.principal.auth_id,
+            [ctx, target, options](Task& task) -> Status {
+              CAIRN_ASSIGN_OR_RETURN(storage::VerifyResult r,
+                                     RunVerify(ctx, target, options, &task));
               task.Log("RESULT " + r.ToJson().dump());
               if (r.snapshots_failed > 0) {
                 return Status::Corruption(fmt::format("{} snapshot(s) failed verification",
@@ -590,17 +694,20 @@ void RegisterRoutes(Server* server, httplib::Server* http) {
       }
       if (*time < 0 || *time > 253402300799) return Status::InvalidArgument("time out of range");
     }
-    // The group's owner is whoever backs it up first; others (but Admin) may not.
+    // The group's owner is whoever backs it up first; others (but Admin) may
+    // not. A new group's owner is decided by an exclusive create, so of two
+    // tokens starting its first backup at once exactly one becomes the owner,
+    // and only the owner gets the session.
     auto owner = c.store->GetOwner(group);
-    if (owner.ok()) {
-      if (!OwnsGroup(c.principal, *owner) && !c.roles.Has(Role::kAdmin)) {
-        return Status::PermissionDenied("group " + group.ToString() + " belongs to another owner");
+    if (!owner.ok() && owner.status().IsNotFound()) {
+      owner = c.store->SetOwnerIfAbsent(group, c.principal.auth_id);
+      if (owner.ok() && *owner == c.principal.auth_id) {
+        (void)api->server()->catalog()->SetGroupOwner(c.store_name, group, c.principal.auth_id);
       }
-    } else if (owner.status().IsNotFound()) {
-      CAIRN_RETURN_IF_ERROR(c.store->SetOwner(group, c.principal.auth_id));
-      (void)api->server()->catalog()->SetGroupOwner(c.store_name, group, c.principal.auth_id);
-    } else {
-      return owner.status();
+    }
+    if (!owner.ok()) return owner.status();
+    if (!OwnsGroup(c.principal, *owner) && !c.roles.Has(Role::kAdmin)) {
+      return Status::PermissionDenied("group " + group.ToString() + " belongs to another owner");
     }
     CAIRN_ASSIGN_OR_RETURN(StartBackupResult started,
                            api->server()->sessions()->StartBackup(
@@ -694,8 +801,17 @@ void RegisterRoutes(Server* server, httplib::Server* http) {
              Wrap([api, backup_session](const httplib::Request& req, httplib::Response& res) {
     CAIRN_ASSIGN_OR_RETURN(auto s, backup_session(req));
     CAIRN_ASSIGN_OR_RETURN(json body, ParseBody(req));
-    json client = body.value("client", json::object());
-    if (!client.is_object()) return Status::InvalidArgument("client must be an object");
+    json client = json::object();
+    if (auto it = body.find("client"); it != body.end() && !it->is_null()) {
+      if (!it->is_object()) return Status::InvalidArgument("client must be an object");
+      // Bounded before it is stored: the body's own bound (64 levels) is
+      // far more than a manifest should carry. Checked on its text, which
+      // dump() (at most 64 deep) makes safely.
+      Status bound = storage::CheckJsonBounds(
+          it->dump(-1, ' ', false, json::error_handler_t::replace), kClientInfoLimits);
+      if (!bound.ok()) return Status::InvalidArgument("client info: " + bound.message());
+      client = std::move(*it);
+    }
     CAIRN_ASSIGN_OR_RETURN(storage::Manifest m, s->Finish(client));
     BackupStats st = s->stats();
     api->server()->sessions()->EndBackup(s->id());

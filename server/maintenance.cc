@@ -4,6 +4,7 @@
 
 #include "server/session_manager.h"
 #include "storage/env.h"
+#include "storage/json_bounds.h"
 
 namespace cairn::server {
 namespace {
@@ -121,9 +122,9 @@ Result<storage::GcResult> LastGcResult(storage::Datastore& store) {
   Status s = store.env()->ReadFile(storage::JoinPath(store.path(), kGcStatusFile), &text, 1 << 20);
   if (s.IsNotFound()) return Status::NotFound("no garbage collection has run on this datastore yet");
   CAIRN_RETURN_IF_ERROR(s);
-  auto j = nlohmann::json::parse(text, nullptr, false);
-  if (j.is_discarded()) return Status::Corruption("the last GC status is not JSON");
-  return storage::GcResult::FromJson(j);
+  auto j = storage::ParseJsonBounded(text, storage::JsonLimits{8, 1 << 20});
+  if (!j.ok()) return Status::Corruption("the last GC status is not JSON");
+  return storage::GcResult::FromJson(*j);
 }
 
 std::string GcResultText(const storage::GcResult& r) {
@@ -157,9 +158,8 @@ Result<storage::VerifyResult> RunVerify(const MaintenanceContext& ctx, const std
   if (auto it = options.find("outdated-after-days"); it != options.end() && it->is_number_unsigned()) {
     vo.outdated_after_days = it->get<int64_t>();
   }
-  if (auto it = options.find("threads"); it != options.end() && it->is_number_unsigned()) {
-    vo.threads = static_cast<int>(std::min<uint64_t>(it->get<uint64_t>(), 64));
-  }
+  // Worker threads are the server's choice, never a request's.
+  vo.threads = ctx.verify_threads;
   vo.catalog = ctx.catalog;
   vo.catalog_store = ctx.store_name;
   vo.cancel = ctx.cancel;

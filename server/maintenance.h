@@ -85,11 +85,15 @@ struct MaintenanceContext {
   class SessionManager* sessions = nullptr;  // may be null
   storage::TimeZone tz = storage::TimeZone::Utc();
   const std::atomic<bool>* cancel = nullptr;
+  // Verify worker threads (storage::VerifyOptions::threads; 0 = one per
+  // core). Set by the server, never taken from a request.
+  int verify_threads = 0;
 };
 
 // Verifies `target` (a snapshot "vm/1/TIME", a group "vm/1", or "" for the
 // whole store) with `options` ({"ignore-verified": bool,
-// "outdated-after-days": N, "threads": N}); logs findings to `task`.
+// "outdated-after-days": N}; other keys are ignored) and ctx.verify_threads
+// worker threads; logs findings to `task`.
 Result<storage::VerifyResult> RunVerify(const MaintenanceContext& ctx, const std::string& target,
                                         const nlohmann::json& options, Task* task);
 

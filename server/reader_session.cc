@@ -30,7 +30,14 @@ Result<std::string> ReaderSession::ReadArchive(const std::string& name) {
   if (manifest_.FindArchive(name) == nullptr) {
     return Status::NotFound("snapshot " + ref_.ToString() + " has no archive " + name);
   }
-  return store_->ReadArchive(ref_, name, kMaxArchiveBytes);
+  auto bytes = store_->ReadArchive(ref_, name, kMaxArchiveBytes);
+  if (bytes.ok()) return bytes;
+  // The storage layer's messages name files; clients get the snapshot's name.
+  const Status& s = bytes.status();
+  const std::string what = "archive " + name + " of snapshot " + ref_.ToString();
+  if (s.IsNotFound()) return Status::NotFound(what + " is missing from the datastore");
+  if (s.IsCorruption()) return Status::Corruption(what + " is larger than any archive may be");
+  return s;
 }
 
 Result<std::string> ReaderSession::ReadChunk(const Digest& digest) {
@@ -38,7 +45,24 @@ Result<std::string> ReaderSession::ReadChunk(const Digest& digest) {
     return Status::NotFound("chunk " + digest.ToHex() + " is not part of snapshot " +
                             ref_.ToString());
   }
-  return store_->chunk_store()->ReadBlob(digest);
+  auto blob = store_->chunk_store()->ReadBlob(digest);
+  const std::string what = "chunk " + digest.ToHex() + " of snapshot " + ref_.ToString();
+  if (!blob.ok()) {
+    const Status& s = blob.status();
+    if (s.IsNotFound()) return Status::NotFound(what + " is missing from the datastore");
+    if (s.IsCorruption()) return Status::Corruption(what + " is larger than any chunk may be");
+    return s;
+  }
+  // Never serve a chunk of a kind the snapshot does not declare (an
+  // encrypted-kind file under a plaintext digest): only its magic is looked
+  // at here; the client checks the digest of what it gets.
+  for (storage::BlobKind kind : {storage::BlobKind::kEncrypted, storage::BlobKind::kEncryptedZstd}) {
+    if (blob->starts_with(storage::BlobMagic(kind)) && !manifest_.AllowsChunkKind(kind)) {
+      return Status::Corruption(what + " is stored as kind " + storage::BlobKindName(kind) +
+                                ", which the snapshot does not declare; verify the snapshot");
+    }
+  }
+  return blob;
 }
 
 }  // namespace cairn::server

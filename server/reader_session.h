@@ -35,7 +35,9 @@ class ReaderSession {
   // An archive file as stored. NotFound for a name the manifest does not list.
   Result<std::string> ReadArchive(const std::string& name);
   // The stored blob of a chunk the snapshot references. NotFound for a digest
-  // the snapshot does not reference (whether or not the store has it).
+  // the snapshot does not reference (whether or not the store has it), or
+  // whose file is missing; Corruption for a blob of a kind the manifest does
+  // not declare (Manifest::AllowsChunkKind). Messages name no server path.
   Result<std::string> ReadChunk(const Digest& digest);
 
   int64_t last_active() const { return last_active_.load(); }

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <openssl/rand.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <ctime>
@@ -197,13 +198,26 @@ Result<TaskInfo> TaskLog::Get(const std::string& id) {
 
 Result<std::string> TaskLog::ReadLog(const std::string& id, uint64_t offset, uint64_t max) {
   CAIRN_ASSIGN_OR_RETURN(TaskInfo info, Get(id));
+  // Errors name the task, never the file: their messages reach clients.
+  const std::string what = "log of task " + info.id;
   int fd = ::open(LogPath(info.id).c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Status::FromErrno(LogPath(info.id), errno);
+  if (fd < 0) return Status::FromErrno(what, errno);
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    int err = errno;
+    ::close(fd);
+    return Status::FromErrno(what, err);
+  }
+  // At or past the end (any offset, up to 2^64-1): nothing to read yet.
+  if (offset >= static_cast<uint64_t>(st.st_size)) {
+    ::close(fd);
+    return std::string();
+  }
   std::string out(static_cast<size_t>(std::min<uint64_t>(max, 4 << 20)), '\0');
   ssize_t n = ::pread(fd, out.data(), out.size(), static_cast<off_t>(offset));
   int err = errno;
   ::close(fd);
-  if (n < 0) return Status::FromErrno(LogPath(info.id), err);
+  if (n < 0) return Status::FromErrno(what, err);
   out.resize(static_cast<size_t>(n));
   return out;
 }

@@ -84,7 +84,8 @@ class TaskLog {
   Result<std::vector<TaskInfo>> List(size_t limit);
   // NotFound for an unknown or malformed id.
   Result<TaskInfo> Get(const std::string& id);
-  // Log bytes from `offset`, at most `max`. NotFound for an unknown task.
+  // Log bytes from `offset`, at most `max`; empty at or past the end (any
+  // offset). NotFound for an unknown task. Messages name no file.
   Result<std::string> ReadLog(const std::string& id, uint64_t offset, uint64_t max);
   // Removes finished tasks (rows and logs) that ended before `before`.
   // Returns how many.

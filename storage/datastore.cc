@@ -348,7 +348,10 @@ Status Datastore::CreateDirsDurably(const std::string& rel) {
     start = end + 1;
     auto st = env_->Stat(cur);
     if (st.ok()) {
-      if (!st->is_dir) return Status::Corruption(cur + ": exists and is not a folder");
+      // Named relative to the datastore: the message may reach a client.
+      if (!st->is_dir) {
+        return Status::Corruption(rel.substr(0, end) + ": exists and is not a folder");
+      }
       continue;
     }
     if (!st.status().IsNotFound()) return st.status();
@@ -457,7 +460,10 @@ Result<Manifest> Datastore::ReadManifest(const SnapshotRef& ref) {
     if (st.ok()) return Status::Corruption(ref.ToString() + ": snapshot folder without index.json");
     return Status::NotFound(ref.ToString() + ": no such snapshot");
   }
-  if (s.IsCorruption()) return s.WithContext(ref.ToString());
+  if (s.IsCorruption()) {  // over the size limit; its message names the file
+    return Status::Corruption(ref.ToString() + "/index.json: larger than " +
+                              std::to_string(kMaxManifestSize) + " bytes");
+  }
   CAIRN_RETURN_IF_ERROR(s);
   auto m = Manifest::Parse(text);
   if (!m.ok()) return m.status().WithContext(ref.ToString() + "/index.json");
