@@ -272,14 +272,12 @@ httplib::Server::Handler Wrap(Fn fn) {
   };
 }
 
-// A chunk blob: 16 MiB of payload at most, plus the envelope.
-constexpr uint64_t kMaxChunkBody =
-    storage::kMaxBlobPayload + storage::kBlobHeaderSize + storage::kBlobIvSize + storage::kBlobTagSize;
-
 // Reads the request body into *body (cleared first), reserving Content-Length
-// up front. A body over `limit` is read to its end and discarded, and refused
-// as Corruption like any other oversized chunk; a body that cannot be read
-// (connection closed early) is InvalidArgument.
+// up front. The gate (server/http_gate.h) has refused a body over the limit
+// before anything was read; as a backstop, a body over `limit` is read to its
+// end and discarded, and refused as Corruption like any other oversized
+// chunk. A body that cannot be read (connection closed early) is
+// InvalidArgument.
 Status ReadBody(const httplib::Request& req, const httplib::ContentReader& reader, uint64_t limit,
                 std::string* body) {
   body->clear();
@@ -757,7 +755,7 @@ void RegisterRoutes(Server* server, httplib::Server* http) {
              [backup_session](const httplib::Request& req, httplib::Response& res,
                               const httplib::ContentReader& reader) {
     thread_local std::string body;
-    Status read = ReadBody(req, reader, kMaxChunkBody, &body);
+    Status read = ReadBody(req, reader, kMaxChunkBodyBytes, &body);
     Run(req, res, [&]() -> Status {
       CAIRN_RETURN_IF_ERROR(read);
       CAIRN_ASSIGN_OR_RETURN(auto s, backup_session(req));
@@ -925,14 +923,8 @@ void RegisterRoutes(Server* server, httplib::Server* http) {
     return Status::OK();
   }));
 
-  http->set_error_handler([](const httplib::Request&, httplib::Response& res) {
-    if (res.body.empty()) {
-      const char* msg = res.status == 413 ? "request body too large (limit 16 MiB + 64 KiB)"
-                        : res.status == 404 ? "no such endpoint"
-                                            : "bad request";
-      SendJson(res, res.status, {{"error", msg}, {"code", "Http"}});
-    }
-  });
+  // Errors httplib answers itself (no route, unreadable body) get their JSON
+  // from the gate's error handler (HttpGate::InstallErrorHandler).
 }
 
 }  // namespace cairn::server
