@@ -8,6 +8,7 @@
 #include <ctime>
 #include <regex>
 
+#include "server/path_scrub.h"
 #include "server/server_db.h"
 #include "storage/env.h"
 #include "storage/names.h"
@@ -95,15 +96,17 @@ void Task::WriteLine(std::string_view line) {
   (void)n;  // a full disk must not fail the task's real work
 }
 
+// Task logs are read by clients: server paths are scrubbed as lines are
+// written (later, offsets into the log would shift).
 void Task::Log(std::string_view line) {
   std::lock_guard lock(mu_);
-  WriteLine(line);
+  WriteLine(ScrubPaths(std::string(line)));
 }
 
 void Task::Warn(std::string_view line) {
   std::lock_guard lock(mu_);
   warned_ = true;
-  WriteLine("WARNING: " + std::string(line));
+  WriteLine("WARNING: " + ScrubPaths(std::string(line)));
 }
 
 void Task::Finish(const Status& result, const std::string& summary) {
@@ -114,7 +117,7 @@ void Task::Finish(const Status& result, const std::string& summary) {
     finished_ = true;
     info_.end = Now();
     info_.state = !result.ok() ? TaskState::kFailed : warned_ ? TaskState::kWarnings : TaskState::kOk;
-    info_.summary = result.ok() ? summary : result.ToString();
+    info_.summary = ScrubPaths(result.ok() ? summary : result.ToString());
     WriteLine(std::string("TASK ") + TaskStateName(info_.state) + ": " + info_.summary);
     if (fd_ >= 0) ::fsync(fd_);
     info = info_;
