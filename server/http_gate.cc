@@ -411,7 +411,7 @@ class HttpGate::Impl {
     (void)!::write(wake_fd_, &one, sizeof(one));
     {
       std::lock_guard lock(queue_mu_);
-      queue_cv_.notify_all();
+      for (Worker* w : idle_workers_) w->cv.notify_one();
     }
     if (loop_.joinable()) loop_.join();
     for (auto& t : workers_) {
@@ -723,11 +723,18 @@ class HttpGate::Impl {
     c->phase = Phase::kWorker;
     Unwatch(c);
     active_.fetch_add(1);
-    {
-      std::lock_guard lock(queue_mu_);
+    std::lock_guard lock(queue_mu_);
+    if (idle_workers_.empty()) {
       ready_.push_back(c);
+      return;
     }
-    queue_cv_.notify_one();
+    // The worker that went idle last takes it: the threads that serve stay
+    // few and warm, and so do their per-thread buffers and malloc arenas
+    // (handing requests round-robin to all 16 once cost 3x the peak RSS).
+    Worker* w = idle_workers_.back();
+    idle_workers_.pop_back();
+    w->conn = c;
+    w->cv.notify_one();
   }
 
   // Answers `status` without reading the body, then closes the connection.
@@ -810,15 +817,33 @@ class HttpGate::Impl {
 
   class WorkerStream;
 
+  struct Worker {
+    std::condition_variable cv;
+    Conn* conn = nullptr;  // GUARDED_BY(queue_mu_): handed over by Dispatch
+  };
+
   void Work() {
+    Worker self;
     for (;;) {
       Conn* c = nullptr;
       {
         std::unique_lock lock(queue_mu_);
-        queue_cv_.wait(lock, [this] { return stopping_.load() || !ready_.empty(); });
-        if (stopping_.load()) return;
-        c = ready_.front();
-        ready_.pop_front();
+        if (ready_.empty() && !stopping_.load()) {
+          idle_workers_.push_back(&self);
+          self.cv.wait(lock, [&] { return stopping_.load() || self.conn != nullptr; });
+          std::erase(idle_workers_, &self);
+        }
+        if (stopping_.load()) {
+          if (self.conn) FreeConn(self.conn);
+          return;
+        }
+        if (self.conn) {
+          c = self.conn;
+          self.conn = nullptr;
+        } else {
+          c = ready_.front();
+          ready_.pop_front();
+        }
       }
       Serve(c);
       std::lock_guard lock(queue_mu_);
@@ -858,8 +883,8 @@ class HttpGate::Impl {
   uint64_t seq_ = 0;
 
   std::mutex queue_mu_;
-  std::condition_variable queue_cv_;
-  std::deque<Conn*> ready_;     // GUARDED_BY(queue_mu_): admitted, waiting for a worker
+  std::vector<Worker*> idle_workers_;  // GUARDED_BY(queue_mu_): waiting workers, last idle at the back
+  std::deque<Conn*> ready_;     // GUARDED_BY(queue_mu_): admitted, no worker free yet
   std::deque<Conn*> returned_;  // GUARDED_BY(queue_mu_): served, back to the loop
 
   std::atomic<int64_t> open_{0}, handshake_{0}, unadmitted_{0}, idle_{0}, active_{0};

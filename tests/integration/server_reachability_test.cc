@@ -29,6 +29,7 @@
 #include <nlohmann/json.hpp>
 
 #include "storage/names.h"
+#include "tests/client/qemu_testutil.h"
 #include "tests/integration/raw_tls_testutil.h"
 #include "tests/integration/server_process_testutil.h"
 
@@ -180,7 +181,7 @@ class ServerReachabilityTest : public ::testing::Test {
     const std::string raw = work_.path() + "/src-" + id + ".raw";
     const std::string img = work_.path() + "/vm-" + id + ".qcow2";
     WriteMixedRaw(raw, size_, seed);
-    auto conv = RunBinaryOrCommand({"qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, img});
+    auto conv = client::testing::RunCommand({"qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, img});
     EXPECT_EQ(conv.exit_code, 0) << conv.output;
     if (conv.exit_code != 0) return false;
     int64_t t0 = NowMs();
@@ -218,22 +219,6 @@ class ServerReachabilityTest : public ::testing::Test {
     return same;
   }
 
-  // Runs a command (not a built binary) to completion.
-  CommandResult RunBinaryOrCommand(const std::vector<std::string>& argv) {
-    std::string cmd;
-    for (const auto& a : argv) cmd += "'" + a + "' ";
-    cmd += "2>&1";
-    CommandResult r;
-    FILE* p = ::popen(cmd.c_str(), "r");
-    if (!p) return r;
-    char buf[4096];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) r.output.append(buf, n);
-    int st = ::pclose(p);
-    r.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    return r;
-  }
-
   json Connections() {
     ApiClient api(server_->port(), server_->AdminToken());
     auto r = api.Get("/api/v1/status");
@@ -250,6 +235,7 @@ class ServerReachabilityTest : public ::testing::Test {
 TEST_F(ServerReachabilityTest, BackupAndRestoreThroughAConnectionFlood) {
   int64_t idle_backup = 0, idle_restore = 0;
   ASSERT_TRUE(RoundTrip("1", 1, &idle_backup, &idle_restore));
+  const int64_t idle_peak_kib = ProcessKib(server_->pid(), "VmHWM");
 
   Flood flood(server_->port(), 200, 50);
   flood.Start();
@@ -276,7 +262,8 @@ TEST_F(ServerReachabilityTest, BackupAndRestoreThroughAConnectionFlood) {
               static_cast<long long>(flood_restore), size_ / 1e3 / flood_restore);
   std::printf("flood: %llu connections re-opened after the server closed them; during: %s\n",
               static_cast<unsigned long long>(flood.reopened()), during.dump().c_str());
-  std::printf("server peak RSS: %lld KiB\n",
+  std::printf("server peak RSS: %lld KiB after the idle round, %lld KiB after the flooded one\n",
+              static_cast<long long>(idle_peak_kib),
               static_cast<long long>(ProcessKib(server_->pid(), "VmHWM")));
   // Twice the idle time, plus one second for process start-up noise on a
   // small image.
