@@ -346,11 +346,8 @@ void RegisterRoutes(Server* server, httplib::Server* http) {
     CAIRN_ASSIGN_OR_RETURN(std::string text, Param(req, "snapshot"));
     CAIRN_ASSIGN_OR_RETURN(SnapshotRef ref, SnapshotRef::Parse(text));
     if (!c.roles.Has(Role::kAdmin)) return Status::PermissionDenied("deleting snapshots needs the Admin role");
-    if (api->server()->sessions()->IsInUse(c.store_name, ref)) {
-      return Status::Conflict("snapshot " + ref.ToString() + " is in use by a running session");
-    }
-    CAIRN_RETURN_IF_ERROR(c.store->DeleteSnapshot(ref));
-    (void)api->server()->catalog()->RemoveSnapshot(c.store_name, ref);
+    CAIRN_RETURN_IF_ERROR(DeleteSnapshotIfUnused(*c.store, api->server()->catalog(), c.store_name,
+                                                 api->server()->sessions(), ref));
     SendJson(res, 200, {{"deleted", ref.ToString()}});
     return Status::OK();
   }));
@@ -401,8 +398,7 @@ void RegisterRoutes(Server* server, httplib::Server* http) {
                            api->server()->tasks()->Start("prune", store_name, c.principal.auth_id));
     auto result =
         PruneGroup(*c.store, api->server()->catalog(), store_name, group, options,
-                   api->server()->time_zone(), dry_run,
-                   [&](const SnapshotRef& ref) { return sessions->IsInUse(store_name, ref); });
+                   api->server()->time_zone(), dry_run, sessions);
     if (!result.ok()) {
       task->Finish(result.status(), "");
       return result.status();

@@ -52,7 +52,7 @@ Result<PruneReport> PruneGroup(storage::Datastore& store, storage::Catalog* cata
                                const std::string& store_name, const storage::GroupRef& group,
                                const storage::PruneOptions& options,
                                const storage::TimeZone& tz, bool dry_run,
-                               const std::function<bool(const SnapshotRef&)>& in_use) {
+                               SessionManager* sessions) {
   CAIRN_ASSIGN_OR_RETURN(std::vector<SnapshotRef> refs, store.ListSnapshots(group));
   std::vector<storage::PruneInput> inputs;
   for (const auto& ref : refs) {
@@ -71,15 +71,17 @@ Result<PruneReport> PruneGroup(storage::Datastore& store, storage::Catalog* cata
     e.keep = d.keep;
     e.is_protected = d.is_protected;
     e.reason = storage::PruneReasonName(d.reason);
-    if (!e.keep && in_use && in_use(e.ref)) {
+    if (!e.keep && dry_run && sessions && sessions->IsInUse(store_name, e.ref)) {
       e.keep = true;
       e.reason = "in use";
     }
     if (!e.keep && !dry_run) {
-      Status s = store.DeleteSnapshot(e.ref);
+      Status s = DeleteSnapshotIfUnused(store, catalog, store_name, sessions, e.ref);
       if (s.ok()) {
         e.removed = true;
-        if (catalog) (void)catalog->RemoveSnapshot(store_name, e.ref);
+      } else if (s.code() == Status::Code::kConflict) {
+        e.keep = true;
+        e.reason = "in use";
       } else {
         e.error = s.ToString();
       }
@@ -94,6 +96,16 @@ Result<PruneReport> PruneGroup(storage::Datastore& store, storage::Catalog* cata
     report.entries.push_back(std::move(e));
   }
   return report;
+}
+
+Status DeleteSnapshotIfUnused(storage::Datastore& store, storage::Catalog* catalog,
+                              const std::string& store_name, SessionManager* sessions,
+                              const SnapshotRef& ref) {
+  if (sessions) CAIRN_RETURN_IF_ERROR(sessions->BeginDelete(store_name, ref));
+  Status s = store.DeleteSnapshot(ref);
+  if (sessions) sessions->EndDelete(store_name, ref);
+  if (s.ok() && catalog) (void)catalog->RemoveSnapshot(store_name, ref);
+  return s;
 }
 
 Result<storage::GcResult> RunGarbageCollection(storage::Datastore& store,
@@ -192,10 +204,8 @@ Status RunJob(const MaintenanceContext& ctx, const JobConfig& job, Task& task) {
     }
     size_t failed = 0;
     for (const auto& g : groups) {
-      auto in_use = [&ctx](const SnapshotRef& ref) {
-        return ctx.sessions != nullptr && ctx.sessions->IsInUse(ctx.store_name, ref);
-      };
-      auto report = PruneGroup(*ctx.store, ctx.catalog, ctx.store_name, g, po, ctx.tz, false, in_use);
+      auto report =
+          PruneGroup(*ctx.store, ctx.catalog, ctx.store_name, g, po, ctx.tz, false, ctx.sessions);
       if (!report.ok()) {
         if (report.status().IsNotFound()) continue;  // group vanished meanwhile
         task.Warn("prune " + g.ToString() + ": " + report.status().ToString());

@@ -16,6 +16,7 @@
 #include "storage/gc.h"
 #include "storage/verify.h"
 #include "server/job_scheduler.h"
+#include "server/session_manager.h"
 #include "server/task_log.h"
 #include "storage/prune.h"
 
@@ -50,15 +51,24 @@ struct PruneReport {
 };
 
 // Selects with ComputePrune and, unless `dry_run`, deletes every snapshot
-// marked remove. A snapshot `in_use` (base of a running backup, open in a
-// reader) is kept and reported as "in use". Deletions also remove the
-// catalog row (`catalog` may be null). NotFound for an unknown group.
+// marked remove. With `sessions` (may be null offline), each deletion is
+// claimed first (SessionManager::BeginDelete): a snapshot in use (base of a
+// running backup, open in a reader) is kept and reported as "in use", and no
+// session can start to use one while it is deleted. Deletions also remove
+// the catalog row (`catalog` may be null). NotFound for an unknown group.
 // A deletion that fails is reported in its entry; the others go on.
 Result<PruneReport> PruneGroup(storage::Datastore& store, storage::Catalog* catalog,
                                const std::string& store_name, const storage::GroupRef& group,
                                const storage::PruneOptions& options,
                                const storage::TimeZone& tz, bool dry_run,
-                               const std::function<bool(const SnapshotRef&)>& in_use);
+                               SessionManager* sessions);
+
+// Deletes one snapshot unless a session uses it (Conflict), claimed for the
+// whole deletion so that no session can start to use it meanwhile; removes
+// its catalog row (`catalog` may be null).
+Status DeleteSnapshotIfUnused(storage::Datastore& store, storage::Catalog* catalog,
+                              const std::string& store_name, SessionManager* sessions,
+                              const SnapshotRef& ref);
 
 // The file in a datastore folder that keeps the last GC result (JSON).
 inline constexpr char kGcStatusFile[] = ".gc-status.json";

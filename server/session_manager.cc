@@ -79,17 +79,31 @@ Result<StartBackupResult> SessionManager::StartBackup(const std::string& store_n
                               " is not later than the group's last snapshot " +
                               storage::FormatSnapshotTime(last.time));
     }
-    auto m = store->ReadManifest(last);
-    // A base that failed verification (or cannot be read) is not offered:
-    // the client then sends every chunk, which heals the store.
-    if (m.ok() && !(m->verify && m->verify->state == "failed")) {
-      previous = last;
-      out.previous_manifest = std::move(*m);
+    // The base is pinned before it is read: from here on no delete can take
+    // it (one being deleted is simply not offered).
+    bool pinned;
+    {
+      std::lock_guard lock(mu_);
+      pinned = PinLocked(store_name, last);
+    }
+    if (pinned) {
+      if (pinned_hook_) pinned_hook_(last);
+      auto m = store->ReadManifest(last);
+      // A base that failed verification (or cannot be read, or was deleted
+      // before the pin) is not offered: the client then sends every chunk,
+      // which heals the store.
+      if (m.ok() && !(m->verify && m->verify->state == "failed")) {
+        previous = last;
+        out.previous_manifest = std::move(*m);
+      } else {
+        Unpin(store_name, last);
+      }
     }
   }
   SnapshotRef ref{group, t};
   auto staged = store->Stage(ref);
   if (!staged.ok()) {
+    if (previous) Unpin(store_name, *previous);
     release();
     return staged.status();
   }
@@ -120,6 +134,7 @@ void SessionManager::EndBackup(const std::string& id) {
     s = it->second.session;
     busy_groups_.erase(it->second.group_key);
     ReleaseSlotLocked(&backups_per_token_, it->second.auth_id);
+    if (s->previous()) UnpinLocked(it->second.store, *s->previous());
     backups_.erase(it);
   }
   s->Abort();  // no-op after a successful Finish
@@ -138,12 +153,19 @@ Result<std::shared_ptr<ReaderSession>> SessionManager::StartReader(const std::st
           auth_id + " has " + std::to_string(limits_.readers_per_token) +
           " reader sessions open already (the per-token limit); close one first");
     }
+    // Pinned before it is opened, so no delete can take it from under us.
+    if (!PinLocked(store_name, ref)) {
+      ReleaseSlotLocked(&readers_per_token_, auth_id);
+      return Status::NotFound("snapshot " + ref.ToString() + " is being deleted");
+    }
   }
+  if (pinned_hook_) pinned_hook_(ref);
   std::string id = NewSessionId();
   auto r = ReaderSession::Open(id, store, ref, now);
   std::lock_guard lock(mu_);
   if (!r.ok()) {
     ReleaseSlotLocked(&readers_per_token_, auth_id);
+    UnpinLocked(store_name, ref);
     return r.status();
   }
   std::shared_ptr<ReaderSession> shared(std::move(r).value());
@@ -168,18 +190,53 @@ void SessionManager::EndReader(const std::string& id) {
   auto it = readers_.find(id);
   if (it == readers_.end()) return;
   ReleaseSlotLocked(&readers_per_token_, it->second.auth_id);
+  UnpinLocked(it->second.store, it->second.session->ref());
   readers_.erase(it);
+}
+
+namespace {
+std::string PinKey(const std::string& store_name, const SnapshotRef& ref) {
+  return store_name + "|" + ref.ToString();
+}
+}  // namespace
+
+bool SessionManager::PinLocked(const std::string& store_name, const SnapshotRef& ref) {
+  const std::string key = PinKey(store_name, ref);
+  if (deleting_.contains(key)) return false;
+  ++pins_[key];
+  return true;
+}
+
+void SessionManager::UnpinLocked(const std::string& store_name, const SnapshotRef& ref) {
+  auto it = pins_.find(PinKey(store_name, ref));
+  if (it != pins_.end() && --it->second <= 0) pins_.erase(it);
+}
+
+void SessionManager::Unpin(const std::string& store_name, const SnapshotRef& ref) {
+  std::lock_guard lock(mu_);
+  UnpinLocked(store_name, ref);
 }
 
 bool SessionManager::IsInUse(const std::string& store_name, const SnapshotRef& ref) {
   std::lock_guard lock(mu_);
-  for (const auto& [id, e] : backups_) {
-    if (e.store == store_name && e.session->previous() == ref) return true;
+  return pins_.contains(PinKey(store_name, ref));
+}
+
+Status SessionManager::BeginDelete(const std::string& store_name, const SnapshotRef& ref) {
+  const std::string key = PinKey(store_name, ref);
+  std::lock_guard lock(mu_);
+  if (pins_.contains(key)) {
+    return Status::Conflict("snapshot " + ref.ToString() + " is in use by a running session");
   }
-  for (const auto& [id, e] : readers_) {
-    if (e.store == store_name && e.session->ref() == ref) return true;
+  if (!deleting_.insert(key).second) {
+    return Status::Conflict("snapshot " + ref.ToString() + " is being deleted already");
   }
-  return false;
+  return Status::OK();
+}
+
+void SessionManager::EndDelete(const std::string& store_name, const SnapshotRef& ref) {
+  std::lock_guard lock(mu_);
+  deleting_.erase(PinKey(store_name, ref));
 }
 
 std::vector<Digest> SessionManager::KnownDigests(const std::string& store_name,
@@ -212,6 +269,7 @@ size_t SessionManager::ReapIdle(int64_t now) {
     for (auto it = readers_.begin(); it != readers_.end();) {
       if (now - it->second.session->last_active() > idle_timeout_) {
         ReleaseSlotLocked(&readers_per_token_, it->second.auth_id);
+        UnpinLocked(it->second.store, it->second.session->ref());
         it = readers_.erase(it);
       } else {
         ++it;
@@ -227,6 +285,7 @@ void SessionManager::Shutdown() {
   {
     std::lock_guard lock(mu_);
     for (const auto& [id, e] : backups_) ids.push_back(id);
+    for (const auto& [id, e] : readers_) UnpinLocked(e.store, e.session->ref());
     readers_.clear();
     readers_per_token_.clear();
   }

@@ -13,7 +13,9 @@
 //
 // Thread safety: all methods are thread-safe.
 
+#include <functional>
 #include <map>
+#include <set>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -68,8 +70,26 @@ class SessionManager {
                                                    const std::string& auth_id, int64_t now);
   void EndReader(const std::string& id);
 
-  // True when `ref` is the base of a running backup or open in a reader.
+  // True when `ref` is the base of a running backup or open in a reader
+  // (pinned). Only a hint: use BeginDelete to act on it.
   bool IsInUse(const std::string& store_name, const SnapshotRef& ref);
+
+  // Deleting a snapshot without racing a session that starts to use it.
+  // BeginDelete claims `ref`: Conflict when a session uses it (a reader has
+  // it open, a backup has it as its base) or another delete claimed it.
+  // While claimed, no session can pin it: StartReader answers NotFound and
+  // StartBackup offers no base. Sessions pin a snapshot before they read it,
+  // so check and claim are one step under the lock. EndDelete releases the
+  // claim. REQUIRES for EndDelete: a successful BeginDelete of `ref`.
+  Status BeginDelete(const std::string& store_name, const SnapshotRef& ref);
+  void EndDelete(const std::string& store_name, const SnapshotRef& ref);
+
+  // Tests only: called in StartBackup after the base is pinned and before
+  // its manifest is read, and in StartReader after the snapshot is pinned
+  // and before it is opened (where a delete used to slip in).
+  void SetPinnedHookForTesting(std::function<void(const SnapshotRef&)> hook) {
+    pinned_hook_ = std::move(hook);
+  }
   // Digests known to running backups of `store_name`, and the start time of
   // the oldest of them (GC uses both).
   std::vector<Digest> KnownDigests(const std::string& store_name, int64_t* oldest_start);
@@ -101,6 +121,11 @@ class SessionManager {
                              int limit);
   // Gives one back. REQUIRES: mu_ held.
   static void ReleaseSlotLocked(std::map<std::string, int>* counts, const std::string& auth_id);
+  // Pins `ref` against deletion; false when a delete has claimed it.
+  // REQUIRES: mu_ held.
+  bool PinLocked(const std::string& store_name, const SnapshotRef& ref);
+  void UnpinLocked(const std::string& store_name, const SnapshotRef& ref);
+  void Unpin(const std::string& store_name, const SnapshotRef& ref);
 
   const int64_t idle_timeout_;
   const SessionLimits limits_;
@@ -111,6 +136,10 @@ class SessionManager {
   // Sessions held (or being started) per auth id.
   std::map<std::string, int> backups_per_token_;  // GUARDED_BY(mu_)
   std::map<std::string, int> readers_per_token_;  // GUARDED_BY(mu_)
+  // "store|snapshot" -> sessions using it, and the snapshots being deleted.
+  std::map<std::string, int> pins_;  // GUARDED_BY(mu_)
+  std::set<std::string> deleting_;   // GUARDED_BY(mu_)
+  std::function<void(const SnapshotRef&)> pinned_hook_;  // set before use, tests only
 };
 
 // A random session id: 32 hex characters.
