@@ -151,7 +151,15 @@ Result<std::string> Server::StartBackgroundTask(const std::string& kind, const s
   CAIRN_ASSIGN_OR_RETURN(std::shared_ptr<Task> task, tasks_->Start(kind, store, auth_id));
   std::string id = task->id();
   if (per_token) ++running_tasks_[auth_id];
-  background_.emplace_back([this, task, auth_id, per_token, fn = std::move(fn)] {
+  // Threads that ended are joined here, so a long-running server does not
+  // collect one per task it ever ran.
+  std::erase_if(background_, [](Background& b) {
+    if (!b.done->load()) return false;
+    b.thread.join();
+    return true;
+  });
+  auto done = std::make_shared<std::atomic<bool>>(false);
+  std::thread thread([this, task, auth_id, per_token, done, fn = std::move(fn)] {
     Status s;
     try {
       s = fn(*task);
@@ -160,10 +168,12 @@ Result<std::string> Server::StartBackgroundTask(const std::string& kind, const s
     }
     task->Finish(s, "done");
     if (per_token) {
-      std::lock_guard done(background_mu_);
+      std::lock_guard finished(background_mu_);
       if (--running_tasks_[auth_id] <= 0) running_tasks_.erase(auth_id);
     }
+    done->store(true);
   });
+  background_.push_back({std::move(thread), std::move(done)});
   return id;
 }
 
@@ -239,12 +249,12 @@ void Server::Stop() {
   if (gate_) gate_->Stop();
   if (reaper_.joinable()) reaper_.join();
   if (jobs_) jobs_->Stop();
-  std::vector<std::thread> background;
+  std::vector<Background> background;
   {
     std::lock_guard lock(background_mu_);
     background.swap(background_);
   }
-  for (auto& t : background) t.join();
+  for (auto& b : background) b.thread.join();
   // Nothing half-committed: unfinished backups lose their staging folder.
   sessions_.Shutdown();
 }

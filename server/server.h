@@ -121,7 +121,11 @@ class Server {
   std::unique_ptr<StoreSettings> settings_;
   std::unique_ptr<JobScheduler> jobs_;
   std::mutex background_mu_;
-  std::vector<std::thread> background_;  // GUARDED_BY(background_mu_)
+  struct Background {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;  // set as the thread's last step
+  };
+  std::vector<Background> background_;  // GUARDED_BY(background_mu_)
   std::map<std::string, int> running_tasks_;  // GUARDED_BY(background_mu_): by token
   std::atomic<bool> cancel_{false};      // set by Stop(): long tasks end early
   std::unique_ptr<HttpCore> core_;
