@@ -135,6 +135,7 @@ Status HttpResponse::ToStatus() const {
     case 403: return Status::PermissionDenied(msg);
     case 404: return Status::NotFound(msg);
     case 409: return Status::Conflict(msg);
+    case 429: return Status::TooManyRequests(msg);
     default: return Status::IOError(msg);
   }
 }

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -46,6 +47,10 @@ pid_t Spawn(const std::vector<std::string>& argv, const std::string& log_path,
             const std::vector<std::string>& env = {}) {
   pid_t pid = ::fork();
   if (pid != 0) return pid;
+  // A test process that dies (a crash, a signal) must not leave its server
+  // or client running: they die with it. (The signal follows the forking
+  // thread; every caller forks from a thread that outlives the child's use.)
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   for (const auto& e : env) ::putenv(const_cast<char*>(e.c_str()));
   int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
   if (fd >= 0) {
