@@ -6,9 +6,6 @@
 namespace cairn::server {
 namespace {
 
-// An index of a multi-terabyte disk is a few tens of MiB; refuse anything beyond.
-constexpr uint64_t kMaxIndexBytes = 64ull * 1024 * 1024;
-
 bool EndsWith(const std::string& s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
@@ -43,7 +40,7 @@ Result<std::string> BackupSession::PreviousIndex(const std::string& archive) {
     CAIRN_RETURN_IF_ERROR(CheckOpenLocked());
   }
   if (!previous_) return Status::NotFound("this group has no previous snapshot to build on");
-  auto read = store_->ReadArchive(*previous_, archive, kMaxIndexBytes);
+  auto read = store_->ReadArchive(*previous_, archive, kMaxIndexUploadBytes);
   if (!read.ok()) {
     // The storage layer's messages name files; the client gets names only.
     const std::string what = "previous snapshot " + previous_->ToString();
@@ -84,7 +81,7 @@ Result<storage::InsertResult> BackupSession::UploadChunk(const Digest& digest, u
 Status BackupSession::WriteIndex(const std::string& archive, std::string_view bytes) {
   CAIRN_RETURN_IF_ERROR(storage::ValidateName(storage::NameKind::kArchive, archive));
   if (!EndsWith(archive, ".fidx")) return Status::InvalidArgument("index archive names end in .fidx");
-  if (bytes.size() > kMaxIndexBytes) return Status::InvalidArgument("index too large");
+  if (bytes.size() > kMaxIndexUploadBytes) return Status::InvalidArgument("index too large");
   CAIRN_ASSIGN_OR_RETURN(storage::FixedIndex index, storage::FixedIndex::Parse(bytes));
   std::lock_guard lock(mu_);
   CAIRN_RETURN_IF_ERROR(CheckOpenLocked());

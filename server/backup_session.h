@@ -32,6 +32,10 @@
 
 namespace cairn::server {
 
+// The largest fixed index a backup may upload or read as its base (64 MiB:
+// about 2 million chunks, 8 TiB of disk at 4 MiB chunks).
+inline constexpr uint64_t kMaxIndexUploadBytes = uint64_t{64} << 20;
+
 using storage::Digest;
 using storage::Result;
 using storage::SnapshotRef;

@@ -920,37 +920,15 @@ class HttpGate::Impl::WorkerStream : public httplib::Stream {
       pos_ += n;
       return Took(ptr, n);
     }
-    for (;;) {
-      ERR_clear_error();
-      int n = SSL_read(c_->ssl, ptr, static_cast<int>(std::min<size_t>(size, 1 << 30)));
-      if (n > 0) return Took(ptr, static_cast<size_t>(n));
-      int e = SSL_get_error(c_->ssl, n);
-      if (e == SSL_ERROR_WANT_READ) {
-        if (!Wait(POLLIN)) return Fail();
-      } else if (e == SSL_ERROR_WANT_WRITE) {
-        if (!Wait(POLLOUT)) return Fail();
-      } else {
-        return Fail();
-      }
-    }
+    int n = Retry([&] { return SSL_read(c_->ssl, ptr, ClampInt(size)); });
+    return n > 0 ? Took(ptr, static_cast<size_t>(n)) : -1;
   }
 
   ssize_t write(const char* ptr, size_t size) override {
     if (failed_) return -1;
     if (size == 0) return 0;
-    for (;;) {
-      ERR_clear_error();
-      int n = SSL_write(c_->ssl, ptr, static_cast<int>(std::min<size_t>(size, 1 << 30)));
-      if (n > 0) return n;
-      int e = SSL_get_error(c_->ssl, n);
-      if (e == SSL_ERROR_WANT_WRITE) {
-        if (!Wait(POLLOUT)) return Fail();
-      } else if (e == SSL_ERROR_WANT_READ) {
-        if (!Wait(POLLIN)) return Fail();
-      } else {
-        return Fail();
-      }
-    }
+    int n = Retry([&] { return SSL_write(c_->ssl, ptr, ClampInt(size)); });
+    return n > 0 ? n : -1;
   }
 
   void get_remote_ip_and_port(std::string& ip, int& port) const override {
@@ -969,6 +947,26 @@ class HttpGate::Impl::WorkerStream : public httplib::Stream {
   void Consume() { c_->in.erase(0, std::min(pos_, c_->in.size())); }
 
  private:
+  static int ClampInt(size_t n) { return static_cast<int>(std::min<size_t>(n, 1 << 30)); }
+
+  // Runs an SSL_read or SSL_write until it moves bytes, waiting (bounded) for
+  // the socket whenever OpenSSL asks to; fails the stream on any error.
+  template <typename Op>
+  int Retry(const Op& op) {
+    for (;;) {
+      ERR_clear_error();
+      int n = op();
+      if (n > 0) return n;
+      int e = SSL_get_error(c_->ssl, n);
+      const bool ready = (e == SSL_ERROR_WANT_READ && Wait(POLLIN)) ||
+                         (e == SSL_ERROR_WANT_WRITE && Wait(POLLOUT));
+      if (!ready) {
+        Fail();
+        return -1;
+      }
+    }
+  }
+
   // Counts `n` bytes handed to httplib, checking the chunked framing of the
   // body part.
   ssize_t Took(const char* p, size_t n) {

@@ -39,10 +39,8 @@ namespace cairn::server {
 
 // Request body limits by endpoint (the gate answers 413 above them without
 // reading the body): chunk and blob uploads, index uploads, everything else.
-inline constexpr uint64_t kMaxChunkBodyBytes =
-    storage::kMaxBlobPayload + storage::kBlobHeaderSize + storage::kBlobIvSize +
-    storage::kBlobTagSize;
-inline constexpr uint64_t kMaxIndexBodyBytes = uint64_t{64} << 20;
+inline constexpr uint64_t kMaxChunkBodyBytes = storage::kMaxBlobFileSize;
+inline constexpr uint64_t kMaxIndexBodyBytes = kMaxIndexUploadBytes;  // server/backup_session.h
 inline constexpr uint64_t kMaxJsonBodyBytes = uint64_t{1} << 20;
 
 struct ServerOptions {

@@ -29,6 +29,9 @@ inline constexpr size_t kBlobTagSize = 16;
 // The largest payload a blob may declare or decode to: anything larger is
 // Corruption, whatever its header claims.
 inline constexpr size_t kMaxBlobPayload = 16 * 1024 * 1024;
+// The largest blob file of any kind: the largest payload in its envelope.
+inline constexpr uint64_t kMaxBlobFileSize =
+    kMaxBlobPayload + kBlobHeaderSize + kBlobIvSize + kBlobTagSize;
 
 // Magic bytes for a kind: "CRNBLOBp", "CRNBLOBz", "CRNBLOBe", "CRNBLOBE".
 std::string_view BlobMagic(BlobKind kind);

@@ -15,8 +15,7 @@ constexpr int kMaxBadCopies = 100000;
 
 // The largest blob file a chunk may be: the largest payload stored plain,
 // plus the biggest header. Larger files are refused before they are read.
-constexpr uint64_t kMaxChunkFileSize =
-    kMaxBlobPayload + kBlobHeaderSize + kBlobIvSize + kBlobTagSize;
+constexpr uint64_t kMaxChunkFileSize = kMaxBlobFileSize;
 
 std::string PrefixName(uint16_t prefix) {
   std::string s(4, '0');

@@ -23,8 +23,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 // The largest file a chunk or a blob archive may be (ChunkStore's limit).
-constexpr uint64_t kMaxChunkFileSize =
-    kMaxBlobPayload + kBlobHeaderSize + kBlobIvSize + kBlobTagSize;
+constexpr uint64_t kMaxChunkFileSize = kMaxBlobFileSize;
 constexpr int kMaxThreads = 256;
 constexpr auto kProgressInterval = std::chrono::milliseconds(200);
 
