@@ -41,7 +41,7 @@ nlohmann::json JobConfig::ToJson() const {
 }
 
 Result<std::unique_ptr<JobScheduler>> JobScheduler::Open(const std::string& data_dir,
-                                                         TaskLog* tasks, JobRunner runner,
+                                                         TaskRunner* tasks, JobRunner runner,
                                                          TimeZone tz) {
   CAIRN_ASSIGN_OR_RETURN(sqlite3 * db, OpenServerDb(data_dir));
   return std::unique_ptr<JobScheduler>(new JobScheduler(db, tasks, std::move(runner), std::move(tz)));
@@ -129,31 +129,27 @@ Result<std::string> JobScheduler::Launch(const JobConfig& job, const std::string
     if (running_.contains(job.id)) return Status::Conflict("job " + job.id + " is running already");
     running_.insert(job.id);
   }
-  auto task = tasks_->Start(job.kind, job.store, auth_id);
-  if (!task.ok()) {
+  auto task_id = runner_pool_->Submit(
+      job.kind, job.store, auth_id,
+      [this, job](Task& t) -> TaskOutcome {
+        t.Log("job " + job.id + " (" + job.schedule + ")");
+        Status s = runner_(job, t);
+        if (!s.ok()) spdlog::warn("job {} failed: {}", job.id, s.ToString());
+        return {s, "job " + job.id + " done", nullptr};
+      },
+      [this, id = job.id] {
+        std::lock_guard lock(mu_);
+        running_.erase(id);
+        cv_.notify_all();
+      });
+  if (!task_id.ok()) {
     std::lock_guard lock(mu_);
     running_.erase(job.id);
-    return task.status();
+    return task_id.status();
   }
   // The last run is recorded at start: a job that crashes the server is not
   // started again in a loop, and a missed run happens once.
   (void)SetLastRun(job.id, now);
-  std::shared_ptr<Task> t = *task;
-  std::string task_id = t->id();
-  std::lock_guard lock(mu_);
-  workers_.emplace_back([this, job, t] {
-    t->Log("job " + job.id + " (" + job.schedule + ")");
-    Status s;
-    try {
-      s = runner_(job, *t);
-    } catch (const std::exception& e) {
-      s = Status::IOError(std::string("job failed with an exception: ") + e.what());
-    }
-    t->Finish(s, "job " + job.id + " done");
-    if (!s.ok()) spdlog::warn("job {} failed: {}", job.id, s.ToString());
-    std::lock_guard l(mu_);
-    running_.erase(job.id);
-  });
   return task_id;
 }
 
@@ -202,17 +198,13 @@ void JobScheduler::Start() {
 void JobScheduler::Stop() {
   {
     std::lock_guard lock(mu_);
-    if (stopping_ && !thread_.joinable() && workers_.empty()) return;
     stopping_ = true;
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
-  std::vector<std::thread> workers;
-  {
-    std::lock_guard lock(mu_);
-    workers.swap(workers_);
-  }
-  for (auto& w : workers) w.join();
+  // The runs themselves are the task runner's; Stop waits for them to end.
+  std::unique_lock lock(mu_);
+  cv_.wait(lock, [this] { return running_.empty(); });
 }
 
 }  // namespace cairn::server

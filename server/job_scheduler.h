@@ -28,7 +28,7 @@
 #include <nlohmann/json.hpp>
 
 #include "server/calendar_event.h"
-#include "server/task_log.h"
+#include "server/task_runner.h"
 #include "storage/status.h"
 
 struct sqlite3;
@@ -52,8 +52,11 @@ using JobRunner = std::function<Status(const JobConfig& job, Task& task)>;
 
 class JobScheduler {
  public:
-  static Result<std::unique_ptr<JobScheduler>> Open(const std::string& data_dir, TaskLog* tasks,
-                                                    JobRunner runner, TimeZone tz);
+  // Runs go to `tasks`, which must outlive the scheduler's runs (stop the
+  // scheduler first, or the runner: queued runs then end as failed).
+  static Result<std::unique_ptr<JobScheduler>> Open(const std::string& data_dir,
+                                                    TaskRunner* tasks, JobRunner runner,
+                                                    TimeZone tz);
   ~JobScheduler();
 
   // InvalidArgument for a bad id, kind, schedule or store name;
@@ -70,7 +73,8 @@ class JobScheduler {
   // Returns the task id.
   Result<std::string> RunNow(const std::string& id, const std::string& auth_id);
 
-  // Starts / stops the scheduler thread. Stop waits for running jobs.
+  // Starts / stops the scheduler thread. Stop waits for running jobs (they
+  // run on the task runner).
   void Start();
   void Stop();
 
@@ -79,21 +83,20 @@ class JobScheduler {
   std::vector<std::string> Tick(int64_t now);
 
  private:
-  JobScheduler(sqlite3* db, TaskLog* tasks, JobRunner runner, TimeZone tz)
-      : db_(db), tasks_(tasks), runner_(std::move(runner)), tz_(std::move(tz)) {}
+  JobScheduler(sqlite3* db, TaskRunner* tasks, JobRunner runner, TimeZone tz)
+      : db_(db), runner_pool_(tasks), runner_(std::move(runner)), tz_(std::move(tz)) {}
   Result<std::string> Launch(const JobConfig& job, const std::string& auth_id, int64_t now);
   Status SetLastRun(const std::string& id, int64_t when);
 
   std::mutex db_mu_;
   sqlite3* db_;  // GUARDED_BY(db_mu_)
-  TaskLog* const tasks_;
+  TaskRunner* const runner_pool_;
   const JobRunner runner_;
   const TimeZone tz_;
 
   std::mutex mu_;
   std::set<std::string> running_;           // GUARDED_BY(mu_)
-  std::vector<std::thread> workers_;        // GUARDED_BY(mu_)
-  std::condition_variable cv_;
+  std::condition_variable cv_;              // running_ shrank, or stopping_
   bool stopping_ = false;                   // GUARDED_BY(mu_)
   std::thread thread_;
 };

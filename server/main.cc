@@ -130,9 +130,12 @@ int main(int argc, char** argv) {
   run->add_option("--max-connections-per-address", gate.max_admitted_per_address,
                   "authenticated connections per client address (default 512)")
       ->check(CLI::Range(1, 1'000'000));
-  run->add_option("--max-tasks-per-token", server_opts.max_tasks_per_token,
-                  "running verify tasks one token may start (default 2)")
+  run->add_option("--max-tasks-per-token", server_opts.tasks.max_per_token,
+                  "queued or running tasks (prune, GC, verify) one token may start (default 2)")
       ->check(CLI::Range(1, 1000));
+  run->add_option("--task-workers", server_opts.tasks.workers,
+                  "threads that run prune, GC, verify and jobs (default 4)")
+      ->check(CLI::Range(1, 64));
   run->add_option("--max-backups-per-token", server_opts.session_limits.backups_per_token,
                   "backup sessions one token may hold at once (default 8)")
       ->check(CLI::Range(1, 10000));
@@ -337,6 +340,8 @@ int main(int argc, char** argv) {
     }
     cairn::storage::ReindexReport report;
     if (Status s = (*catalog)->Reindex(reindex_store, **store, &report); !s.ok()) return Fail(s);
+    // Rebuilt with the store locked: in step until someone opens it again.
+    if (Status s = (*catalog)->SetInStep(reindex_store, true); !s.ok()) return Fail(s);
     std::cout << "reindexed " << reindex_store << ": " << report.groups << " groups, "
               << report.snapshots << " snapshots\n";
     for (const auto& [ref, st] : report.skipped) {
@@ -358,12 +363,10 @@ int main(int argc, char** argv) {
     o.keep_weekly = keep[3];
     o.keep_monthly = keep[4];
     o.keep_yearly = keep[5];
-    auto store = cairn::storage::Datastore::Open(env, row->path);
-    if (!store.ok()) {
-      return Fail(store.status().WithContext(
-          "open " + row->path + " (is the server running? then prune through the API)"));
-    }
-    auto report = cairn::server::PruneGroup(**store, catalog->get(), prune_store, *group, o, *tz,
+    auto store = cairn::server::OpenOffline(catalog->get(), prune_store,
+                                            "is the server running? then prune through the API");
+    if (!store.ok()) return Fail(store.status());
+    auto report = cairn::server::PruneGroup(*store->store, prune_store, *group, o, *tz,
                                             prune_dry_run, nullptr);
     if (!report.ok()) return Fail(report.status());
     if (prune_output == "json") {
@@ -376,11 +379,9 @@ int main(int argc, char** argv) {
   if (gc->parsed()) {
     auto row = (*catalog)->GetDatastore(gc_store);
     if (!row.ok()) return Fail(row.status());
-    auto store = cairn::storage::Datastore::Open(env, row->path);
-    if (!store.ok()) {
-      return Fail(store.status().WithContext(
-          "open " + row->path + " (is the server running? then run GC through the API: cairn gc)"));
-    }
+    auto store = cairn::server::OpenOffline(
+        catalog->get(), gc_store, "is the server running? then run GC through the API: cairn gc");
+    if (!store.ok()) return Fail(store.status());
     cairn::storage::GcOptions options;
     options.dry_run = gc_dry_run;
     options.grace_seconds = gc_grace;
@@ -391,7 +392,7 @@ int main(int argc, char** argv) {
                      static_cast<unsigned long long>(done), static_cast<unsigned long long>(total));
       };
     }
-    auto r = cairn::server::RunGarbageCollection(**store, gc_store, nullptr, options);
+    auto r = cairn::server::RunGarbageCollection(*store->store, gc_store, nullptr, options);
     if (tty) std::fprintf(stderr, "\r\033[K");
     if (!r.ok()) return Fail(r.status());
     if (gc_output == "json") {
@@ -407,19 +408,15 @@ int main(int argc, char** argv) {
     // The offline runner opens the store itself (the server must be stopped).
     cairn::storage::Catalog* cat = catalog->get();
     auto runner = [&](const cairn::server::JobConfig& j, cairn::server::Task& task) -> Status {
-      auto row = cat->GetDatastore(j.store);
-      if (!row.ok()) return row.status();
-      auto opened = cairn::storage::Datastore::Open(env, row->path);
-      if (!opened.ok()) {
-        return opened.status().WithContext("open " + row->path + " (is the server running?)");
-      }
+      auto opened = cairn::server::OpenOffline(cat, j.store, "is the server running?");
+      if (!opened.ok()) return opened.status();
       cairn::server::MaintenanceContext ctx;
-      ctx.store = opened->get();
+      ctx.store = opened->store.get();
       ctx.store_name = j.store;
-      ctx.catalog = cat;
       return cairn::server::RunJob(ctx, j, task);
     };
-    auto jobs = cairn::server::JobScheduler::Open(data, tasks->get(), runner,
+    cairn::server::TaskRunner task_runner(tasks->get(), {.workers = 1});
+    auto jobs = cairn::server::JobScheduler::Open(data, &task_runner, runner,
                                                   cairn::storage::TimeZone::Utc());
     if (!jobs.ok()) return Fail(jobs.status());
     if (job_add->parsed()) {
@@ -473,17 +470,13 @@ int main(int argc, char** argv) {
     }
   }
   if (verify->parsed()) {
-    auto row = (*catalog)->GetDatastore(verify_store);
-    if (!row.ok()) return Fail(row.status());
-    auto store = cairn::storage::Datastore::Open(env, row->path);
-    if (!store.ok()) {
-      return Fail(store.status().WithContext(
-          "open " + row->path + " (is the server running? then verify through the API: cairn verify)"));
-    }
+    auto store = cairn::server::OpenOffline(
+        catalog->get(), verify_store,
+        "is the server running? then verify through the API: cairn verify");
+    if (!store.ok()) return Fail(store.status());
     cairn::server::MaintenanceContext ctx;
-    ctx.store = store->get();
+    ctx.store = store->store.get();
     ctx.store_name = verify_store;
-    ctx.catalog = catalog->get();
     nlohmann::json opts = {{"ignore-verified", verify_ignore}};
     if (verify_outdated) opts["outdated-after-days"] = *verify_outdated;
     auto r = cairn::server::RunVerify(ctx, verify_target, opts, nullptr);

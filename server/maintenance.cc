@@ -2,9 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <cstdio>
+
 #include "server/session_manager.h"
 #include "storage/env.h"
-#include "storage/json_bounds.h"
 
 namespace cairn::server {
 namespace {
@@ -48,8 +49,7 @@ std::string PruneReport::ToText() const {
   return out;
 }
 
-Result<PruneReport> PruneGroup(storage::Datastore& store, storage::Catalog* catalog,
-                               const std::string& store_name, const storage::GroupRef& group,
+Result<PruneReport> PruneGroup(storage::Datastore& store, const std::string& store_name, const storage::GroupRef& group,
                                const storage::PruneOptions& options,
                                const storage::TimeZone& tz, bool dry_run,
                                SessionManager* sessions) {
@@ -76,7 +76,7 @@ Result<PruneReport> PruneGroup(storage::Datastore& store, storage::Catalog* cata
       e.reason = "in use";
     }
     if (!e.keep && !dry_run) {
-      Status s = DeleteSnapshotIfUnused(store, catalog, store_name, sessions, e.ref);
+      Status s = DeleteSnapshotIfUnused(store, store_name, sessions, e.ref);
       if (s.ok()) {
         e.removed = true;
       } else if (s.code() == Status::Code::kConflict) {
@@ -98,14 +98,27 @@ Result<PruneReport> PruneGroup(storage::Datastore& store, storage::Catalog* cata
   return report;
 }
 
-Status DeleteSnapshotIfUnused(storage::Datastore& store, storage::Catalog* catalog,
-                              const std::string& store_name, SessionManager* sessions,
-                              const SnapshotRef& ref) {
+Status DeleteSnapshotIfUnused(storage::Datastore& store, const std::string& store_name,
+                              SessionManager* sessions, const SnapshotRef& ref) {
   if (sessions) CAIRN_RETURN_IF_ERROR(sessions->BeginDelete(store_name, ref));
   Status s = store.DeleteSnapshot(ref);
   if (sessions) sessions->EndDelete(store_name, ref);
-  if (s.ok() && catalog) (void)catalog->RemoveSnapshot(store_name, ref);
   return s;
+}
+
+Result<OfflineStore> OpenOffline(storage::Catalog* catalog, const std::string& store_name,
+                                 const std::string& hint) {
+  CAIRN_ASSIGN_OR_RETURN(storage::DatastoreRow row, catalog->GetDatastore(store_name));
+  OfflineStore out;
+  auto store = storage::Datastore::Open(storage::Env::Default(), row.path);
+  if (!store.ok()) return store.status().WithContext("open " + row.path + " (" + hint + ")");
+  out.store = std::move(*store);
+  CAIRN_ASSIGN_OR_RETURN(out.sync, storage::CatalogSync::Attach(
+                                       catalog, store_name, out.store.get(),
+                                       [](const Status& s) {
+                                         std::fprintf(stderr, "warning: %s\n", s.ToString().c_str());
+                                       }));
+  return out;
 }
 
 Result<storage::GcResult> RunGarbageCollection(storage::Datastore& store,
@@ -120,23 +133,7 @@ Result<storage::GcResult> RunGarbageCollection(storage::Datastore& store,
       return out;
     };
   }
-  CAIRN_ASSIGN_OR_RETURN(storage::GcResult result, storage::CollectGarbage(store, options));
-  if (!result.dry_run) {
-    Status s = storage::WriteFileAtomic(store.env(), storage::JoinPath(store.path(), kGcStatusFile),
-                                        result.ToJson().dump(2) + "\n", true);
-    if (!s.ok()) return s.WithContext("GC finished but its status could not be kept");
-  }
-  return result;
-}
-
-Result<storage::GcResult> LastGcResult(storage::Datastore& store) {
-  std::string text;
-  Status s = store.env()->ReadFile(storage::JoinPath(store.path(), kGcStatusFile), &text, 1 << 20);
-  if (s.IsNotFound()) return Status::NotFound("no garbage collection has run on this datastore yet");
-  CAIRN_RETURN_IF_ERROR(s);
-  auto j = storage::ParseJsonBounded(text, storage::JsonLimits{8, 1 << 20});
-  if (!j.ok()) return Status::Corruption("the last GC status is not JSON");
-  return storage::GcResult::FromJson(*j);
+  return storage::CollectGarbage(store, options);
 }
 
 std::string GcResultText(const storage::GcResult& r) {
@@ -172,8 +169,6 @@ Result<storage::VerifyResult> RunVerify(const MaintenanceContext& ctx, const std
   }
   // Worker threads are the server's choice, never a request's.
   vo.threads = ctx.verify_threads;
-  vo.catalog = ctx.catalog;
-  vo.catalog_store = ctx.store_name;
   vo.cancel = ctx.cancel;
   if (task != nullptr) {
     vo.task = task->id();
@@ -205,7 +200,7 @@ Status RunJob(const MaintenanceContext& ctx, const JobConfig& job, Task& task) {
     size_t failed = 0;
     for (const auto& g : groups) {
       auto report =
-          PruneGroup(*ctx.store, ctx.catalog, ctx.store_name, g, po, ctx.tz, false, ctx.sessions);
+          PruneGroup(*ctx.store, ctx.store_name, g, po, ctx.tz, false, ctx.sessions);
       if (!report.ok()) {
         if (report.status().IsNotFound()) continue;  // group vanished meanwhile
         task.Warn("prune " + g.ToString() + ": " + report.status().ToString());

@@ -54,44 +54,47 @@ struct PruneReport {
 // marked remove. With `sessions` (may be null offline), each deletion is
 // claimed first (SessionManager::BeginDelete): a snapshot in use (base of a
 // running backup, open in a reader) is kept and reported as "in use", and no
-// session can start to use one while it is deleted. Deletions also remove
-// the catalog row (`catalog` may be null). NotFound for an unknown group.
+// session can start to use one while it is deleted (the catalog learns of
+// each deletion from the datastore's observer). NotFound for an unknown group.
 // A deletion that fails is reported in its entry; the others go on.
-Result<PruneReport> PruneGroup(storage::Datastore& store, storage::Catalog* catalog,
-                               const std::string& store_name, const storage::GroupRef& group,
+Result<PruneReport> PruneGroup(storage::Datastore& store, const std::string& store_name, const storage::GroupRef& group,
                                const storage::PruneOptions& options,
                                const storage::TimeZone& tz, bool dry_run,
                                SessionManager* sessions);
 
 // Deletes one snapshot unless a session uses it (Conflict), claimed for the
-// whole deletion so that no session can start to use it meanwhile; removes
-// its catalog row (`catalog` may be null).
-Status DeleteSnapshotIfUnused(storage::Datastore& store, storage::Catalog* catalog,
-                              const std::string& store_name, SessionManager* sessions,
-                              const SnapshotRef& ref);
-
-// The file in a datastore folder that keeps the last GC result (JSON).
-inline constexpr char kGcStatusFile[] = ".gc-status.json";
+// whole deletion so that no session can start to use it meanwhile.
+Status DeleteSnapshotIfUnused(storage::Datastore& store, const std::string& store_name,
+                              SessionManager* sessions, const SnapshotRef& ref);
 
 // Runs a GC of `store` (storage/gc.h) with the digests and start time of the
 // running backups from `sessions` (may be null: no running sessions, as for
-// the offline admin command), then keeps the result as the store's last GC
-// status (unless a dry run).
+// the offline admin command); CollectGarbage keeps the result as the store's
+// last GC status (unless a dry run).
 Result<storage::GcResult> RunGarbageCollection(storage::Datastore& store,
                                                const std::string& store_name,
                                                class SessionManager* sessions,
                                                storage::GcOptions options);
-// The last kept GC result; NotFound before the first GC.
-Result<storage::GcResult> LastGcResult(storage::Datastore& store);
+using storage::LastGcResult;
 // Human-readable summary, several lines.
 std::string GcResultText(const storage::GcResult& r);
+
+// An admin command's hold on one datastore while the server is stopped: the
+// store opened (its lock refuses a running server's store: Busy) with its
+// catalog sync attached, so the catalog follows every change as it does in
+// the server. `hint` is added to an open error.
+struct OfflineStore {
+  std::unique_ptr<storage::Datastore> store;
+  std::unique_ptr<storage::CatalogSync> sync;  // destroyed first: detaches
+};
+Result<OfflineStore> OpenOffline(storage::Catalog* catalog, const std::string& store_name,
+                                 const std::string& hint);
 
 // Everything a maintenance run needs from the server (or from the offline
 // admin command, where `sessions` is null).
 struct MaintenanceContext {
   storage::Datastore* store = nullptr;
   std::string store_name;
-  storage::Catalog* catalog = nullptr;   // may be null
   class SessionManager* sessions = nullptr;  // may be null
   storage::TimeZone tz = storage::TimeZone::Utc();
   const std::atomic<bool>* cancel = nullptr;

@@ -85,11 +85,12 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerOptions& options, Start
   }
   CAIRN_RETURN_IF_ERROR(s->OpenStores());
   CAIRN_ASSIGN_OR_RETURN(s->tasks_, TaskLog::Open(data));
+  s->runner_ = std::make_unique<TaskRunner>(s->tasks_.get(), s->options_.tasks);
   CAIRN_ASSIGN_OR_RETURN(s->settings_, StoreSettings::Open(data));
   Server* self = s.get();
   CAIRN_ASSIGN_OR_RETURN(
       s->jobs_, JobScheduler::Open(
-                    data, s->tasks_.get(),
+                    data, s->runner_.get(),
                     [self](const JobConfig& job, Task& task) -> Status {
                       CAIRN_ASSIGN_OR_RETURN(MaintenanceContext ctx, self->Maintenance(job.store));
                       return RunJob(ctx, job, task);
@@ -109,14 +110,30 @@ Status Server::OpenStores() {
   for (const auto& row : rows) {
     auto ds = storage::Datastore::Open(storage::Env::Default(), row.path, opts);
     if (!ds.ok()) return ds.status().WithContext("datastore " + row.name);
-    stores_[row.name] = std::move(*ds);
+    // The catalog follows every change of the store from here on; a store
+    // the last run did not close cleanly is reindexed first.
+    storage::ReindexReport report;
+    const auto t0 = std::chrono::steady_clock::now();
+    CAIRN_ASSIGN_OR_RETURN(
+        auto sync, storage::CatalogSync::Attach(
+                       catalog_.get(), row.name, ds->get(),
+                       [](const Status& s) { spdlog::error("{}", s.ToString()); }, &report));
+    if (report.groups >= 0) {
+      spdlog::info("datastore {}: catalog rebuilt from the folder ({} groups, {} snapshots, "
+                   "{} unreadable) in {} ms",
+                   row.name, report.groups, report.snapshots, report.skipped.size(),
+                   std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::steady_clock::now() - t0).count());
+    }
+    stores_[row.name] = OpenStore{std::move(*ds), std::move(sync)};
   }
   return Status::OK();
 }
 
 Server::Server(ServerOptions options)
     : options_(std::move(options)),
-      sessions_(options_.idle_timeout_seconds, options_.session_limits) {}
+      sessions_(options_.idle_timeout_seconds, options_.session_limits),
+      service_(std::make_unique<Service>(this)) {}
 
 Server::~Server() { Stop(); }
 
@@ -124,57 +141,24 @@ Result<storage::Datastore*> Server::Store(const std::string& name) {
   std::lock_guard lock(stores_mu_);
   auto it = stores_.find(name);
   if (it == stores_.end()) return Status::NotFound("no datastore " + name);
-  return it->second.get();
+  return it->second.store.get();
+}
+
+Result<storage::CatalogSync*> Server::Sync(const std::string& name) {
+  std::lock_guard lock(stores_mu_);
+  auto it = stores_.find(name);
+  if (it == stores_.end()) return Status::NotFound("no datastore " + name);
+  return it->second.sync.get();
 }
 
 Result<MaintenanceContext> Server::Maintenance(const std::string& store_name) {
   MaintenanceContext ctx;
   CAIRN_ASSIGN_OR_RETURN(ctx.store, Store(store_name));
   ctx.store_name = store_name;
-  ctx.catalog = catalog_.get();
   ctx.sessions = &sessions_;
   ctx.tz = tz_;
-  ctx.cancel = &cancel_;
+  ctx.cancel = runner_->cancel();
   return ctx;
-}
-
-Result<std::string> Server::StartBackgroundTask(const std::string& kind, const std::string& store,
-                                                const std::string& auth_id,
-                                                std::function<Status(Task&)> fn) {
-  std::lock_guard lock(background_mu_);
-  if (stopping_.load()) return Status::Busy("the server is stopping");
-  const bool per_token = auth_id.find('!') != std::string::npos;
-  if (per_token && running_tasks_[auth_id] >= options_.max_tasks_per_token) {
-    return Status::TooManyRequests(fmt::format("{} already runs {} task(s), the most one token may",
-                                               auth_id, options_.max_tasks_per_token));
-  }
-  CAIRN_ASSIGN_OR_RETURN(std::shared_ptr<Task> task, tasks_->Start(kind, store, auth_id));
-  std::string id = task->id();
-  if (per_token) ++running_tasks_[auth_id];
-  // Threads that ended are joined here, so a long-running server does not
-  // collect one per task it ever ran.
-  std::erase_if(background_, [](Background& b) {
-    if (!b.done->load()) return false;
-    b.thread.join();
-    return true;
-  });
-  auto done = std::make_shared<std::atomic<bool>>(false);
-  std::thread thread([this, task, auth_id, per_token, done, fn = std::move(fn)] {
-    Status s;
-    try {
-      s = fn(*task);
-    } catch (const std::exception& e) {
-      s = Status::IOError(std::string("exception: ") + e.what());
-    }
-    task->Finish(s, "done");
-    if (per_token) {
-      std::lock_guard finished(background_mu_);
-      if (--running_tasks_[auth_id] <= 0) running_tasks_.erase(auth_id);
-    }
-    done->store(true);
-  });
-  background_.push_back({std::move(thread), std::move(done)});
-  return id;
 }
 
 Admission Server::AdmitRequest(const RequestHead& head) {
@@ -241,22 +225,22 @@ Status Server::Start() {
 }
 
 void Server::Stop() {
-  {
-    std::lock_guard lock(background_mu_);
-    if (stopping_.exchange(true)) return;
-  }
-  cancel_.store(true);
+  if (stopping_.exchange(true)) return;
   if (gate_) gate_->Stop();
   if (reaper_.joinable()) reaper_.join();
+  // The runner first: long tasks see its cancel flag and end early, queued
+  // ones end as failed, and the scheduler's runs with them; a run the
+  // scheduler tries to start meanwhile is refused.
+  if (runner_) runner_->Stop();
   if (jobs_) jobs_->Stop();
-  std::vector<Background> background;
-  {
-    std::lock_guard lock(background_mu_);
-    background.swap(background_);
-  }
-  for (auto& b : background) b.thread.join();
   // Nothing half-committed: unfinished backups lose their staging folder.
   sessions_.Shutdown();
+  // Nothing changes the stores any more: each catalog is recorded in step
+  // (unless an update failed), so the next start needs no reindex.
+  std::lock_guard lock(stores_mu_);
+  for (auto& [name, open] : stores_) {
+    if (open.sync) open.sync->Detach();
+  }
 }
 
 }  // namespace cairn::server

@@ -27,8 +27,10 @@
 #include "server/job_scheduler.h"
 #include "server/maintenance.h"
 #include "server/server_db.h"
+#include "server/service.h"
 #include "server/session_manager.h"
 #include "server/task_log.h"
+#include "server/task_runner.h"
 #include "server/tls.h"
 #include "storage/blob.h"
 #include "storage/catalog.h"
@@ -48,7 +50,7 @@ struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 8107;                  // 0 picks a free port
   GateLimits gate;                  // connections: timeouts, counts, workers
-  int max_tasks_per_token = 2;      // running verify tasks one token may start
+  TaskRunnerOptions tasks;          // background work: workers, queue, per token
   SessionLimits session_limits;     // backup and reader sessions per token
   int64_t idle_timeout_seconds = 900;
   bool sync_chunks = true;          // fsync every new chunk before its rename
@@ -84,6 +86,10 @@ class Server {
   SessionManager* sessions() { return &sessions_; }
   // NotFound for an unknown datastore name.
   Result<storage::Datastore*> Store(const std::string& name);
+  // The catalog sync of a datastore (NotFound for an unknown name).
+  Result<storage::CatalogSync*> Sync(const std::string& name);
+  // The typed operations the HTTP layer calls (server/service.h).
+  Service* service() { return service_.get(); }
   std::vector<std::string> StoreNames();
   int64_t start_time() const { return start_time_; }
   TaskLog* tasks() { return tasks_.get(); }
@@ -91,13 +97,8 @@ class Server {
   JobScheduler* jobs() { return jobs_.get(); }
   // The context for maintenance on `store_name` (NotFound for an unknown store).
   Result<MaintenanceContext> Maintenance(const std::string& store_name);
-  // Runs `fn` with a new task on a background thread; returns the task id.
-  // Busy while the server stops, or when the token `auth_id` (one with a
-  // '!'; internal starters have none) already runs max_tasks_per_token.
-  // Stop() cancels and joins these threads.
-  Result<std::string> StartBackgroundTask(const std::string& kind, const std::string& store,
-                                          const std::string& auth_id,
-                                          std::function<Status(Task&)> fn);
+  // Where prune, GC, verify and job runs go (server/task_runner.h).
+  TaskRunner* runner() { return runner_.get(); }
   const storage::TimeZone& time_zone() const { return tz_; }
 
  private:
@@ -114,18 +115,16 @@ class Server {
   std::unique_ptr<storage::Catalog> catalog_;
   SessionManager sessions_;
   std::mutex stores_mu_;
-  std::map<std::string, std::unique_ptr<storage::Datastore>> stores_;  // GUARDED_BY(stores_mu_)
+  struct OpenStore {
+    std::unique_ptr<storage::Datastore> store;
+    std::unique_ptr<storage::CatalogSync> sync;  // the store's one catalog writer
+  };
+  std::map<std::string, OpenStore> stores_;  // GUARDED_BY(stores_mu_)
+  std::unique_ptr<Service> service_;
   std::unique_ptr<TaskLog> tasks_;
   std::unique_ptr<StoreSettings> settings_;
   std::unique_ptr<JobScheduler> jobs_;
-  std::mutex background_mu_;
-  struct Background {
-    std::thread thread;
-    std::shared_ptr<std::atomic<bool>> done;  // set as the thread's last step
-  };
-  std::vector<Background> background_;  // GUARDED_BY(background_mu_)
-  std::map<std::string, int> running_tasks_;  // GUARDED_BY(background_mu_): by token
-  std::atomic<bool> cancel_{false};      // set by Stop(): long tasks end early
+  std::unique_ptr<TaskRunner> runner_;
   std::unique_ptr<HttpCore> core_;
   std::unique_ptr<HttpGate> gate_;
   std::thread reaper_;
@@ -134,7 +133,7 @@ class Server {
   int64_t start_time_ = 0;
 };
 
-// Registers the HTTP routes of the API on `http`. Defined in http_api.cc.
+// Registers the HTTP routes of the API on `http` (server/api_routes.cc).
 void RegisterRoutes(Server* server, httplib::Server* http);
 
 }  // namespace cairn::server

@@ -22,6 +22,10 @@ CREATE TABLE jobs(
     R"sql(
 CREATE TABLE store_settings(store TEXT PRIMARY KEY, verify_new INTEGER NOT NULL);
 )sql",
+    // A finished task's structured result (JSON text; empty for none).
+    R"sql(
+ALTER TABLE tasks ADD COLUMN result TEXT NOT NULL DEFAULT '';
+)sql",
 };
 
 }  // namespace

@@ -48,10 +48,16 @@ Result<TaskInfo> RowToInfo(Stmt& st) {
   t.end = st.ColInt(5);
   CAIRN_ASSIGN_OR_RETURN(t.state, ParseState(st.ColText(6)));
   t.summary = st.ColText(7);
+  // Written by Finish from a json value; unreadable text (a damaged
+  // database) reads as no result rather than failing the listing.
+  if (std::string text = st.ColText(8); !text.empty()) {
+    t.result = nlohmann::json::parse(text, nullptr, false);
+    if (t.result.is_discarded()) t.result = nullptr;
+  }
   return t;
 }
 
-constexpr char kColumns[] = "id, kind, store, auth_id, start, end, state, summary";
+constexpr char kColumns[] = "id, kind, store, auth_id, start, end, state, summary, result";
 
 }  // namespace
 
@@ -73,7 +79,7 @@ bool ValidTaskId(std::string_view id) {
 nlohmann::json TaskInfo::ToJson() const {
   return {{"id", id},       {"kind", kind},   {"store", store},
           {"auth-id", auth_id}, {"start", start}, {"end", end == 0 ? nlohmann::json() : nlohmann::json(end)},
-          {"state", TaskStateName(state)}, {"summary", summary}};
+          {"state", TaskStateName(state)}, {"summary", summary}, {"result", result}};
 }
 
 Task::~Task() {
@@ -109,15 +115,16 @@ void Task::Warn(std::string_view line) {
   WriteLine("WARNING: " + ScrubPaths(std::string(line)));
 }
 
-void Task::Finish(const Status& result, const std::string& summary) {
+void Task::Finish(const Status& status, const std::string& summary, nlohmann::json result) {
   TaskInfo info;
   {
     std::lock_guard lock(mu_);
     if (finished_) return;
     finished_ = true;
     info_.end = Now();
-    info_.state = !result.ok() ? TaskState::kFailed : warned_ ? TaskState::kWarnings : TaskState::kOk;
-    info_.summary = ScrubPaths(result.ok() ? summary : result.ToString());
+    info_.state = !status.ok() ? TaskState::kFailed : warned_ ? TaskState::kWarnings : TaskState::kOk;
+    info_.summary = ScrubPaths(status.ok() ? summary : status.ToString());
+    info_.result = std::move(result);
     WriteLine(std::string("TASK ") + TaskStateName(info_.state) + ": " + info_.summary);
     if (fd_ >= 0) ::fsync(fd_);
     info = info_;
@@ -144,11 +151,15 @@ std::string TaskLog::LogPath(const std::string& id) const { return storage::Join
 
 Status TaskLog::Save(const TaskInfo& t) {
   std::lock_guard lock(mu_);
-  Stmt st(db_, "INSERT INTO tasks (id, kind, store, auth_id, start, end, state, summary) "
-               "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
-               "end = excluded.end, state = excluded.state, summary = excluded.summary");
+  Stmt st(db_, "INSERT INTO tasks (id, kind, store, auth_id, start, end, state, summary, result) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+               "end = excluded.end, state = excluded.state, summary = excluded.summary, "
+               "result = excluded.result");
   st.Text(1, t.id).Text(2, t.kind).Text(3, t.store).Text(4, t.auth_id).Int(5, t.start)
-      .Int(6, t.end).Text(7, TaskStateName(t.state)).Text(8, t.summary);
+      .Int(6, t.end).Text(7, TaskStateName(t.state)).Text(8, t.summary)
+      .Text(9, t.result.is_null() ? std::string()
+                                  : t.result.dump(-1, ' ', false,
+                                                  nlohmann::json::error_handler_t::replace));
   return st.Run();
 }
 

@@ -41,6 +41,9 @@ struct TaskInfo {
   int64_t end = 0;  // 0 while running
   TaskState state = TaskState::kRunning;
   std::string summary;
+  // The structured result of a finished task (a prune report, a GC or
+  // verify result); null while running and for tasks that give none.
+  nlohmann::json result;
   nlohmann::json ToJson() const;
 };
 
@@ -56,8 +59,10 @@ class Task {
   void Log(std::string_view line);
   // As Log, prefixed "WARNING: "; the task ends as `warnings` (unless failed).
   void Warn(std::string_view line);
-  // Ends the task: failed when `result` is not OK, else ok or warnings.
-  void Finish(const Status& result, const std::string& summary);
+  // Ends the task: failed when `status` is not OK, else ok or warnings;
+  // `result` is kept with it (TaskInfo::result).
+  void Finish(const Status& status, const std::string& summary,
+              nlohmann::json result = nullptr);
 
  private:
   friend class TaskLog;

@@ -8,7 +8,10 @@
 
 #include "storage/sqlite_db.h"
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
+#include <map>
 #include <iterator>
 #include <string_view>
 
@@ -56,6 +59,15 @@ CREATE TABLE archives(
   PRIMARY KEY(snapshot, name)
 );
 )sql",
+    // 2: the client info of each snapshot (listings are served from the
+    // catalog), why a snapshot's index.json does not read (a row kept so
+    // listings show the damage), and whether a store's rows were in step at
+    // its last close.
+    R"sql(
+ALTER TABLE snapshots ADD COLUMN client TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE snapshots ADD COLUMN error TEXT;
+ALTER TABLE datastores ADD COLUMN in_step INTEGER NOT NULL DEFAULT 0;
+)sql",
 };
 static_assert(std::size(kMigrations) == kCatalogSchemaVersion,
               "kCatalogSchemaVersion must equal the number of migrations");
@@ -100,6 +112,20 @@ std::string Quote(std::string_view s) {
 }
 
 }  // namespace
+
+SnapshotRow SnapshotRow::FromManifest(const SnapshotRef& ref, const Manifest& m) {
+  SnapshotRow r;
+  r.ref = ref;
+  r.size = m.TotalSize();
+  r.is_protected = m.is_protected;
+  r.notes = m.notes;
+  r.verify = m.verify;
+  r.client = m.client.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  r.archives = m.archives;
+  std::sort(r.archives.begin(), r.archives.end(),
+            [](const ArchiveInfo& a, const ArchiveInfo& b) { return a.name < b.name; });
+  return r;
+}
 
 // ---------------------------------------------------------------------------
 // Open and migrations
@@ -197,12 +223,12 @@ Status Catalog::UpsertSnapshotLocked(const std::string& store, const SnapshotRef
   {
     Stmt st(db_,
             "INSERT INTO snapshots(store, ns, type, id, time, size, protected, notes, "
-            "verify_state, verify_time, verify_task) "
-            "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) "
+            "verify_state, verify_time, verify_task, client) "
+            "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) "
             "ON CONFLICT(store, ns, type, id, time) DO UPDATE SET size = excluded.size, "
             "protected = excluded.protected, notes = excluded.notes, "
             "verify_state = excluded.verify_state, verify_time = excluded.verify_time, "
-            "verify_task = excluded.verify_task");
+            "verify_task = excluded.verify_task, client = excluded.client, error = NULL");
     BindSnapshot(st, store, ref);
     st.Int(6, static_cast<int64_t>(m.TotalSize())).Int(7, m.is_protected ? 1 : 0).Text(8, m.notes);
     if (m.verify) {
@@ -210,6 +236,7 @@ Status Catalog::UpsertSnapshotLocked(const std::string& store, const SnapshotRef
     } else {
       st.Null(9).Null(10).Null(11);
     }
+    st.Text(12, m.client.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
     CAIRN_RETURN_IF_ERROR(st.Run());
   }
   int64_t sid = 0;
@@ -248,6 +275,17 @@ Status Catalog::UpsertSnapshot(const std::string& store, const SnapshotRef& ref,
   CAIRN_RETURN_IF_ERROR(RequireStoreLocked(store));
   CAIRN_RETURN_IF_ERROR(UpsertSnapshotLocked(store, ref, m));
   return txn.Commit();
+}
+
+Status Catalog::InsertDamagedLocked(const std::string& store, const SnapshotRef& ref,
+                                    const Status& why) {
+  Stmt st(db_,
+          "INSERT INTO snapshots(store, ns, type, id, time, size, error) "
+          "VALUES(?1, ?2, ?3, ?4, ?5, 0, ?6) ON CONFLICT(store, ns, type, id, time) DO UPDATE "
+          "SET error = excluded.error");
+  BindSnapshot(st, store, ref);
+  st.Text(6, why.ToString());
+  return st.Run();
 }
 
 Status Catalog::RemoveGroupIfUnusedLocked(const std::string& store, const GroupRef& group) {
@@ -304,7 +342,8 @@ Result<std::vector<GroupRow>> Catalog::ListGroups(const std::string& store) {
   std::lock_guard<std::mutex> lock(mu_);
   CAIRN_RETURN_IF_ERROR(RequireStoreLocked(store));
   Stmt st(db_,
-          "SELECT g.ns, g.type, g.id, g.owner, COUNT(s.sid), COALESCE(MAX(s.time), 0) "
+          "SELECT g.ns, g.type, g.id, g.owner, COUNT(s.sid), COALESCE(MAX(s.time), 0), "
+          "COALESCE(SUM(s.size), 0) "
           "FROM groups g LEFT JOIN snapshots s ON s.store = g.store AND s.ns = g.ns "
           "AND s.type = g.type AND s.id = g.id "
           "WHERE g.store = ?1 GROUP BY g.ns, g.type, g.id");
@@ -314,7 +353,8 @@ Result<std::vector<GroupRow>> Catalog::ListGroups(const std::string& store) {
     CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
     if (!row) break;
     CAIRN_ASSIGN_OR_RETURN(GroupRef g, GroupFromColumns(st, 0));
-    out.push_back(GroupRow{std::move(g), st.ColText(3), st.ColInt(4), st.ColInt(5)});
+    out.push_back(GroupRow{std::move(g), st.ColText(3), st.ColInt(4), st.ColInt(5),
+                           static_cast<uint64_t>(st.ColInt(6))});
   }
   // GroupRef order (by namespace components), which SQL text order is not.
   std::sort(out.begin(), out.end());
@@ -324,7 +364,8 @@ Result<std::vector<GroupRow>> Catalog::ListGroups(const std::string& store) {
 namespace {
 
 constexpr char kSnapshotColumns[] =
-    "ns, type, id, time, size, protected, notes, verify_state, verify_time, verify_task";
+    "ns, type, id, time, size, protected, notes, verify_state, verify_time, verify_task, client, "
+    "sid, error";
 
 Result<SnapshotRow> SnapshotFromColumns(Stmt& st) {
   SnapshotRow r;
@@ -334,28 +375,81 @@ Result<SnapshotRow> SnapshotFromColumns(Stmt& st) {
   r.is_protected = st.ColInt(5) != 0;
   r.notes = st.ColText(6);
   if (!st.ColIsNull(7)) r.verify = VerifyState{st.ColText(7), st.ColInt(8), st.ColText(9)};
+  r.client = st.ColText(10);
+  if (!st.ColIsNull(12)) r.error = st.ColText(12);
   return r;
+}
+
+// Reads (snapshot sid, name, size, csum) rows from `st` into the archives
+// of `rows`, whose sids are `sids` (parallel to `rows`).
+Status FillArchives(Stmt& st, const std::vector<int64_t>& sids, std::vector<SnapshotRow>* rows) {
+  std::map<int64_t, size_t> at;
+  for (size_t i = 0; i < sids.size(); ++i) at[sids[i]] = i;
+  for (;;) {
+    CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    auto it = at.find(st.ColInt(0));
+    if (it == at.end()) continue;
+    auto csum = Digest::FromHex(st.ColText(3));
+    if (!csum.ok()) return Status::Corruption("catalog holds a malformed archive checksum");
+    (*rows)[it->second].archives.push_back(
+        ArchiveInfo{st.ColText(1), static_cast<uint64_t>(st.ColInt(2)), *csum});
+  }
+  return Status::OK();
 }
 
 }  // namespace
 
 Result<std::vector<SnapshotRow>> Catalog::ListSnapshots(const std::string& store,
-                                                        const GroupRef& group) {
+                                                        const GroupRef& group,
+                                                        const SnapshotPage& page) {
   std::lock_guard<std::mutex> lock(mu_);
   CAIRN_RETURN_IF_ERROR(RequireStoreLocked(store));
-  static const std::string sql = std::string("SELECT ") + kSnapshotColumns +
-                                 " FROM snapshots WHERE store = ?1 AND ns = ?2 AND type = ?3 "
-                                 "AND id = ?4 ORDER BY time";
-  Stmt st(db_, sql.c_str());
+  static const std::string base = std::string("SELECT ") + kSnapshotColumns +
+                                  " FROM snapshots WHERE store = ?1 AND ns = ?2 AND type = ?3 "
+                                  "AND id = ?4 ORDER BY time";
+  static const std::string asc = base + " LIMIT ?5 OFFSET ?6";
+  static const std::string desc = base + " DESC LIMIT ?5 OFFSET ?6";
+  // The archives of the same page: the page's sids by the same query.
+  static const std::string page_sids =
+      "SELECT sid FROM snapshots WHERE store = ?1 AND ns = ?2 AND type = ?3 AND id = ?4 "
+      "ORDER BY time";
+  static const std::string archives_asc =
+      "SELECT snapshot, name, size, csum FROM archives WHERE snapshot IN (" + page_sids +
+      " LIMIT ?5 OFFSET ?6) ORDER BY snapshot, name";
+  static const std::string archives_desc =
+      "SELECT snapshot, name, size, csum FROM archives WHERE snapshot IN (" + page_sids +
+      " DESC LIMIT ?5 OFFSET ?6) ORDER BY snapshot, name";
+  const int64_t limit = page.limit == 0 ? -1 : static_cast<int64_t>(page.limit);
+  const auto offset = static_cast<int64_t>(page.offset);
+  Stmt st(db_, page.newest_first ? desc.c_str() : asc.c_str());
   BindGroup(st, store, group);
+  st.Int(5, limit).Int(6, offset);
   std::vector<SnapshotRow> out;
+  std::vector<int64_t> sids;
   for (;;) {
     CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
     if (!row) break;
     CAIRN_ASSIGN_OR_RETURN(SnapshotRow r, SnapshotFromColumns(st));
+    sids.push_back(st.ColInt(11));
     out.push_back(std::move(r));
   }
+  if (out.empty()) return out;
+  Stmt archives(db_, page.newest_first ? archives_desc.c_str() : archives_asc.c_str());
+  BindGroup(archives, store, group);
+  archives.Int(5, limit).Int(6, offset);
+  CAIRN_RETURN_IF_ERROR(FillArchives(archives, sids, &out));
   return out;
+}
+
+Result<int64_t> Catalog::CountSnapshots(const std::string& store, const GroupRef& group) {
+  std::lock_guard<std::mutex> lock(mu_);
+  CAIRN_RETURN_IF_ERROR(RequireStoreLocked(store));
+  Stmt st(db_, "SELECT COUNT(*) FROM snapshots WHERE store = ?1 AND ns = ?2 AND type = ?3 "
+               "AND id = ?4");
+  BindGroup(st, store, group);
+  CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
+  return row ? st.ColInt(0) : 0;
 }
 
 Result<SnapshotRow> Catalog::GetSnapshot(const std::string& store, const SnapshotRef& ref) {
@@ -368,7 +462,15 @@ Result<SnapshotRow> Catalog::GetSnapshot(const std::string& store, const Snapsho
   BindSnapshot(st, store, ref);
   CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
   if (!row) return Status::NotFound("no catalog row for " + ref.ToString());
-  return SnapshotFromColumns(st);
+  std::vector<SnapshotRow> out;
+  CAIRN_ASSIGN_OR_RETURN(SnapshotRow r, SnapshotFromColumns(st));
+  const int64_t sid = st.ColInt(11);
+  out.push_back(std::move(r));
+  Stmt archives(db_, "SELECT snapshot, name, size, csum FROM archives WHERE snapshot = ?1 "
+                     "ORDER BY name");
+  archives.Int(1, sid);
+  CAIRN_RETURN_IF_ERROR(FillArchives(archives, {sid}, &out));
+  return std::move(out[0]);
 }
 
 Result<std::vector<ArchiveInfo>> Catalog::ListArchives(const std::string& store,
@@ -469,11 +571,13 @@ Status Catalog::Reindex(const std::string& store, Datastore& ds, ReindexReport* 
     for (const SnapshotRef& ref : *snaps) {
       auto m = ds.ReadManifest(ref);
       if (!m.ok()) {
-        if (m.status().IsCorruption() || m.status().IsNotFound()) {
-          local.skipped.emplace_back(ref, m.status());
-          continue;
+        if (m.status().IsCorruption()) {
+          CAIRN_RETURN_IF_ERROR(InsertDamagedLocked(store, ref, m.status()));
+        } else if (!m.status().IsNotFound()) {
+          return m.status();
         }
-        return m.status();
+        local.skipped.emplace_back(ref, m.status());
+        continue;
       }
       CAIRN_RETURN_IF_ERROR(UpsertSnapshotLocked(store, ref, *m));
       ++local.snapshots;
@@ -514,7 +618,8 @@ Result<std::string> Catalog::Dump(const std::string& store) {
   {
     Stmt st(db_,
             "SELECT ns, type, id, time, size, protected, notes, verify_state, verify_time, "
-            "verify_task FROM snapshots WHERE store = ?1 ORDER BY ns, type, id, time");
+            "verify_task, client, error FROM snapshots WHERE store = ?1 "
+            "ORDER BY ns, type, id, time");
     st.Text(1, store);
     for (;;) {
       CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
@@ -522,7 +627,9 @@ Result<std::string> Catalog::Dump(const std::string& store) {
       out += "snapshot " + Quote(st.ColText(0)) + " " + Quote(st.ColText(1)) + " " +
              Quote(st.ColText(2)) + " " + std::to_string(st.ColInt(3)) +
              " size=" + std::to_string(st.ColInt(4)) +
-             " protected=" + std::to_string(st.ColInt(5)) + " notes=" + Quote(st.ColText(6));
+             " protected=" + std::to_string(st.ColInt(5)) + " notes=" + Quote(st.ColText(6)) +
+             " client=" + Quote(st.ColText(10));
+      if (!st.ColIsNull(11)) out += " error=" + Quote(st.ColText(11));
       if (st.ColIsNull(7)) {
         out += " verify=none\n";
       } else {
@@ -547,6 +654,98 @@ Result<std::string> Catalog::Dump(const std::string& store) {
     }
   }
   return out;
+}
+
+Result<bool> Catalog::InStep(const std::string& store) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Stmt st(db_, "SELECT in_step FROM datastores WHERE name = ?1");
+  st.Text(1, store);
+  CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row) return Status::NotFound("no datastore " + store);
+  return st.ColInt(0) != 0;
+}
+
+Status Catalog::SetInStep(const std::string& store, bool in_step) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Stmt st(db_, "UPDATE datastores SET in_step = ?2 WHERE name = ?1");
+  st.Text(1, store).Int(2, in_step ? 1 : 0);
+  CAIRN_RETURN_IF_ERROR(st.Run());
+  if (Changes(db_) == 0) return Status::NotFound("no datastore " + store);
+  return Status::OK();
+}
+
+// ---------------------------------------------------------------------------
+// CatalogSync
+
+Result<std::unique_ptr<CatalogSync>> CatalogSync::Attach(Catalog* catalog,
+                                                         const std::string& store, Datastore* ds,
+                                                         ErrorFn on_error,
+                                                         ReindexReport* reindexed) {
+  CAIRN_ASSIGN_OR_RETURN(bool in_step, catalog->InStep(store));
+  ReindexReport report;
+  report.groups = -1;
+  if (!in_step) CAIRN_RETURN_IF_ERROR(catalog->Reindex(store, *ds, &report));
+  if (reindexed != nullptr) *reindexed = std::move(report);
+  // From here on a crash leaves the rows unknown: the next Attach reindexes.
+  CAIRN_RETURN_IF_ERROR(catalog->SetInStep(store, false));
+  std::unique_ptr<CatalogSync> sync(new CatalogSync(catalog, store, ds, std::move(on_error)));
+  ds->SetObserver(sync.get());
+  return sync;
+}
+
+CatalogSync::~CatalogSync() { Detach(); }
+
+void CatalogSync::Detach() {
+  std::lock_guard lock(refresh_mu_);
+  if (ds_ == nullptr) return;
+  ds_->SetObserver(nullptr);
+  ds_ = nullptr;
+  if (!stale_.load()) Check(catalog_->SetInStep(store_, true), "record the catalog in step");
+}
+
+Status CatalogSync::Refresh() {
+  if (!stale_.load()) return Status::OK();
+  std::lock_guard lock(refresh_mu_);
+  if (!stale_.load() || ds_ == nullptr) return Status::OK();
+  // Cleared first: a change failing during the reindex marks it again.
+  stale_.store(false);
+  Status s = catalog_->Reindex(store_, *ds_);
+  if (!s.ok()) {
+    stale_.store(true);
+    return s.WithContext("reindex of datastore " + store_);
+  }
+  return Status::OK();
+}
+
+void CatalogSync::Check(const Status& s, const std::string& what) {
+  if (s.ok()) return;
+  stale_.store(true);
+  if (on_error_) on_error_(s.WithContext("catalog of datastore " + store_ + ": " + what));
+}
+
+void CatalogSync::SnapshotChanged(const SnapshotRef& ref, const Manifest& manifest) {
+  Check(catalog_->UpsertSnapshot(store_, ref, manifest), "update " + ref.ToString());
+}
+
+void CatalogSync::SnapshotRemoved(const SnapshotRef& ref) {
+  Status s = catalog_->RemoveSnapshot(store_, ref);
+  // A row that was never there (a snapshot Reindex skipped) is no harm.
+  if (s.IsNotFound()) return;
+  Check(s, "remove " + ref.ToString());
+}
+
+void CatalogSync::OwnerChanged(const GroupRef& group, const std::string& owner) {
+  Check(catalog_->SetGroupOwner(store_, group, owner), "owner of " + group.ToString());
+}
+
+void CatalogSync::GroupRemoved(const GroupRef& group) {
+  Status s = catalog_->RemoveGroup(store_, group);
+  if (s.IsNotFound()) return;
+  Check(s, "remove " + group.ToString());
+}
+
+void CatalogSync::Unsure(const GroupRef& group, const Status& error) {
+  Check(error, "a change of " + group.ToString() + " failed part-way");
 }
 
 }  // namespace cairn::storage

@@ -19,7 +19,9 @@
 // guarded by a mutex: calls are serialised (Reindex holds it for its whole
 // transaction, directory walk included).
 
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -36,7 +38,7 @@ struct sqlite3;
 namespace cairn::storage {
 
 // The schema version this build creates and understands.
-inline constexpr int kCatalogSchemaVersion = 1;
+inline constexpr int kCatalogSchemaVersion = 2;
 
 struct DatastoreRow {
   std::string name;
@@ -49,6 +51,7 @@ struct GroupRow {
   std::string owner;            // empty when the group has no owner file
   int64_t snapshot_count = 0;
   int64_t last_snapshot = 0;    // time of the newest snapshot; 0 when none
+  uint64_t size = 0;            // sum of its snapshots' sizes
   auto operator<=>(const GroupRow&) const = default;
 };
 
@@ -58,15 +61,31 @@ struct SnapshotRow {
   bool is_protected = false;
   std::string notes;
   std::optional<VerifyState> verify;
-  auto operator<=>(const SnapshotRow&) const = default;
+  std::string client;           // Manifest::client as JSON text
+  std::vector<ArchiveInfo> archives;  // by name (filled by ListSnapshots and GetSnapshot)
+  // Set for a snapshot whose index.json did not read at the last reindex
+  // (the other fields are then empty): listings show it as damaged.
+  std::string error;
+  bool operator==(const SnapshotRow&) const = default;
+  // The row a committed manifest makes.
+  static SnapshotRow FromManifest(const SnapshotRef& ref, const Manifest& m);
+};
+
+// Which snapshots of a group ListSnapshots returns: `limit` (0: all) from
+// `offset`, oldest first or newest first.
+struct SnapshotPage {
+  size_t offset = 0;
+  size_t limit = 0;
+  bool newest_first = false;
 };
 
 // What Reindex could not take in.
 struct ReindexReport {
   int64_t groups = 0;
   int64_t snapshots = 0;
-  // Snapshot folders whose manifest could not be read, with the reason;
-  // they are left out of the catalog (and untouched on disk).
+  // Snapshot folders whose manifest could not be read, with the reason.
+  // Those that are Corruption get a row with SnapshotRow::error set; those
+  // that vanished meanwhile none. Nothing on disk is touched.
   std::vector<std::pair<SnapshotRef, Status>> skipped;
 };
 
@@ -111,8 +130,12 @@ class Catalog {
 
   // Sorted by (namespace, type, id).
   Result<std::vector<GroupRow>> ListGroups(const std::string& store);
-  // Snapshots of one group, oldest first; empty for an unknown group.
-  Result<std::vector<SnapshotRow>> ListSnapshots(const std::string& store, const GroupRef& group);
+  // Snapshots of one group with their archives, in `page`'s order and
+  // range; empty for an unknown group.
+  Result<std::vector<SnapshotRow>> ListSnapshots(const std::string& store, const GroupRef& group,
+                                                 const SnapshotPage& page = {});
+  // How many snapshots the group has (0 for an unknown group).
+  Result<int64_t> CountSnapshots(const std::string& store, const GroupRef& group);
   // NotFound when there is no such row.
   Result<SnapshotRow> GetSnapshot(const std::string& store, const SnapshotRef& ref);
   // Archives of a snapshot, sorted by name.
@@ -126,9 +149,15 @@ class Catalog {
   // In one transaction: deletes every group, snapshot and archive row of
   // `store` and rebuilds them from `ds`'s directory alone (groups, owners,
   // manifests). On any error nothing changes. Snapshots whose manifest does
-  // not read are skipped and listed in `report` (may be null).
+  // not read are listed in `report` (may be null) and, when damaged (not
+  // vanished), kept as rows with their error.
   // NotFound when `store` is not registered.
   Status Reindex(const std::string& store, Datastore& ds, ReindexReport* report = nullptr);
+
+  // Whether the store's rows were known to equal its folder when the last
+  // user closed it (CatalogSync); false for a new store and after a crash.
+  Result<bool> InStep(const std::string& store);
+  Status SetInStep(const std::string& store, bool in_step);
 
   // Every row of `store` as sorted text, one row a line; equal catalogs give
   // equal text. NotFound when `store` is not registered.
@@ -141,10 +170,57 @@ class Catalog {
   Status UpsertSnapshotLocked(const std::string& store, const SnapshotRef& ref,
                               const Manifest& m);
   Status EnsureGroupLocked(const std::string& store, const GroupRef& group);
+  Status InsertDamagedLocked(const std::string& store, const SnapshotRef& ref, const Status& why);
   Status RemoveGroupIfUnusedLocked(const std::string& store, const GroupRef& group);
 
   std::mutex mu_;
   sqlite3* const db_;  // GUARDED_BY(mu_)
+};
+
+// Keeps one datastore's catalog rows in step with its folder: the one path
+// by which the catalog is written while a datastore is in use. Attach makes
+// it the datastore's observer (Datastore::SetObserver); every change is
+// applied to the catalog as it happens. An update that fails is reported to
+// `on_error` (the server logs it) and marks the store stale; Refresh, which
+// every read of the catalog calls first, then rebuilds the rows by Reindex.
+// A store left by a crash (not InStep) is reindexed by Attach; Detach (or
+// destruction) records InStep when nothing is stale.
+//
+// Thread safety: thread-safe; calls from the datastore come in change order.
+class CatalogSync final : public DatastoreObserver {
+ public:
+  using ErrorFn = std::function<void(const Status&)>;
+  // Reindexes first when the store is not InStep (report in *reindexed, may
+  // be null; its `groups` is -1 when no reindex was needed).
+  static Result<std::unique_ptr<CatalogSync>> Attach(Catalog* catalog, const std::string& store,
+                                                     Datastore* ds, ErrorFn on_error,
+                                                     ReindexReport* reindexed = nullptr);
+  ~CatalogSync() override;
+  void Detach();
+
+  // Reindexes when stale. OK when the rows are in step.
+  Status Refresh();
+  bool stale() const { return stale_.load(); }
+  Catalog* catalog() const { return catalog_; }
+  const std::string& store() const { return store_; }
+
+  void SnapshotChanged(const SnapshotRef& ref, const Manifest& manifest) override;
+  void SnapshotRemoved(const SnapshotRef& ref) override;
+  void OwnerChanged(const GroupRef& group, const std::string& owner) override;
+  void GroupRemoved(const GroupRef& group) override;
+  void Unsure(const GroupRef& group, const Status& error) override;
+
+ private:
+  CatalogSync(Catalog* catalog, std::string store, Datastore* ds, ErrorFn on_error)
+      : catalog_(catalog), store_(std::move(store)), ds_(ds), on_error_(std::move(on_error)) {}
+  void Check(const Status& s, const std::string& what);
+
+  Catalog* const catalog_;
+  const std::string store_;
+  Datastore* ds_;  // null once detached
+  const ErrorFn on_error_;
+  std::atomic<bool> stale_{false};
+  std::mutex refresh_mu_;  // one Refresh at a time
 };
 
 }  // namespace cairn::storage

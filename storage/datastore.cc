@@ -233,6 +233,7 @@ Status StagedSnapshot::Commit(const Manifest& manifest) {
     }
     committed_ = true;
     closed_ = true;
+    if (store_->observer_) store_->observer_->SnapshotChanged(ref_, manifest);
   }
   // Step C5: the rename is durable once the group folder is synced.
   return env->SyncDir(group_dir);
@@ -527,8 +528,24 @@ Status Datastore::DeleteSnapshot(const SnapshotRef& ref) {
   std::lock_guard<std::mutex> lock(mu_);
   CAIRN_ASSIGN_OR_RETURN(Manifest m, ReadManifest(ref));
   if (m.is_protected) return Status::Conflict(ref.ToString() + ": snapshot is protected");
-  CAIRN_RETURN_IF_ERROR(RemoveSnapshotLocked(ref));
+  if (Status s = RemoveSnapshotLocked(ref); !s.ok()) return Unsure(ref.group, s);
+  if (observer_) observer_->SnapshotRemoved(ref);
   return RemoveGroupFolderIfEmptyLocked(ref.group);
+}
+
+void Datastore::SetObserver(DatastoreObserver* observer) {
+  std::lock_guard<std::mutex> lock(mu_);
+  observer_ = observer;
+}
+
+void Datastore::ReportDamage(const SnapshotRef& ref, const Status& damage) {
+  std::lock_guard<std::mutex> lock(mu_);
+  (void)Unsure(ref.group, damage.WithContext(ref.ToString()));
+}
+
+Status Datastore::Unsure(const GroupRef& group, Status s) {
+  if (observer_) observer_->Unsure(group, s);
+  return s;
 }
 
 Status Datastore::DeleteGroup(const GroupRef& group) {
@@ -546,6 +563,7 @@ Status Datastore::DeleteGroup(const GroupRef& group) {
   const std::string dir = JoinPath(path_, group.RelPath());
   const std::string trash = JoinPath(StagingRoot(), RandomHex(16));
   CAIRN_RETURN_IF_ERROR(env_->RenameNoReplace(dir, trash));
+  if (observer_) observer_->GroupRemoved(group);
   CAIRN_RETURN_IF_ERROR(env_->SyncDir(StagingRoot()));
   CAIRN_RETURN_IF_ERROR(env_->SyncDir(DirName(dir)));
   return RemoveAll(env_, trash);
@@ -573,8 +591,11 @@ Status Datastore::RewriteManifest(const SnapshotRef& ref, Fn&& change) {
     return Status::Corruption(ref.ToString() + ": rewriting index.json would change its "
                               "protected part");
   }
-  return WriteFileAtomic(env_, JoinPath(JoinPath(path_, ref.RelPath()), kManifestFile), text,
-                         /*sync_dir=*/true);
+  Status s = WriteFileAtomic(env_, JoinPath(JoinPath(path_, ref.RelPath()), kManifestFile), text,
+                             /*sync_dir=*/true);
+  if (!s.ok()) return Unsure(ref.group, s);
+  if (observer_) observer_->SnapshotChanged(ref, *back);
+  return Status::OK();
 }
 
 Status Datastore::SetProtected(const SnapshotRef& ref, bool is_protected) {
@@ -597,8 +618,11 @@ Status Datastore::SetOwner(const GroupRef& group, const std::string& owner) {
   CAIRN_RETURN_IF_ERROR(CheckOwner(owner));
   std::lock_guard<std::mutex> lock(mu_);
   CAIRN_RETURN_IF_ERROR(CreateDirsDurably(group.RelPath()));
-  return WriteFileAtomic(env_, JoinPath(JoinPath(path_, group.RelPath()), kOwnerFile),
-                         owner + "\n", /*sync_dir=*/true);
+  Status s = WriteFileAtomic(env_, JoinPath(JoinPath(path_, group.RelPath()), kOwnerFile),
+                             owner + "\n", /*sync_dir=*/true);
+  if (!s.ok()) return Unsure(group, s);
+  if (observer_) observer_->OwnerChanged(group, owner);
+  return Status::OK();
 }
 
 Result<std::string> Datastore::SetOwnerIfAbsent(const GroupRef& group, const std::string& owner) {
@@ -624,6 +648,7 @@ Result<std::string> Datastore::SetOwnerIfAbsent(const GroupRef& group, const std
   }
   Status s = env_->RenameNoReplace(tmp, path);
   if (s.ok()) {
+    if (observer_) observer_->OwnerChanged(group, owner);
     CAIRN_RETURN_IF_ERROR(env_->SyncDir(dir));
     return owner;
   }

@@ -56,6 +56,26 @@ struct DatastoreOptions {
 
 class Datastore;
 
+// Told of every change a Datastore makes to its snapshots and groups: the
+// one hook that keeps an index (the server's catalog, storage/catalog.h) in
+// step with the folder. Each call is made after the change took effect, with
+// the datastore's internal lock held, so calls come in the order the changes
+// happened; an observer must not call back into the Datastore's changing
+// methods. Unsure() means a change failed part-way (an I/O error after its
+// first step) and whether it took effect is not known: the observer should
+// read the group again from the folder (a reindex).
+class DatastoreObserver {
+ public:
+  virtual ~DatastoreObserver() = default;
+  // Committed, or its index.json rewritten (protected, notes, verify state).
+  virtual void SnapshotChanged(const SnapshotRef& ref, const Manifest& manifest) = 0;
+  virtual void SnapshotRemoved(const SnapshotRef& ref) = 0;
+  virtual void OwnerChanged(const GroupRef& group, const std::string& owner) = 0;
+  // The group folder is gone with every snapshot and its owner.
+  virtual void GroupRemoved(const GroupRef& group) = 0;
+  virtual void Unsure(const GroupRef& group, const Status& error) = 0;
+};
+
 // A snapshot being written. Nothing of it is visible until Commit() returns OK.
 // Destroying it (or Abort()) without a successful Commit removes its staging
 // folder. REQUIRES: the Datastore outlives it. Not thread-safe: one user.
@@ -184,6 +204,14 @@ class Datastore {
   // NotFound when the group or its owner file does not exist.
   Result<std::string> GetOwner(const GroupRef& group);
 
+  // Sets the observer told of every change (null: none); a change running
+  // meanwhile tells the old one or the new one. REQUIRES: it outlives the
+  // datastore or is reset first.
+  void SetObserver(DatastoreObserver* observer);
+  // Tells the observer that `ref` was found damaged by a reader (verify):
+  // its index.json no longer reads, so an index must read it again.
+  void ReportDamage(const SnapshotRef& ref, const Status& damage);
+
   // --- Accessors ---
   ChunkStore* chunk_store() const { return chunks_.get(); }
   const std::string& path() const { return path_; }
@@ -210,6 +238,9 @@ class Datastore {
   Status RewriteManifest(const SnapshotRef& ref, Fn&& change);
   Status ListGroupsIn(const std::string& dir, std::vector<std::string>* ns,
                       std::vector<GroupRef>* out);
+  // Tells the observer (if any) that a change of `group` failed part-way
+  // and passes `s` on. REQUIRES: mu_ held.
+  Status Unsure(const GroupRef& group, Status s);
 
   Env* const env_;
   const std::string path_;
@@ -217,8 +248,9 @@ class Datastore {
   const std::unique_ptr<FileLock> lock_;
   const std::unique_ptr<ChunkStore> chunks_;
   // Serialises group folder creation/removal, the commit and delete renames
-  // and index.json rewrites.
+  // and index.json rewrites, and the observer's calls.
   std::mutex mu_;
+  DatastoreObserver* observer_ = nullptr;  // GUARDED_BY(mu_)
 };
 
 }  // namespace cairn::storage

@@ -1,5 +1,7 @@
 #include "storage/gc.h"
 
+#include "storage/json_bounds.h"
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -458,7 +460,22 @@ Result<GcResult> CollectGarbage(Datastore& store, const GcOptions& options) {
     result.dedup_factor =
         static_cast<double>(result.logical_bytes) / static_cast<double>(result.disk_bytes);
   }
+  if (!result.dry_run) {
+    Status s = WriteFileAtomic(env, JoinPath(store.path(), kGcStatusFile),
+                               result.ToJson().dump(2) + "\n", /*sync_dir=*/true);
+    if (!s.ok()) return s.WithContext("GC finished but its status could not be kept");
+  }
   return result;
+}
+
+Result<GcResult> LastGcResult(Datastore& store) {
+  std::string text;
+  Status s = store.env()->ReadFile(JoinPath(store.path(), kGcStatusFile), &text, 1 << 20);
+  if (s.IsNotFound()) return Status::NotFound("no garbage collection has run on this datastore yet");
+  CAIRN_RETURN_IF_ERROR(s);
+  auto j = ParseJsonBounded(text, JsonLimits{8, 1 << 20});
+  if (!j.ok()) return Status::Corruption("the last GC status is not JSON");
+  return GcResult::FromJson(*j);
 }
 
 }  // namespace cairn::storage

@@ -154,12 +154,22 @@ struct GcResult {
   static Result<GcResult> FromJson(const nlohmann::json& j);
 };
 
+// The file in the datastore folder that keeps the last GC result: GcResult's
+// ToJson form, written atomically (temp, fsync, rename) by CollectGarbage at
+// the end of every run that is not a dry run. FORMAT.md, "GC status".
+inline constexpr char kGcStatusFile[] = ".gc-status.json";
+
+// The result kept in kGcStatusFile: NotFound before the first GC,
+// Corruption when the file is not GcResult's JSON.
+Result<GcResult> LastGcResult(Datastore& store);
+
 // Runs one garbage collection on `store` (see the header comment).
 // Busy when another GC holds the store's GC lock. When a snapshot cannot be
 // read, returns that error (its code, e.g. Corruption or IOError, with every
 // unreadable snapshot named) and nothing is removed. Other errors (listing a
 // folder, deleting a file) stop the GC where it is; what was removed until
-// then was garbage.
+// then was garbage. A run that is not a dry run keeps its result in
+// kGcStatusFile; failing to write it is an error (the run itself is done).
 Result<GcResult> CollectGarbage(Datastore& store, const GcOptions& options = {});
 
 }  // namespace cairn::storage

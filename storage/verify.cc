@@ -417,14 +417,10 @@ class Verifier {
         Log(w);
       }
     }
-    if (options_.catalog != nullptr) {
-      Status s = options_.catalog->SetVerifyState(options_.catalog_store, ref, state);
-      if (!s.ok()) {
-        std::string w = "snapshot " + ref.ToString() + ": verify state not written into the " +
-                        "catalog: " + s.ToString();
-        result_.warnings.push_back(w);
-        Log(w);
-      }
+    if (!manifest_ok) {
+      // No state can be written into it; whoever indexes the store reads
+      // the snapshot again and shows it damaged.
+      store_.ReportDamage(ref, Status::Corruption("index.json cannot be read"));
     }
     result_.logical_bytes += pending_logical_;
     pending_logical_ = 0;
@@ -710,9 +706,6 @@ bool VerifiedRecently(const std::optional<VerifyState>& state, const VerifyOptio
 Result<VerifyResult> Verify(Datastore& store, const std::vector<SnapshotRef>& snapshots,
                             const VerifyOptions& options) {
   if (options.threads < 0) return Status::InvalidArgument("verify: threads must be >= 0");
-  if (options.catalog != nullptr && options.catalog_store.empty()) {
-    return Status::InvalidArgument("verify: a catalog needs the datastore's name");
-  }
   if (options.outdated_after_days.has_value() && *options.outdated_after_days < 0) {
     return Status::InvalidArgument("verify: outdated-after must not be negative");
   }

@@ -21,8 +21,8 @@
 //      result: the chunk is good and its size equals ChunkLength(i);
 //   6. the snapshot's verify state ("ok" when all of the above held,
 //      "failed" otherwise; time Env::NowSeconds(), task options.task) is
-//      written into index.json (Datastore::SetVerifyState) and, when a
-//      catalog is given, into the catalog.
+//      written into index.json (Datastore::SetVerifyState), whose observer
+//      (the server's catalog) learns it from there.
 // Each chunk is checked at most once per run: the results of the chunks
 // checked so far are kept (about 64 bytes per distinct chunk), and a later
 // snapshot referencing a chunk found bad fails without reading it again.
@@ -42,7 +42,7 @@
 // A snapshot that references a bad chunk, or whose manifest or an archive is
 // damaged or missing, is "failed". A snapshot whose index.json cannot be read
 // or parsed cannot hold a state: it is reported (state_written = false), and
-// marked failed in the catalog if the catalog has a row for it.
+// to the datastore's observer (Datastore::ReportDamage).
 //
 // Concurrency. Safe beside backups, restores, prune and GC of the same
 // datastore: verify writes nothing but MarkBad renames (under the chunk
@@ -68,7 +68,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include "storage/catalog.h"
 #include "storage/datastore.h"
 #include "storage/digest.h"
 #include "storage/names.h"
@@ -104,11 +103,6 @@ struct VerifyOptions {
 
   // Written as VerifyState::task.
   std::string task;
-
-  // When set, each verify state is also written into `catalog` under the
-  // datastore name `catalog_store`.
-  Catalog* catalog = nullptr;
-  std::string catalog_store;
 
   // Called now and then (about every 200 ms while chunks are checked, and
   // after each snapshot). May be null.
@@ -181,7 +175,7 @@ struct VerifyResult {
 
 // Verifies `snapshots` (duplicates are verified once) in the given order.
 // InvalidArgument, before anything is read, for an invalid ref or bad
-// options (threads < 0, a catalog without catalog_store, a negative
+// options (threads < 0, a negative
 // outdated_after_days). Everything found about the data is in the result,
 // never an error.
 Result<VerifyResult> Verify(Datastore& store, const std::vector<SnapshotRef>& snapshots,

@@ -30,17 +30,20 @@ class JobSchedulerTest : public ::testing::Test {
   }
   void TearDown() override {
     scheduler_.reset();
+    runner_.reset();
     tasks_.reset();
     (void)storage::RemoveAll(storage::Env::Default(), dir_);
   }
   void Open() {
     scheduler_.reset();
+    runner_.reset();
     tasks_.reset();
     auto t = TaskLog::Open(dir_);
     ASSERT_TRUE(t.ok()) << t.status().ToString();
     tasks_ = std::move(*t);
+    runner_ = std::make_unique<TaskRunner>(tasks_.get(), TaskRunnerOptions{});
     auto s = JobScheduler::Open(
-        dir_, tasks_.get(),
+        dir_, runner_.get(),
         [this](const JobConfig& job, Task& task) {
           runs_++;
           task.Log("running " + job.id);
@@ -67,6 +70,7 @@ class JobSchedulerTest : public ::testing::Test {
 
   std::string dir_;
   std::unique_ptr<TaskLog> tasks_;
+  std::unique_ptr<TaskRunner> runner_;
   std::unique_ptr<JobScheduler> scheduler_;
   std::atomic<int> runs_{0};
   std::promise<void> gate_;

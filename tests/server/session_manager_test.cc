@@ -67,7 +67,7 @@ TEST_F(SessionManagerTest, BaseIsPinnedBeforeItIsRead) {
   SnapshotRef base = Commit(1000);
   Status during;
   sessions_.SetPinnedHookForTesting([&](const SnapshotRef& ref) {
-    during = DeleteSnapshotIfUnused(*store_, nullptr, "s", &sessions_, ref);
+    during = DeleteSnapshotIfUnused(*store_, "s", &sessions_, ref);
   });
   auto started = sessions_.StartBackup("s", store_.get(), group_, 2000, "a!b", 2000);
   ASSERT_TRUE(started.ok()) << started.status().ToString();
@@ -77,10 +77,10 @@ TEST_F(SessionManagerTest, BaseIsPinnedBeforeItIsRead) {
   EXPECT_TRUE(store_->ReadManifest(base).ok());
   // While the backup runs its base stays; once it ended, it can go.
   sessions_.SetPinnedHookForTesting(nullptr);
-  EXPECT_EQ(DeleteSnapshotIfUnused(*store_, nullptr, "s", &sessions_, base).code(),
+  EXPECT_EQ(DeleteSnapshotIfUnused(*store_, "s", &sessions_, base).code(),
             Status::Code::kConflict);
   sessions_.EndBackup(started->session->id());
-  EXPECT_TRUE(DeleteSnapshotIfUnused(*store_, nullptr, "s", &sessions_, base).ok());
+  EXPECT_TRUE(DeleteSnapshotIfUnused(*store_, "s", &sessions_, base).ok());
 }
 
 // (a) A delete arriving while a reader opens the snapshot: refused.
@@ -88,7 +88,7 @@ TEST_F(SessionManagerTest, ReaderPinsBeforeItOpens) {
   SnapshotRef ref = Commit(1000);
   Status during;
   sessions_.SetPinnedHookForTesting([&](const SnapshotRef& r) {
-    during = DeleteSnapshotIfUnused(*store_, nullptr, "s", &sessions_, r);
+    during = DeleteSnapshotIfUnused(*store_, "s", &sessions_, r);
   });
   auto reader = sessions_.StartReader("s", store_.get(), ref, "a!b", 1000);
   ASSERT_TRUE(reader.ok()) << reader.status().ToString();
@@ -96,7 +96,7 @@ TEST_F(SessionManagerTest, ReaderPinsBeforeItOpens) {
   EXPECT_TRUE(store_->ReadManifest(ref).ok());
   sessions_.SetPinnedHookForTesting(nullptr);
   sessions_.EndReader((*reader)->id());
-  EXPECT_TRUE(DeleteSnapshotIfUnused(*store_, nullptr, "s", &sessions_, ref).ok());
+  EXPECT_TRUE(DeleteSnapshotIfUnused(*store_, "s", &sessions_, ref).ok());
   EXPECT_FALSE(store_->ReadManifest(ref).ok());
 }
 
@@ -136,7 +136,7 @@ TEST_F(SessionManagerTest, ReadersAndDeletesRace) {
     }
     threads.emplace_back([&] {
       for (int i = 0; i < 200 && deleted == 0; ++i) {
-        if (DeleteSnapshotIfUnused(*store_, nullptr, "s", &sessions_, ref).ok()) ++deleted;
+        if (DeleteSnapshotIfUnused(*store_, "s", &sessions_, ref).ok()) ++deleted;
         std::this_thread::yield();
       }
     });

@@ -1,0 +1,72 @@
+#pragma once
+
+// What every file of the HTTP layer shares (server/api_*.cc): sending JSON
+// and errors, parsing bodies, fields and parameters, the wrapper that turns
+// a handler's Status (or an exception) into the answer, and the JSON forms
+// of the service's types. The HTTP layer only parses, calls the service
+// (server/service.h) and maps the answer; the API is described in
+// server/API.md.
+
+#include <httplib.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "server/service.h"
+
+namespace cairn::server::api {
+
+using nlohmann::json;
+
+// Status code → HTTP status.
+int HttpCode(const Status& s);
+
+void SendJson(httplib::Response& res, int code, const json& body);
+// A 5xx says only "internal error" (the details go to the log); other errors
+// carry their message with server paths scrubbed.
+void SendError(const httplib::Request& req, httplib::Response& res, const Status& s);
+
+// A JSON object body, bounded (64 levels, 1 MiB) before it is built; {} for
+// an empty body. InvalidArgument for anything else.
+Result<json> ParseBody(const httplib::Request& req);
+// A string field; `fallback` when absent or null, InvalidArgument when not a string.
+Result<std::string> StringField(const json& j, const char* key, const std::string& fallback = "");
+// An optional boolean field; InvalidArgument when present and not a boolean.
+Result<std::optional<bool>> BoolField(const json& j, const char* key);
+// A required query parameter.
+Result<std::string> Param(const httplib::Request& req, const char* name);
+// An optional unsigned decimal query parameter up to `max`.
+Result<std::optional<uint64_t>> NumberParam(const httplib::Request& req, const char* name,
+                                            uint64_t max);
+
+// Runs `fn` (returning Status) and answers its error; an exception becomes a
+// logged 500 (the only place exceptions are caught).
+void Run(const httplib::Request& req, httplib::Response& res,
+         const std::function<Status()>& fn);
+
+// The handler form every route uses.
+using Handler = std::function<Status(const httplib::Request&, httplib::Response&)>;
+httplib::Server::Handler Wrap(Handler fn);
+
+// The caller, from the request's Authorization header.
+Result<Principal> Caller(Service& service, const httplib::Request& req);
+// The caller on the datastore named by the first path match.
+Result<StoreCaller> StoreFromPath(Service& service, const httplib::Request& req);
+
+// JSON forms.
+json SnapshotJson(const storage::SnapshotRow& row, const std::string& owner);
+json GroupJson(const storage::GroupRow& row);
+json ArchivesJson(const std::vector<storage::ArchiveInfo>& archives);
+
+// Route registration, one function per api file.
+void RegisterStatusRoutes(Server* server, httplib::Server* http);
+void RegisterSnapshotRoutes(Service* service, httplib::Server* http);
+void RegisterMaintenanceRoutes(Service* service, httplib::Server* http);
+void RegisterTaskRoutes(Service* service, httplib::Server* http);
+void RegisterBackupRoutes(Service* service, httplib::Server* http);
+void RegisterReaderRoutes(Service* service, httplib::Server* http);
+
+}  // namespace cairn::server::api

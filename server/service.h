@@ -1,0 +1,140 @@
+#pragma once
+
+// The service layer: every operation of the API as a typed call, with the
+// domain logic and the role policy (server/authorizer.h) that used to live in
+// the HTTP handlers. The HTTP layer (server/api_*.cc) only parses a request,
+// calls one of these and maps the answer (or the Status) to HTTP.
+//
+// Reads of groups and snapshots are served from the catalog
+// (storage/catalog.h), kept in step with each datastore by its CatalogSync;
+// the datastore folder stays the truth. Maintenance (prune, GC, verify, job
+// runs) goes to the task runner (server/task_runner.h): those calls return a
+// task id at once.
+//
+// Thread safety: thread-safe; one Service serves every request thread.
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "server/authorizer.h"
+#include "server/maintenance.h"
+#include "server/session_manager.h"
+#include "server/task_log.h"
+#include "storage/catalog.h"
+
+namespace cairn::server {
+
+class Server;
+
+// A caller on one datastore: who, with which roles, and the store.
+struct StoreCaller {
+  Principal principal;
+  RoleSet roles;
+  std::string store_name;
+  storage::Datastore* store = nullptr;
+  storage::CatalogSync* sync = nullptr;
+  Authorizer authorizer() const { return Authorizer(roles); }
+};
+
+struct DatastoreUsage {
+  std::string name;
+  std::optional<uint64_t> total, used, avail;  // unset when statvfs fails
+};
+
+// Snapshots of one group, with the group's owner ("" for none).
+struct GroupSnapshots {
+  std::string owner;
+  std::vector<storage::SnapshotRow> snapshots;
+};
+
+// A listing: a page of each group's snapshots, and how many there are in all.
+struct SnapshotListing {
+  std::vector<GroupSnapshots> groups;
+  int64_t total = 0;
+};
+
+struct FinishedBackup {
+  SnapshotRef ref;
+  BackupStats stats;
+};
+
+class Service {
+ public:
+  explicit Service(Server* server) : server_(server) {}
+
+  // Unauthenticated for a missing or wrong Authorization header value.
+  Result<Principal> Authenticate(const std::string& authorization);
+  // The caller on `store_name`: InvalidArgument for a bad name,
+  // PermissionDenied without any role there, NotFound for an unknown store.
+  Result<StoreCaller> OnStore(const Principal& p, const std::string& store_name);
+
+  // --- Datastores, groups, snapshots ---
+  std::vector<DatastoreUsage> ListDatastores(const Principal& p);
+  // The groups the caller may see, with their summary.
+  Result<std::vector<storage::GroupRow>> ListGroups(const StoreCaller& c);
+  // One group's snapshots (PermissionDenied when the caller may not see it),
+  // or with no group every snapshot of every group it may see.
+  Result<SnapshotListing> ListSnapshots(const StoreCaller& c,
+                                        const std::optional<storage::GroupRef>& group,
+                                        const storage::SnapshotPage& page);
+  // Deletes `ref` unless protected or in use, with one claim across the
+  // check and the delete (DeleteSnapshotIfUnused).
+  Status DeleteSnapshot(const StoreCaller& c, const SnapshotRef& ref);
+  // Set a snapshot's protection or notes; the row as it is now.
+  Result<storage::SnapshotRow> SetProtected(const StoreCaller& c, const SnapshotRef& ref, bool on);
+  Result<storage::SnapshotRow> SetNotes(const StoreCaller& c, const SnapshotRef& ref,
+                                        const std::string& notes);
+
+  // --- Maintenance: each returns the id of the task that runs it ---
+  Result<std::string> StartPrune(const StoreCaller& c, const storage::GroupRef& group,
+                                 const storage::PruneOptions& options, bool dry_run);
+  Result<std::string> StartGc(const StoreCaller& c, const storage::GcOptions& options);
+  Result<storage::GcResult> GcStatus(const StoreCaller& c);
+  // `target`: "" (the store), a group or a snapshot; `options` as RunVerify.
+  Result<std::string> StartVerify(const StoreCaller& c, const std::string& target,
+                                  const nlohmann::json& options);
+
+  // --- Tasks and jobs ---
+  Result<std::vector<TaskInfo>> ListTasks(const Principal& p, size_t limit);
+  // NotFound also for a task the caller may not see.
+  Result<TaskInfo> GetTask(const Principal& p, const std::string& id);
+  Result<std::string> ReadTaskLog(const Principal& p, const TaskInfo& task, uint64_t offset);
+  // Jobs on stores where the caller is Admin or Audit, with their next run.
+  Result<std::vector<std::pair<JobConfig, std::optional<int64_t>>>> ListJobs(const Principal& p);
+  Result<std::string> RunJob(const Principal& p, const std::string& id);
+
+  // --- Backup sessions ---
+  // Checks the role, makes the caller the owner of a new group (exclusive
+  // create: of two first backups exactly one owns it), and starts the session.
+  Result<StartBackupResult> StartBackup(const StoreCaller& c, const storage::GroupRef& group,
+                                        std::optional<int64_t> time);
+  Result<std::shared_ptr<BackupSession>> Backup(const Principal& p, const std::string& id);
+  // Commits, ends the session, and starts verify-new when the store asks.
+  Result<FinishedBackup> FinishBackup(const std::shared_ptr<BackupSession>& s,
+                                      nlohmann::json client);
+  void EndBackup(const std::shared_ptr<BackupSession>& s);
+
+  // --- Reader sessions ---
+  Result<std::shared_ptr<ReaderSession>> OpenReader(const StoreCaller& c, const SnapshotRef& ref);
+  Result<std::shared_ptr<ReaderSession>> Reader(const Principal& p, const std::string& id);
+  void CloseReader(const std::shared_ptr<ReaderSession>& r);
+
+  Server* server() const { return server_; }
+
+ private:
+  bool Owns(const StoreCaller& c, const storage::GroupRef& group);
+  // Authorizer check for `action` on `group`, looking the owner up only
+  // when it matters.
+  Status CheckGroup(const StoreCaller& c, Action action, const storage::GroupRef& group);
+  Result<storage::SnapshotRow> Row(const StoreCaller& c, const SnapshotRef& ref);
+  bool MaySeeTask(const Principal& p, const TaskInfo& t);
+
+  Server* const server_;
+};
+
+}  // namespace cairn::server

@@ -1,0 +1,113 @@
+#include "server/task_runner.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+namespace cairn::server {
+
+TaskRunner::TaskRunner(TaskLog* log, TaskRunnerOptions options)
+    : log_(log), options_(options) {
+  const int n = options_.workers < 1 ? 1 : options_.workers;
+  workers_.reserve(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) workers_.emplace_back([this] { Work(); });
+}
+
+TaskRunner::~TaskRunner() { Stop(); }
+
+Result<std::string> TaskRunner::Submit(const std::string& kind, const std::string& store,
+                                       const std::string& auth_id, TaskFn fn,
+                                       std::function<void()> on_done) {
+  const bool per_token = auth_id.find('!') != std::string::npos;
+  std::shared_ptr<Task> task;
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return Status::Busy("the server is stopping");
+    if (queue_.size() >= options_.max_queued) {
+      return Status::Busy(fmt::format("{} tasks are waiting already; try again later",
+                                      queue_.size()));
+    }
+    if (per_token && per_token_[auth_id] >= options_.max_per_token) {
+      return Status::TooManyRequests(fmt::format(
+          "{} already runs {} task(s), the most one token may", auth_id, options_.max_per_token));
+    }
+    // The row is made under the lock so that the limits above hold exactly.
+    CAIRN_ASSIGN_OR_RETURN(task, log_->Start(kind, store, auth_id));
+    if (per_token) ++per_token_[auth_id];
+    queue_.push_back({task, per_token ? auth_id : std::string(), std::move(fn), std::move(on_done)});
+  }
+  cv_.notify_one();
+  return task->id();
+}
+
+void TaskRunner::Work() {
+  std::unique_lock lock(mu_);
+  while (true) {
+    cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+    if (queue_.empty()) return;  // stopping, nothing left
+    Item item = std::move(queue_.front());
+    queue_.pop_front();
+    ++running_;
+    lock.unlock();
+    Execute(item);
+    lock.lock();
+    --running_;
+  }
+}
+
+void TaskRunner::Execute(Item& item) {
+  TaskOutcome out;
+  if (cancel_.load()) {
+    out.status = Status::Busy("the server stopped before the task ran");
+  } else {
+    try {
+      out = item.fn(*item.task);
+    } catch (const std::exception& e) {
+      out.status = Status::IOError(std::string("exception: ") + e.what());
+    }
+  }
+  if (!out.status.ok()) spdlog::warn("task {} failed: {}", item.task->id(), out.status.ToString());
+  item.task->Finish(out.status, out.summary.empty() ? "done" : out.summary, std::move(out.result));
+  item.task.reset();
+  if (item.on_done) item.on_done();
+  Release(item.auth_id);
+}
+
+void TaskRunner::Release(const std::string& auth_id) {
+  if (auth_id.empty()) return;
+  std::lock_guard lock(mu_);
+  if (--per_token_[auth_id] <= 0) per_token_.erase(auth_id);
+}
+
+void TaskRunner::Stop() {
+  std::deque<Item> dropped;
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_ && workers_.empty()) return;
+    stopping_ = true;
+    cancel_.store(true);
+    dropped.swap(queue_);
+  }
+  cv_.notify_all();
+  for (Item& item : dropped) {
+    item.task->Finish(Status::Busy("the server stopped before the task ran"), "");
+    if (item.on_done) item.on_done();
+  }
+  std::vector<std::thread> workers;
+  {
+    std::lock_guard lock(mu_);
+    workers.swap(workers_);
+  }
+  for (auto& w : workers) w.join();
+}
+
+size_t TaskRunner::queued() {
+  std::lock_guard lock(mu_);
+  return queue_.size();
+}
+
+size_t TaskRunner::running() {
+  std::lock_guard lock(mu_);
+  return running_;
+}
+
+}  // namespace cairn::server
