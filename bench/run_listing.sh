@@ -31,8 +31,8 @@
 #
 # The datastore is made once by listing_store_gen (through Datastore::Stage/
 # Commit with fsync turned off, one syncfs at the end) and cached in
-# CAIRN_BENCH_DIR/listing-store-<G>x<S>/store; 600 x 1000 took 10 minutes and
-# uses 7.4 GiB and 1.8 million inodes (bench/README.md, "Listing"). Each run
+# CAIRN_BENCH_DIR/listing-store-<G>x<S>/store; 600 x 1000 took 6.5 minutes and
+# uses 7.0 GiB and 1.8 million inodes (bench/README.md, "Listing"). Each run
 # makes a fresh data directory: it starts the server once so that it makes
 # its own data directory (catalog, TLS identity, admin token, an empty
 # default datastore), replaces stores/default by a symlink to the cached
@@ -135,7 +135,7 @@ start_server() {
 echo "== machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
 echo "== server: $server_desc"
 echo "== datastore: $cache/store ($groups groups x $snapshots snapshots)"
-echo "== load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "== load before: $(cut -d' ' -f1-3 /proc/loadavg), CPU pressure $(awk '/^some/ { print $2 }' /proc/pressure/cpu 2>/dev/null)"
 
 start_server  # first start: catalog, TLS identity, admin token, empty default store
 stop_server
@@ -201,6 +201,7 @@ measure() {
   bytes=${first#* }
   printf 'GET %s\n  first %.3f s, median of %d %.3f s (all: %s), %s bytes, %s entries, server VmHWM %s MiB\n' \
     "$path" "${first%% *}" "$reps" "$median" "${times[*]}" "$bytes" "$n" "$hwm"
+  # shellcheck disable=SC2016  # the backquotes are Markdown
   rows+=("$(printf '| `%s` | %.3f | %.3f | %s | %s | %s |' "$path" "${first%% *}" "$median" \
     "$(awk -v b="$bytes" 'BEGIN { if (b < 1e6) printf "%.1f kB", b / 1e3; else printf "%.2f MB", b / 1e6 }')" "$n" "$hwm")")
 }
@@ -210,7 +211,7 @@ measure "$base/groups"
 measure "$base/snapshots?group=$group"
 measure "$base/snapshots?group=$group&limit=50"
 
-echo "== load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "== load after: $(cut -d' ' -f1-3 /proc/loadavg), CPU pressure $(awk '/^some/ { print $2 }' /proc/pressure/cpu 2>/dev/null)"
 echo
 echo "| request | first s | median s | answer | entries | server VmHWM MiB |"
 echo "|---|---:|---:|---:|---:|---:|"
