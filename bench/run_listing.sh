@@ -20,7 +20,7 @@
 #   BUILD_DIR        Release build of this checkout (default <repo>/build-bench)
 #   REV              a commit: `git archive` of it is unpacked and built (Release,
 #                    ninja -j2) in CAIRN_BENCH_DIR/listing-rev-<sha12>/, kept
-#                    for the next run (remove it by hand; ~1 GiB with its build)
+#                    for the next run (remove it by hand; ~20 MiB with its build)
 #   SERVER_BUILD     a build dir whose server/cairn-server is used as is
 #   CAIRN_BENCH_DIR  where the cached datastore, the REV builds and the
 #                    temporary data directory go (default BUILD_DIR; a disk)
