@@ -436,5 +436,115 @@ TEST_F(CatalogTest, ConcurrentWriters) {
   for (const auto& g : *groups) EXPECT_EQ(g.snapshot_count, 25);
 }
 
+// CatalogSync: the catalog written only through the datastore's observer.
+// After any sequence of changes its rows equal a fresh Reindex of the folder.
+class CatalogSyncTest : public CatalogReindexTest {
+ protected:
+  void Attach() {
+    auto s = CatalogSync::Attach(cat_.get(), "main", ds_.get(),
+                                 [this](const Status& st) { errors_.push_back(st.ToString()); });
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    sync_ = std::move(*s);
+  }
+  // Commits through the datastore alone: the catalog must learn of it.
+  void CommitOnly(const SnapshotRef& ref, int seed) {
+    auto staged = ds_->Stage(ref);
+    ASSERT_TRUE(staged.ok());
+    for (const auto& [name, bytes] : Archives(seed)) {
+      ASSERT_TRUE((*staged)->WriteArchive(name, bytes).ok());
+    }
+    ASSERT_TRUE((*staged)->Commit(MakeManifest(ref, Archives(seed))).ok());
+  }
+  // What a fresh reindex of the folder gives, in a second catalog.
+  std::string Reindexed() {
+    auto other = Catalog::Open(JoinPath(tmp_, "fresh.db"));
+    EXPECT_TRUE(other.ok());
+    EXPECT_TRUE((*other)->AddDatastore("main", store_dir_).ok());
+    EXPECT_TRUE((*other)->Reindex("main", *ds_).ok());
+    auto text = (*other)->Dump("main");
+    other->reset();
+    (void)RemoveAll(Env::Default(), JoinPath(tmp_, "fresh.db"));
+    return text.ok() ? *text : "";
+  }
+  void TearDown() override {
+    sync_.reset();
+    CatalogReindexTest::TearDown();
+  }
+
+  std::unique_ptr<CatalogSync> sync_;
+  std::vector<std::string> errors_;
+};
+
+TEST_F(CatalogSyncTest, EveryChangeReachesTheCatalog) {
+  Attach();
+  const GroupRef g1{{}, "vm", "100"}, g2{{"prod"}, "ct", "7"};
+  ASSERT_TRUE(ds_->SetOwnerIfAbsent(g1, "alice!t").ok());
+  ASSERT_TRUE(ds_->SetOwner(g2, "bob").ok());
+  for (int i = 0; i < 4; ++i) CommitOnly(SnapshotRef{g1, kT0 + i}, i);
+  CommitOnly(SnapshotRef{g2, kT0}, 9);
+  EXPECT_EQ(*cat_->Dump("main"), Reindexed());
+
+  ASSERT_TRUE(ds_->SetProtected(SnapshotRef{g1, kT0}, true).ok());
+  ASSERT_TRUE(ds_->SetNotes(SnapshotRef{g1, kT0 + 1}, "before the upgrade").ok());
+  ASSERT_TRUE(ds_->SetVerifyState(SnapshotRef{g1, kT0 + 2}, VerifyState{"ok", kT0 + 9, "t1"}).ok());
+  ASSERT_TRUE(ds_->DeleteSnapshot(SnapshotRef{g1, kT0 + 3}).ok());
+  ASSERT_TRUE(ds_->DeleteGroup(g2).ok());
+  EXPECT_TRUE(ds_->DeleteSnapshot(SnapshotRef{g1, kT0}).IsConflict());  // protected
+  EXPECT_EQ(*cat_->Dump("main"), Reindexed());
+  auto rows = cat_->ListSnapshots("main", g1, SnapshotPage{0, 2, true});
+  ASSERT_TRUE(rows.ok());
+  ASSERT_EQ(rows->size(), 2u);
+  EXPECT_EQ((*rows)[0].ref.time, kT0 + 2);  // newest first
+  EXPECT_EQ((*rows)[0].verify->state, "ok");
+  EXPECT_EQ((*rows)[1].notes, "before the upgrade");
+  EXPECT_EQ((*rows)[1].archives.size(), 2u);
+  EXPECT_EQ(*cat_->CountSnapshots("main", g1), 3);
+  EXPECT_TRUE(errors_.empty());
+  EXPECT_FALSE(sync_->stale());
+}
+
+TEST_F(CatalogSyncTest, DamageMarksStaleAndRefreshRepairs) {
+  Attach();
+  const SnapshotRef a{GroupRef{{}, "vm", "1"}, kT0}, b{GroupRef{{}, "vm", "1"}, kT0 + 1};
+  CommitOnly(a, 1);
+  CommitOnly(b, 2);
+  ASSERT_TRUE(WriteFileAtomic(Env::Default(), JoinPath(*ds_->SnapshotPath(a), "index.json"),
+                              "{broken", false).ok());
+  ds_->ReportDamage(a, Status::Corruption("index.json cannot be read"));
+  EXPECT_TRUE(sync_->stale());
+  EXPECT_EQ(errors_.size(), 1u);
+  ASSERT_TRUE(sync_->Refresh().ok());
+  EXPECT_FALSE(sync_->stale());
+  EXPECT_EQ(*cat_->Dump("main"), Reindexed());
+  EXPECT_FALSE(cat_->GetSnapshot("main", a)->error.empty());
+}
+
+// A store left by a crash (never detached) is reindexed by the next Attach;
+// one closed cleanly is trusted as it is.
+TEST_F(CatalogSyncTest, InStepAfterACleanCloseOnly) {
+  Attach();
+  const GroupRef g{{}, "vm", "5"};
+  CommitOnly(SnapshotRef{g, kT0}, 1);
+  EXPECT_FALSE(*cat_->InStep("main"));  // while attached: a crash loses the flag
+  sync_->Detach();
+  EXPECT_TRUE(*cat_->InStep("main"));
+
+  // Changed behind the catalog's back, but recorded in step: trusted.
+  CommitOnly(SnapshotRef{g, kT0 + 1}, 2);
+  ReindexReport report;
+  auto s = CatalogSync::Attach(cat_.get(), "main", ds_.get(), nullptr, &report);
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(report.groups, -1);
+  EXPECT_NE(*cat_->Dump("main"), Reindexed());
+  // As after a crash: the flag stays false, so the next Attach reindexes.
+  ASSERT_TRUE(cat_->SetInStep("main", false).ok());
+  (*s)->Detach();
+  ASSERT_TRUE(cat_->SetInStep("main", false).ok());
+  auto again = CatalogSync::Attach(cat_.get(), "main", ds_.get(), nullptr, &report);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(report.groups, 1);
+  EXPECT_EQ(*cat_->Dump("main"), Reindexed());
+}
+
 }  // namespace
 }  // namespace cairn::storage
