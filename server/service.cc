@@ -148,6 +148,8 @@ Result<storage::SnapshotRow> Service::SetNotes(const StoreCaller& c, const Snaps
 Result<std::string> Service::StartPrune(const StoreCaller& c, const GroupRef& group,
                                         const storage::PruneOptions& options, bool dry_run) {
   CAIRN_RETURN_IF_ERROR(c.authorizer().Check(Action::kPrune));
+  // An unknown group is refused now, not as a failed task.
+  CAIRN_RETURN_IF_ERROR(c.store->ListSnapshots(group).status());
   CAIRN_ASSIGN_OR_RETURN(MaintenanceContext ctx, server_->Maintenance(c.store_name));
   const std::string who = c.principal.auth_id;
   return server_->runner()->Submit(

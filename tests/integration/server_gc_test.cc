@@ -57,10 +57,10 @@ TEST_F(ServerGcTest, PruneThenGcFreesExactlyTheUnreferencedChunks) {
   // 3 images x 2 unique random chunks + 1 shared text + 1 shared zero chunk.
   ASSERT_EQ(ChunkFiles(), 8u);
   EXPECT_EQ(admin_->Get("/api/v1/datastores/default/gc").status, 404);  // none yet
-  auto pr = admin_->PostJson("/api/v1/datastores/default/prune", {{"group", "vm/1"}, {"keep-last", 1}});
+  auto pr = admin_->PostTask("/api/v1/datastores/default/prune", {{"group", "vm/1"}, {"keep-last", 1}});
   ASSERT_EQ(pr.status, 200) << pr.body;
   // Inside the grace period nothing goes: the 4 freed chunks are pending.
-  auto r1 = admin_->PostJson("/api/v1/datastores/default/gc", json::object());
+  auto r1 = admin_->PostTask("/api/v1/datastores/default/gc", json::object());
   ASSERT_EQ(r1.status, 200) << r1.body;
   EXPECT_EQ(r1.Json()["removed-chunks"], 0);
   EXPECT_EQ(r1.Json()["pending-chunks"], 4);
@@ -69,11 +69,11 @@ TEST_F(ServerGcTest, PruneThenGcFreesExactlyTheUnreferencedChunks) {
   // GC's cutoff is its start second minus grace minus 1 s: wait until the
   // chunks are older than that.
   std::this_thread::sleep_for(std::chrono::milliseconds(2100));
-  auto dry = admin_->PostJson("/api/v1/datastores/default/gc", {{"grace-seconds", 0}, {"dry-run", true}});
+  auto dry = admin_->PostTask("/api/v1/datastores/default/gc", {{"grace-seconds", 0}, {"dry-run", true}});
   ASSERT_EQ(dry.status, 200) << dry.body;
   EXPECT_EQ(dry.Json()["removed-chunks"], 4);
   EXPECT_EQ(ChunkFiles(), 8u);
-  auto r2 = admin_->PostJson("/api/v1/datastores/default/gc", {{"grace-seconds", 0}});
+  auto r2 = admin_->PostTask("/api/v1/datastores/default/gc", {{"grace-seconds", 0}});
   ASSERT_EQ(r2.status, 200) << r2.body;
   EXPECT_EQ(r2.Json()["removed-chunks"], 4);
   EXPECT_EQ(r2.Json()["disk-chunks"], 4);
@@ -86,7 +86,7 @@ TEST_F(ServerGcTest, PruneThenGcFreesExactlyTheUnreferencedChunks) {
 }
 
 TEST_F(ServerGcTest, RunningBackupKeepsTheChunksItRelies) {
-  ASSERT_EQ(admin_->PostJson("/api/v1/datastores/default/prune", {{"group", "vm/1"}, {"keep-last", 1}}).status,
+  ASSERT_EQ(admin_->PostTask("/api/v1/datastores/default/prune", {{"group", "vm/1"}, {"keep-last", 1}}).status,
             200);
   // A new session uploads image 0 again (chunks that just became garbage)
   // but has not finished: GC with no grace must keep them. The wait makes
@@ -94,7 +94,7 @@ TEST_F(ServerGcTest, RunningBackupKeepsTheChunksItRelies) {
   std::this_thread::sleep_for(std::chrono::milliseconds(2100));
   std::string sid = StartBackup(*admin_, "vm/2", T("2026-06-04T00:00:00Z"))["session"];
   UploadImage(*admin_, sid, "drive0.fidx", images_[0], {});
-  auto r = admin_->PostJson("/api/v1/datastores/default/gc", {{"grace-seconds", 0}});
+  auto r = admin_->PostTask("/api/v1/datastores/default/gc", {{"grace-seconds", 0}});
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(r.Json()["removed-chunks"], 2);  // only image 1's two unique chunks
   ASSERT_EQ(admin_->PostJson("/api/v1/backup/" + sid + "/finish", json::object()).status, 200);
@@ -108,7 +108,7 @@ TEST_F(ServerGcTest, OnlyAdminRunsGcAndCommandLinesWork) {
   ASSERT_EQ(RunServerCommand(dir_.path(), {"acl", "set", "--store", "default", "--role", "Backup",
                                            "--auth", "carol!t"}).exit_code, 0);
   ApiClient carol(server_->port(), tok.output.substr(0, tok.output.find('\n')));
-  EXPECT_EQ(carol.PostJson("/api/v1/datastores/default/gc", json::object()).status, 403);
+  EXPECT_EQ(carol.PostTask("/api/v1/datastores/default/gc", json::object()).status, 403);
 
   // The client command line, with an Admin token.
   std::vector<std::string> env = {

@@ -197,6 +197,22 @@ ApiClient::Response ApiClient::Post(const std::string& path, const std::string& 
 ApiClient::Response ApiClient::PostJson(const std::string& path, const nlohmann::json& body) {
   return Post(path, body.dump());
 }
+ApiClient::Response ApiClient::PostTask(const std::string& path, const nlohmann::json& body) {
+  Response started = PostJson(path, body);
+  if (started.status != 202) return started;
+  const std::string id = started.Json().value("task", "");
+  for (int i = 0; i < 6000; ++i) {
+    Response t = Get("/api/v1/tasks/" + id);
+    if (t.status != 200) return t;
+    nlohmann::json j = t.Json();
+    if (j["state"] != "running") {
+      if (j["state"] == "failed") return Response{500, t.body};
+      return Response{200, j["result"].dump()};
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return Response{504, "task " + id + " did not end"};
+}
 ApiClient::Response ApiClient::Put(const std::string& path, const nlohmann::json& body) {
   return From(client_.Put(path.c_str(), Headers(), body.dump(), "application/json"));
 }

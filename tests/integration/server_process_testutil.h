@@ -88,6 +88,11 @@ class ApiClient {
   Response Post(const std::string& path, const std::string& body,
                 const std::string& content_type = "application/json");
   Response PostJson(const std::string& path, const nlohmann::json& body);
+  // POSTs a maintenance request (prune, gc, verify: answered 202 with a
+  // task) and waits for the task. The task's result as the body with 200
+  // when it ended ok or with warnings; the task's JSON with 500 when it
+  // failed; the POST's own answer when it was not 202.
+  Response PostTask(const std::string& path, const nlohmann::json& body);
   Response Put(const std::string& path, const nlohmann::json& body);
   Response Delete(const std::string& path);
   void set_token(std::string token) { token_ = std::move(token); }

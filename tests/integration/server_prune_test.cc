@@ -43,7 +43,7 @@ class ServerPruneTest : public ::testing::Test {
 
 TEST_F(ServerPruneTest, DryRunShowsReasonsThenRealRunRemoves) {
   json req = {{"group", "vm/7"}, {"keep-last", 1}, {"keep-daily", 2}, {"dry-run", true}};
-  auto r = admin_->PostJson("/api/v1/datastores/default/prune", req);
+  auto r = admin_->PostTask("/api/v1/datastores/default/prune", req);
   ASSERT_EQ(r.status, 200) << r.body;
   json j = r.Json();
   EXPECT_EQ(j["time-zone"], "UTC");
@@ -59,7 +59,7 @@ TEST_F(ServerPruneTest, DryRunShowsReasonsThenRealRunRemoves) {
   EXPECT_EQ(Listed().size(), 7u);  // dry run removed nothing
 
   req["dry-run"] = false;
-  r = admin_->PostJson("/api/v1/datastores/default/prune", req);
+  r = admin_->PostTask("/api/v1/datastores/default/prune", req);
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(r.Json()["removed"], 4);
   EXPECT_EQ(Listed(), (std::vector<std::string>{"vm/7/2026-03-08T21:00:00Z",
@@ -77,7 +77,7 @@ TEST_F(ServerPruneTest, ProtectedAndInUseSnapshotsAreKept) {
   auto rr = admin_->PostJson("/api/v1/datastores/default/reader",
                              {{"snapshot", "vm/7/2026-03-08T09:00:00Z"}});
   ASSERT_EQ(rr.status, 201);
-  auto r = admin_->PostJson("/api/v1/datastores/default/prune", {{"group", "vm/7"}, {"keep-last", 1}});
+  auto r = admin_->PostTask("/api/v1/datastores/default/prune", {{"group", "vm/7"}, {"keep-last", 1}});
   ASSERT_EQ(r.status, 200) << r.body;
   std::map<std::string, std::string> reason;
   const json j = r.Json();
@@ -92,7 +92,7 @@ TEST_F(ServerPruneTest, ProtectedAndInUseSnapshotsAreKept) {
 }
 
 TEST_F(ServerPruneTest, NoOptionKeepsEverythingAndBadInputIsRefused) {
-  auto r = admin_->PostJson("/api/v1/datastores/default/prune", {{"group", "vm/7"}});
+  auto r = admin_->PostTask("/api/v1/datastores/default/prune", {{"group", "vm/7"}});
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(r.Json()["removed"], 0);
   EXPECT_EQ(Listed().size(), 7u);
@@ -100,10 +100,10 @@ TEST_F(ServerPruneTest, NoOptionKeepsEverythingAndBadInputIsRefused) {
                           json{{"group", "vm/7"}, {"keep-last", "3"}},
                           json{{"group", "vm/.."}, {"keep-last", 1}},
                           json{{"group", "vm/7"}, {"keep-last", 1}, {"dry-run", "yes"}}}) {
-    auto b = admin_->PostJson("/api/v1/datastores/default/prune", bad);
+    auto b = admin_->PostTask("/api/v1/datastores/default/prune", bad);
     EXPECT_EQ(b.status, 400) << bad.dump() << " " << b.body;
   }
-  EXPECT_EQ(admin_->PostJson("/api/v1/datastores/default/prune",
+  EXPECT_EQ(admin_->PostTask("/api/v1/datastores/default/prune",
                              {{"group", "vm/404"}, {"keep-last", 1}}).status,
             404);
   EXPECT_EQ(Listed().size(), 7u);
@@ -118,7 +118,7 @@ TEST_F(ServerPruneTest, BackupRoleMayNotPrune) {
   ApiClient bob(server_->port(), tok.output.substr(0, tok.output.find('\n')));
   ASSERT_NE(BackupImage(bob, "vm/8", T("2026-03-01T10:00:00Z"), img_), "");
   ASSERT_NE(BackupImage(bob, "vm/8", T("2026-03-02T10:00:00Z"), img_), "");
-  auto r = bob.PostJson("/api/v1/datastores/default/prune", {{"group", "vm/8"}, {"keep-last", 1}});
+  auto r = bob.PostTask("/api/v1/datastores/default/prune", {{"group", "vm/8"}, {"keep-last", 1}});
   EXPECT_EQ(r.status, 403) << r.body;
   auto list = admin_->Get("/api/v1/datastores/default/snapshots?group=vm/8");
   EXPECT_EQ(list.Json().size(), 2u);
