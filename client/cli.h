@@ -1,0 +1,65 @@
+#pragma once
+
+// What the command files of `cairn` (client/cmd_*.cc) share: the global
+// flags, how a command registers its subcommand and runs, and how errors,
+// sizes and rates are printed. main.cc only wires the commands together.
+//
+// Exit codes: 0 done, 2 a bad argument (InvalidArgument; CLI11 uses 2 for
+// its own parse errors too), 1 anything else.
+//
+// Not thread-safe: the command line runs on one thread.
+
+#include <CLI/CLI.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "client/api_client.h"
+#include "storage/status.h"
+
+namespace cairn::client {
+
+// The flags before the subcommand.
+struct GlobalOptions {
+  std::string repo;         // --repo, or $CAIRN_REPO
+  std::string token_file;   // --token-file, or $CAIRN_TOKEN
+  std::string fingerprint;  // --fingerprint, or $CAIRN_FINGERPRINT
+  std::string output = "text";
+
+  bool json() const { return output == "json"; }
+  // The repository the flags and the environment name (Repository::Resolve).
+  Result<Repository> Resolve() const;
+};
+
+// A parsed subcommand and what runs it; `run` returns the exit code.
+struct Command {
+  CLI::App* app = nullptr;
+  std::function<int()> run;
+};
+
+// Each adds its subcommand(s) to `app` and appends what runs them to
+// `commands`. `global` must outlive the commands. main.cc calls them in the
+// order the help lists the subcommands.
+void AddSnapshotsCommand(CLI::App& app, const GlobalOptions& global,
+                         std::vector<Command>* commands);
+void AddPruneCommand(CLI::App& app, const GlobalOptions& global, std::vector<Command>* commands);
+void AddGcCommand(CLI::App& app, const GlobalOptions& global, std::vector<Command>* commands);
+void AddVerifyCommand(CLI::App& app, const GlobalOptions& global, std::vector<Command>* commands);
+// `tasks` and `task log`.
+void AddTaskCommands(CLI::App& app, const GlobalOptions& global, std::vector<Command>* commands);
+// `backup vm` and `backup image`.
+void AddBackupCommands(CLI::App& app, const GlobalOptions& global, std::vector<Command>* commands);
+void AddRestoreCommand(CLI::App& app, const GlobalOptions& global, std::vector<Command>* commands);
+// `bitmaps` and `cleanup`.
+void AddBitmapCommands(CLI::App& app, const GlobalOptions& global, std::vector<Command>* commands);
+
+// Prints "cairn: <message>" to stderr; returns the exit code for `s`.
+int Fail(const Status& s);
+// "512 B", "1.5 MiB", …
+std::string HumanSize(uint64_t bytes);
+// "12.3 MB/s".
+std::string Rate(double bytes_per_s);
+
+}  // namespace cairn::client

@@ -1,0 +1,166 @@
+// cairn backup vm --qmp SOCKET --id ID / cairn backup image --id ID FILE…:
+// back up a running VM over QMP, or the image files of a shut-off one
+// (through qemu-storage-daemon), and print the summary.
+
+#include <unistd.h>
+
+#include <charconv>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+
+#include "client/cli.h"
+#include "client/storage_daemon.h"
+#include "client/vm_backup.h"
+#include "storage/names.h"
+
+namespace cairn::client {
+namespace {
+
+using nlohmann::json;
+
+struct BackupFlags {
+  std::string qmp_socket, id, guest_agent, backup_time;
+  std::vector<std::string> drives, image_files;
+  bool require_freeze = false, full = false;
+  int connections = 3;
+  double rate_limit_mb = 0;
+  double agent_timeout = 10;
+};
+
+// --backup-time: "2026-11-21T10:00:00Z" or seconds since the epoch.
+Result<int64_t> ParseBackupTime(const std::string& text) {
+  if (auto t = storage::ParseSnapshotTime(text); t.ok()) return *t;
+  int64_t seconds = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), seconds);
+  if (!text.empty() && ec == std::errc() && end == text.data() + text.size() && seconds >= 0) {
+    return seconds;
+  }
+  return Status::InvalidArgument("--backup-time wants YYYY-MM-DDTHH:MM:SSZ (UTC): " + text);
+}
+
+// The progress line on a terminal: read, dirty, uploaded, rate, ETA.
+void ShowProgress(const json& p) {
+  static bool drawn = false;
+  if (p.value("final", false)) {
+    if (drawn) std::fprintf(stderr, "\r\033[K");
+    drawn = false;
+    return;
+  }
+  std::string line = "read " + HumanSize(p.value("bytes-read", uint64_t{0})) + " of " +
+                     HumanSize(p.value("bytes-total", uint64_t{0})) + ", dirty " +
+                     std::to_string(p.value("chunks-dirty", uint64_t{0})) + " chunks, uploaded " +
+                     HumanSize(p.value("bytes-uploaded", uint64_t{0})) + ", " +
+                     Rate(p.value("bytes-per-s", 0.0));
+  if (p.contains("eta-seconds")) {
+    line += ", ETA " + std::to_string(static_cast<int64_t>(p.value("eta-seconds", 0.0))) + " s";
+  }
+  std::fprintf(stderr, "\r\033[K%s", line.c_str());
+  std::fflush(stderr);
+  drawn = true;
+}
+
+// The one-line summary of a backup (BackupVm's summary).
+void PrintSummary(const json& s) {
+  std::cout << "snapshot " << s.value("snapshot", "") << ": " << s.value("mode", "");
+  std::string why;
+  if (auto disks = s.find("disks"); disks != s.end() && disks->is_array()) {
+    for (const auto& d : *disks) {
+      why += (why.empty() ? "" : "; ") + d.value("archive", "") + " " + d.value("mode", "") + ": " +
+             d.value("reason", "");
+    }
+  }
+  std::cout << " (" << why << "), " << s.value("consistency", "") << "-consistent, read "
+            << HumanSize(s.value("bytes-read", uint64_t{0})) << ", dirty "
+            << s.value("chunks-dirty", uint64_t{0}) << " chunks, uploaded "
+            << s.value("chunks-uploaded", uint64_t{0}) << " chunks ("
+            << HumanSize(s.value("bytes-uploaded", uint64_t{0})) << "), reused "
+            << s.value("chunks-reused", uint64_t{0}) + s.value("chunks-known", uint64_t{0})
+            << " chunks, " << s.value("seconds", 0.0) << " s, "
+            << Rate(s.value("mb-per-s", 0.0) * 1e6) << "\n";
+}
+
+int RunBackup(const GlobalOptions& global, const BackupFlags& flags, bool image) {
+  auto repo = global.Resolve();
+  if (!repo.ok()) return Fail(repo.status());
+  if (Status s = storage::ValidateName(storage::NameKind::kBackupId, flags.id); !s.ok()) {
+    return Fail(s);
+  }
+  VmBackupOptions o;
+  o.id = flags.id;
+  o.full = flags.full;
+  o.upload.connections = flags.connections;
+  o.upload.rate_limit = static_cast<uint64_t>(flags.rate_limit_mb * 1e6);
+  if (!flags.backup_time.empty()) {
+    auto t = ParseBackupTime(flags.backup_time);
+    if (!t.ok()) return Fail(t.status());
+    o.backup_time = *t;
+  }
+  if (!global.json() && ::isatty(2)) o.progress = ShowProgress;
+  o.note = [](const std::string& line) { std::cerr << "cairn: " << line << "\n"; };
+  std::unique_ptr<StorageDaemon> daemon;
+  if (image) {
+    auto d = StorageDaemon::Start(flags.image_files);
+    if (!d.ok()) return Fail(d.status());
+    daemon = std::move(d).value();
+    o.qmp_socket = daemon->qmp_socket();
+    for (const auto& img : daemon->images()) o.drives.push_back(img.node);
+  } else {
+    o.qmp_socket = flags.qmp_socket;
+    o.drives = flags.drives;
+    o.guest_agent = flags.guest_agent;
+    o.require_freeze = flags.require_freeze;
+    o.agent_timeout = std::chrono::milliseconds(static_cast<int64_t>(flags.agent_timeout * 1000));
+  }
+  auto summary = BackupVm(*repo, o);
+  if (daemon) {
+    // The bitmaps reach the qcow2 files when the daemon quits.
+    Status stopped = daemon->Stop();
+    if (!stopped.ok() && summary.ok()) {
+      std::cerr << "cairn: warning: " << stopped.message()
+                << " (the snapshot is committed; the next backup may read everything)\n";
+    }
+  }
+  if (!summary.ok()) return Fail(summary.status());
+  if (global.json()) {
+    std::cout << summary->dump() << "\n";
+  } else {
+    PrintSummary(*summary);
+  }
+  return 0;
+}
+
+}  // namespace
+
+void AddBackupCommands(CLI::App& app, const GlobalOptions& global, std::vector<Command>* commands) {
+  auto flags = std::make_shared<BackupFlags>();
+  auto* backup =
+      app.add_subcommand("backup", "back up a running VM or the disks of a shut-off one");
+  backup->require_subcommand(1);
+  auto* vm = backup->add_subcommand("vm", "back up a running VM over QMP");
+  auto* image = backup->add_subcommand("image", "back up image files of a shut-off VM");
+  vm->add_option("--qmp", flags->qmp_socket, "QEMU's QMP socket")->required();
+  vm->add_option("--drive", flags->drives, "a disk's node name (default: every writable disk)");
+  vm->add_option("--guest-agent", flags->guest_agent,
+                 "qemu-ga socket: freeze the guest's file systems");
+  vm->add_flag("--require-freeze", flags->require_freeze, "fail when the guest cannot be frozen");
+  vm->add_option("--agent-timeout", flags->agent_timeout,
+                 "seconds to wait for each guest agent answer")
+      ->check(CLI::Range(0.1, 3600.0));
+  image->add_option("FILE", flags->image_files, "image files")->required();
+  for (auto* c : {vm, image}) {
+    c->add_option("--id", flags->id, "the VM's id: snapshots go to the group vm/ID")->required();
+    c->add_flag("--full", flags->full, "read every disk whole, whatever the bitmaps say");
+    c->add_option("--backup-time", flags->backup_time,
+                  "the snapshot's time (YYYY-MM-DDTHH:MM:SSZ; default now)");
+    c->add_option("--connections", flags->connections, "parallel upload connections")
+        ->check(CLI::Range(1, 16));
+    c->add_option("--rate-limit", flags->rate_limit_mb, "upload cap in MB/s (0 = none)")
+        ->check(CLI::NonNegativeNumber);
+  }
+  commands->push_back({vm, [&global, flags] { return RunBackup(global, *flags, false); }});
+  commands->push_back({image, [&global, flags] { return RunBackup(global, *flags, true); }});
+}
+
+}  // namespace cairn::client
