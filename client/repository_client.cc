@@ -393,29 +393,7 @@ Status TaskFailure(const TaskInfo& task) {
                     Code::kUnauthenticated, Code::kTooManyRequests}) {
     const std::string prefix = std::string(Status::CodeName(code)) + ": ";
     if (task.summary.compare(0, prefix.size(), prefix) != 0) continue;
-    std::string message = context + ": " + task.summary.substr(prefix.size());
-    switch (code) {
-      case Code::kNotFound:
-        return Status::NotFound(message);
-      case Code::kCorruption:
-        return Status::Corruption(message);
-      case Code::kInvalidArgument:
-        return Status::InvalidArgument(message);
-      case Code::kPermissionDenied:
-        return Status::PermissionDenied(message);
-      case Code::kConflict:
-        return Status::Conflict(message);
-      case Code::kAlreadyExists:
-        return Status::AlreadyExists(message);
-      case Code::kBusy:
-        return Status::Busy(message);
-      case Code::kUnauthenticated:
-        return Status::Unauthenticated(message);
-      case Code::kTooManyRequests:
-        return Status::TooManyRequests(message);
-      default:
-        return Status::IOError(message);
-    }
+    return Status::FromCode(code, context + ": " + task.summary.substr(prefix.size()));
   }
   return Status::IOError(context + (task.summary.empty() ? "" : ": " + task.summary));
 }

@@ -56,6 +56,10 @@ class [[nodiscard]] Status {
   }
   // IOError from an errno value: "<context>: <strerror(err)>".
   static Status FromErrno(std::string_view context, int err);
+  // A status of `code` (one read back from its CodeName, say); kOk gives OK.
+  static Status FromCode(Code code, std::string_view msg) {
+    return code == Code::kOk ? Status() : Status(code, msg);
+  }
 
   bool ok() const { return code_ == Code::kOk; }
   bool IsNotFound() const { return code_ == Code::kNotFound; }
