@@ -108,7 +108,7 @@ Result<std::unique_ptr<Catalog>> Catalog::Open(const std::string& db_path) {
   CAIRN_ASSIGN_OR_RETURN(sqlite3* db, OpenDatabase(db_path));
   std::unique_ptr<Catalog> cat(new Catalog(db));
   {
-    std::lock_guard<std::mutex> lock(cat->mu_);
+    MutexLock lock(&cat->mu_);
     CAIRN_RETURN_IF_ERROR(cat->Migrate());
   }
   return cat;
@@ -119,7 +119,7 @@ Catalog::Catalog(sqlite3* db) : db_(db) {}
 Catalog::~Catalog() { sqlite3_close(db_); }
 
 Result<int> Catalog::SchemaVersion() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Stmt st(db_, "PRAGMA user_version");
   CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
   if (!row) return Status::IOError("PRAGMA user_version returned nothing");
@@ -134,7 +134,7 @@ Status Catalog::Migrate() { return storage::Migrate(db_, kMigrations, "catalog")
 Status Catalog::AddDatastore(const std::string& name, const std::string& path) {
   CAIRN_RETURN_IF_ERROR(ValidateName(NameKind::kStore, name));
   if (path.empty()) return Status::InvalidArgument("datastore path is empty");
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Stmt st(db_, "INSERT INTO datastores(name, path) VALUES(?1, ?2) ON CONFLICT(name) DO NOTHING");
   st.Text(1, name).Text(2, path);
   CAIRN_RETURN_IF_ERROR(st.Run());
@@ -143,7 +143,7 @@ Status Catalog::AddDatastore(const std::string& name, const std::string& path) {
 }
 
 Status Catalog::RemoveDatastore(const std::string& name) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Stmt st(db_, "DELETE FROM datastores WHERE name = ?1");
   st.Text(1, name);
   CAIRN_RETURN_IF_ERROR(st.Run());
@@ -152,7 +152,7 @@ Status Catalog::RemoveDatastore(const std::string& name) {
 }
 
 Result<std::vector<DatastoreRow>> Catalog::ListDatastores() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Stmt st(db_, "SELECT name, path FROM datastores ORDER BY name");
   std::vector<DatastoreRow> out;
   for (;;) {
@@ -164,7 +164,7 @@ Result<std::vector<DatastoreRow>> Catalog::ListDatastores() {
 }
 
 Result<DatastoreRow> Catalog::GetDatastore(const std::string& name) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Stmt st(db_, "SELECT name, path FROM datastores WHERE name = ?1");
   st.Text(1, name);
   CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
@@ -242,7 +242,7 @@ Status Catalog::UpsertSnapshot(const std::string& store, const SnapshotRef& ref,
       m.backup_time != ref.time) {
     return Status::InvalidArgument("manifest does not name snapshot " + ref.ToString());
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Txn txn(db_);
   CAIRN_RETURN_IF_ERROR(txn.Begin());
   CAIRN_RETURN_IF_ERROR(RequireStoreLocked(store));
@@ -260,7 +260,7 @@ Status Catalog::RemoveGroupIfUnusedLocked(const std::string& store, const GroupR
 }
 
 Status Catalog::RemoveSnapshot(const std::string& store, const SnapshotRef& ref) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Txn txn(db_);
   CAIRN_RETURN_IF_ERROR(txn.Begin());
   {
@@ -278,7 +278,7 @@ Status Catalog::RemoveSnapshot(const std::string& store, const SnapshotRef& ref)
 Status Catalog::SetGroupOwner(const std::string& store, const GroupRef& group,
                               const std::string& owner) {
   CAIRN_RETURN_IF_ERROR(group.Validate());
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Txn txn(db_);
   CAIRN_RETURN_IF_ERROR(txn.Begin());
   CAIRN_RETURN_IF_ERROR(RequireStoreLocked(store));
@@ -292,7 +292,7 @@ Status Catalog::SetGroupOwner(const std::string& store, const GroupRef& group,
 }
 
 Status Catalog::RemoveGroup(const std::string& store, const GroupRef& group) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Stmt st(db_, "DELETE FROM groups WHERE store = ?1 AND ns = ?2 AND type = ?3 AND id = ?4");
   BindGroup(st, store, group);
   CAIRN_RETURN_IF_ERROR(st.Run());
@@ -301,7 +301,7 @@ Status Catalog::RemoveGroup(const std::string& store, const GroupRef& group) {
 }
 
 Result<std::vector<GroupRow>> Catalog::ListGroups(const std::string& store) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   CAIRN_RETURN_IF_ERROR(RequireStoreLocked(store));
   Stmt st(db_,
           "SELECT g.ns, g.type, g.id, g.owner, COUNT(s.sid), COALESCE(MAX(s.time), 0) "
@@ -341,7 +341,7 @@ Result<SnapshotRow> SnapshotFromColumns(Stmt& st) {
 
 Result<std::vector<SnapshotRow>> Catalog::ListSnapshots(const std::string& store,
                                                         const GroupRef& group) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   CAIRN_RETURN_IF_ERROR(RequireStoreLocked(store));
   static const std::string sql = std::string("SELECT ") + kSnapshotColumns +
                                  " FROM snapshots WHERE store = ?1 AND ns = ?2 AND type = ?3 "
@@ -359,7 +359,7 @@ Result<std::vector<SnapshotRow>> Catalog::ListSnapshots(const std::string& store
 }
 
 Result<SnapshotRow> Catalog::GetSnapshot(const std::string& store, const SnapshotRef& ref) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   CAIRN_RETURN_IF_ERROR(RequireStoreLocked(store));
   static const std::string sql = std::string("SELECT ") + kSnapshotColumns +
                                  " FROM snapshots WHERE store = ?1 AND ns = ?2 AND type = ?3 "
@@ -373,7 +373,7 @@ Result<SnapshotRow> Catalog::GetSnapshot(const std::string& store, const Snapsho
 
 Result<std::vector<ArchiveInfo>> Catalog::ListArchives(const std::string& store,
                                                        const SnapshotRef& ref) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   CAIRN_RETURN_IF_ERROR(RequireStoreLocked(store));
   Stmt st(db_,
           "SELECT a.name, a.size, a.csum FROM archives a JOIN snapshots s ON a.snapshot = s.sid "
@@ -393,7 +393,7 @@ Result<std::vector<ArchiveInfo>> Catalog::ListArchives(const std::string& store,
 
 Status Catalog::SetVerifyState(const std::string& store, const SnapshotRef& ref,
                                const VerifyState& v) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Stmt st(db_,
           "UPDATE snapshots SET verify_state = ?6, verify_time = ?7, verify_task = ?8 "
           "WHERE store = ?1 AND ns = ?2 AND type = ?3 AND id = ?4 AND time = ?5");
@@ -406,7 +406,7 @@ Status Catalog::SetVerifyState(const std::string& store, const SnapshotRef& ref,
 
 Status Catalog::SetProtected(const std::string& store, const SnapshotRef& ref,
                              bool is_protected) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Stmt st(db_,
           "UPDATE snapshots SET protected = ?6 "
           "WHERE store = ?1 AND ns = ?2 AND type = ?3 AND id = ?4 AND time = ?5");
@@ -419,7 +419,7 @@ Status Catalog::SetProtected(const std::string& store, const SnapshotRef& ref,
 
 Status Catalog::SetNotes(const std::string& store, const SnapshotRef& ref,
                          const std::string& notes) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Stmt st(db_,
           "UPDATE snapshots SET notes = ?6 "
           "WHERE store = ?1 AND ns = ?2 AND type = ?3 AND id = ?4 AND time = ?5");
@@ -435,7 +435,7 @@ Status Catalog::SetNotes(const std::string& store, const SnapshotRef& ref,
 
 Status Catalog::Reindex(const std::string& store, Datastore& ds, ReindexReport* report) {
   ReindexReport local;
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Txn txn(db_);
   CAIRN_RETURN_IF_ERROR(txn.Begin());
   CAIRN_RETURN_IF_ERROR(RequireStoreLocked(store));
@@ -485,7 +485,7 @@ Status Catalog::Reindex(const std::string& store, Datastore& ds, ReindexReport* 
 }
 
 Result<std::string> Catalog::Dump(const std::string& store) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   // One read transaction so the text is one consistent state.
   CAIRN_RETURN_IF_ERROR(Exec(db_, "BEGIN"));
   struct EndRead {

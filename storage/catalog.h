@@ -21,13 +21,13 @@
 
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "storage/datastore.h"
 #include "storage/manifest.h"
+#include "storage/mutex.h"
 #include "storage/names.h"
 #include "storage/status.h"
 
@@ -136,15 +136,17 @@ class Catalog {
 
  private:
   explicit Catalog(sqlite3* db);
-  Status Migrate();
-  Status RequireStoreLocked(const std::string& store);
+  Status Migrate() CAIRN_REQUIRES(mu_);
+  Status RequireStoreLocked(const std::string& store) CAIRN_REQUIRES(mu_);
   Status UpsertSnapshotLocked(const std::string& store, const SnapshotRef& ref,
-                              const Manifest& m);
-  Status EnsureGroupLocked(const std::string& store, const GroupRef& group);
-  Status RemoveGroupIfUnusedLocked(const std::string& store, const GroupRef& group);
+                              const Manifest& m) CAIRN_REQUIRES(mu_);
+  Status EnsureGroupLocked(const std::string& store, const GroupRef& group) CAIRN_REQUIRES(mu_);
+  Status RemoveGroupIfUnusedLocked(const std::string& store, const GroupRef& group)
+      CAIRN_REQUIRES(mu_);
 
-  std::mutex mu_;
-  sqlite3* const db_;  // GUARDED_BY(mu_)
+  Mutex mu_;
+  // The one connection: every use of it (and of its statements) holds mu_.
+  sqlite3* const db_ CAIRN_GUARDED_BY(mu_);
 };
 
 }  // namespace cairn::storage
