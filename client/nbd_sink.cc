@@ -179,7 +179,7 @@ Result<std::unique_ptr<NbdSink>> NbdSink::Start(const NbdSinkOptions& options,
 }
 
 void NbdSink::Stop() {
-  std::lock_guard<std::mutex> lock(stop_mu_);
+  MutexLock lock(&stop_mu_);
   if (wake_fd_ < 0) return;
   stopping_ = true;
   uint64_t one = 1;
@@ -209,7 +209,7 @@ std::string NbdSink::Uri() const {
 }
 
 NbdSinkStats NbdSink::stats() const {
-  std::lock_guard<std::mutex> lock(stats_mu_);
+  MutexLock lock(&stats_mu_);
   return stats_;
 }
 
@@ -219,7 +219,7 @@ void NbdSink::Log(const std::string& line) const {
 
 void NbdSink::NoteError(const std::string& what, bool protocol_error) {
   {
-    std::lock_guard<std::mutex> lock(stats_mu_);
+    MutexLock lock(&stats_mu_);
     stats_.last_error = what;
     if (protocol_error) ++stats_.protocol_errors;
   }
@@ -264,7 +264,7 @@ void NbdSink::AcceptLoop() {
     }
     if (connections_.size() >= static_cast<size_t>(options_.max_connections)) {
       {
-        std::lock_guard<std::mutex> lock(stats_mu_);
+        MutexLock lock(&stats_mu_);
         ++stats_.refused_connections;
       }
       ::close(fd);
@@ -286,7 +286,7 @@ void NbdSink::Serve(Connection* conn) {
     if (!stopping_) NoteError("NbdSink: handshake: " + s.message(), !s.IsIOError());
   } else if (transmit) {
     {
-      std::lock_guard<std::mutex> lock(stats_mu_);
+      MutexLock lock(&stats_mu_);
       ++stats_.connections;
     }
     s = Transmit(conn->fd);
@@ -542,7 +542,7 @@ Status NbdSink::Transmit(int fd) {
             error = type == nbd::kCmdTrim ? nbd::kEinval : nbd::kEnospc;
             why = "beyond the end of the export";
           } else {
-            std::lock_guard<std::mutex> lock(handler_mu_);
+            MutexLock lock(&handler_mu_);
             handler_status = type == nbd::kCmdWrite
                                  ? handler_->OnWrite(offset, std::string_view(payload))
                                  : handler_->OnZero(offset, length);
@@ -553,13 +553,13 @@ Status NbdSink::Transmit(int fd) {
           }
           break;
         case nbd::kCmdFlush: {
-          std::lock_guard<std::mutex> lock(handler_mu_);
+          MutexLock lock(&handler_mu_);
           handler_status = handler_->OnFlush();
           handled = true;
           break;
         }
         case nbd::kCmdDisc: {
-          std::lock_guard<std::mutex> lock(stats_mu_);
+          MutexLock lock(&stats_mu_);
           ++stats_.disconnects;
           return Status::OK();
         }
@@ -578,7 +578,7 @@ Status NbdSink::Transmit(int fd) {
       why = "handler failed: " + handler_status.message();
     }
     {
-      std::lock_guard<std::mutex> lock(stats_mu_);
+      MutexLock lock(&stats_mu_);
       if (type == nbd::kCmdRead) ++stats_.reads_refused;
       if (error != 0) {
         ++stats_.error_replies;

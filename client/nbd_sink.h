@@ -44,11 +44,11 @@
 #include <functional>
 #include <list>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <thread>
 
+#include "storage/mutex.h"
 #include "storage/status.h"
 
 namespace cairn::client {
@@ -238,18 +238,19 @@ class NbdSink {
   void NoteError(const std::string& what, bool protocol_error);
 
   const NbdSinkOptions options_;
-  NbdSinkHandler* const handler_;
+  // Every call into the handler holds handler_mu_.
+  NbdSinkHandler* const handler_ CAIRN_PT_GUARDED_BY(handler_mu_);
   int listen_fd_ = -1;
   bool socket_created_ = false;  // bind() made options_.socket_path
   int wake_fd_ = -1;             // eventfd, readable once Stop() began: wakes every poll
   std::atomic<bool> stopping_{false};
   std::thread accept_thread_;
   std::list<Connection> connections_;  // touched by the accept thread, then Stop()
-  std::mutex stop_mu_;                 // serializes Stop()
+  Mutex stop_mu_;                      // serializes Stop()
 
-  std::mutex handler_mu_;  // held during every handler call
-  mutable std::mutex stats_mu_;
-  NbdSinkStats stats_;  // GUARDED_BY(stats_mu_)
+  Mutex handler_mu_;  // held during every handler call
+  mutable Mutex stats_mu_;
+  NbdSinkStats stats_ CAIRN_GUARDED_BY(stats_mu_);
 };
 
 }  // namespace cairn::client

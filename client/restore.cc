@@ -10,11 +10,9 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
 #include <string_view>
 #include <thread>
 #include <unordered_map>
@@ -25,6 +23,7 @@
 #include "storage/digest.h"
 #include "storage/env.h"
 #include "storage/fixed_index.h"
+#include "storage/mutex.h"
 
 
 namespace cairn::client {
@@ -142,16 +141,16 @@ struct Work {
   std::atomic<uint64_t> bytes_done{0};
   std::atomic<uint64_t> bytes_downloaded{0};
 
-  std::mutex mu;
-  std::condition_variable cv;
-  Status error;     // GUARDED_BY(mu): the first failure
-  int running = 0;  // GUARDED_BY(mu)
+  Mutex mu;
+  CondVar cv;
+  Status error CAIRN_GUARDED_BY(mu);  // the first failure
+  int running CAIRN_GUARDED_BY(mu) = 0;
 
   void Fail(Status s) {
-    std::lock_guard<std::mutex> lock(mu);
+    MutexLock lock(&mu);
     if (error.ok()) error = std::move(s);
     failed.store(true);
-    cv.notify_all();
+    cv.SignalAll();
   }
 };
 
@@ -292,9 +291,9 @@ void Worker(Work& w, const Repository& repo) {
       break;
     }
   }
-  std::lock_guard<std::mutex> lock(w.mu);
+  MutexLock lock(&w.mu);
   --w.running;
-  w.cv.notify_all();
+  w.cv.SignalAll();
 }
 
 // Closes the reader session when the restore ends, however it ends.
@@ -359,28 +358,27 @@ Status RunWorkers(Work& w, const Repository& repo, const RestoreOptions& options
                          1, std::max<size_t>(w.jobs.size(), 1)));
   std::vector<std::thread> threads;
   {
-    std::lock_guard<std::mutex> lock(w.mu);
+    MutexLock lock(&w.mu);
     w.running = n;
   }
   for (int t = 0; t < n; ++t) threads.emplace_back([&w, &repo] { Worker(w, repo); });
   const uint64_t total = w.index->image_size();
   auto last_report = std::chrono::steady_clock::now();
-  {
-    std::unique_lock<std::mutex> lock(w.mu);
-    while (w.running > 0) {
-      w.cv.wait_for(lock, kProgressInterval);
-      auto now = std::chrono::steady_clock::now();
-      if (options.progress && w.running > 0 && now - last_report >= kProgressInterval) {
-        last_report = now;
-        uint64_t done = w.bytes_done.load(std::memory_order_relaxed);
-        lock.unlock();
-        options.progress(done, total);
-        lock.lock();
-      }
+  w.mu.Lock();
+  while (w.running > 0) {
+    w.cv.WaitFor(&w.mu, kProgressInterval);
+    auto now = std::chrono::steady_clock::now();
+    if (options.progress && w.running > 0 && now - last_report >= kProgressInterval) {
+      last_report = now;
+      uint64_t done = w.bytes_done.load(std::memory_order_relaxed);
+      w.mu.Unlock();
+      options.progress(done, total);
+      w.mu.Lock();
     }
   }
+  w.mu.Unlock();
   for (auto& t : threads) t.join();
-  std::lock_guard<std::mutex> lock(w.mu);
+  MutexLock lock(&w.mu);
   return w.error;
 }
 

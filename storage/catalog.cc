@@ -134,7 +134,7 @@ Result<std::unique_ptr<Catalog>> Catalog::Open(const std::string& db_path) {
   CAIRN_ASSIGN_OR_RETURN(sqlite3* db, OpenDatabase(db_path));
   std::unique_ptr<Catalog> cat(new Catalog(db));
   {
-    std::lock_guard<std::mutex> lock(cat->mu_);
+    MutexLock lock(&cat->mu_);
     CAIRN_RETURN_IF_ERROR(cat->Migrate());
   }
   return cat;
@@ -145,7 +145,7 @@ Catalog::Catalog(sqlite3* db) : db_(db) {}
 Catalog::~Catalog() { sqlite3_close(db_); }
 
 Result<int> Catalog::SchemaVersion() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Stmt st(db_, "PRAGMA user_version");
   CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
   if (!row) return Status::IOError("PRAGMA user_version returned nothing");
@@ -160,7 +160,7 @@ Status Catalog::Migrate() { return storage::Migrate(db_, kMigrations, "catalog")
 Status Catalog::AddDatastore(const std::string& name, const std::string& path) {
   CAIRN_RETURN_IF_ERROR(ValidateName(NameKind::kStore, name));
   if (path.empty()) return Status::InvalidArgument("datastore path is empty");
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Stmt st(db_, "INSERT INTO datastores(name, path) VALUES(?1, ?2) ON CONFLICT(name) DO NOTHING");
   st.Text(1, name).Text(2, path);
   CAIRN_RETURN_IF_ERROR(st.Run());
@@ -169,7 +169,7 @@ Status Catalog::AddDatastore(const std::string& name, const std::string& path) {
 }
 
 Status Catalog::RemoveDatastore(const std::string& name) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Stmt st(db_, "DELETE FROM datastores WHERE name = ?1");
   st.Text(1, name);
   CAIRN_RETURN_IF_ERROR(st.Run());
@@ -178,7 +178,7 @@ Status Catalog::RemoveDatastore(const std::string& name) {
 }
 
 Result<std::vector<DatastoreRow>> Catalog::ListDatastores() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Stmt st(db_, "SELECT name, path FROM datastores ORDER BY name");
   std::vector<DatastoreRow> out;
   for (;;) {
@@ -190,7 +190,7 @@ Result<std::vector<DatastoreRow>> Catalog::ListDatastores() {
 }
 
 Result<DatastoreRow> Catalog::GetDatastore(const std::string& name) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Stmt st(db_, "SELECT name, path FROM datastores WHERE name = ?1");
   st.Text(1, name);
   CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
@@ -269,7 +269,7 @@ Status Catalog::UpsertSnapshot(const std::string& store, const SnapshotRef& ref,
       m.backup_time != ref.time) {
     return Status::InvalidArgument("manifest does not name snapshot " + ref.ToString());
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Txn txn(db_);
   CAIRN_RETURN_IF_ERROR(txn.Begin());
   CAIRN_RETURN_IF_ERROR(RequireStoreLocked(store));
@@ -298,7 +298,7 @@ Status Catalog::RemoveGroupIfUnusedLocked(const std::string& store, const GroupR
 }
 
 Status Catalog::RemoveSnapshot(const std::string& store, const SnapshotRef& ref) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Txn txn(db_);
   CAIRN_RETURN_IF_ERROR(txn.Begin());
   {
@@ -316,7 +316,7 @@ Status Catalog::RemoveSnapshot(const std::string& store, const SnapshotRef& ref)
 Status Catalog::SetGroupOwner(const std::string& store, const GroupRef& group,
                               const std::string& owner) {
   CAIRN_RETURN_IF_ERROR(group.Validate());
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Txn txn(db_);
   CAIRN_RETURN_IF_ERROR(txn.Begin());
   CAIRN_RETURN_IF_ERROR(RequireStoreLocked(store));
@@ -330,7 +330,7 @@ Status Catalog::SetGroupOwner(const std::string& store, const GroupRef& group,
 }
 
 Status Catalog::RemoveGroup(const std::string& store, const GroupRef& group) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Stmt st(db_, "DELETE FROM groups WHERE store = ?1 AND ns = ?2 AND type = ?3 AND id = ?4");
   BindGroup(st, store, group);
   CAIRN_RETURN_IF_ERROR(st.Run());
@@ -339,7 +339,7 @@ Status Catalog::RemoveGroup(const std::string& store, const GroupRef& group) {
 }
 
 Result<std::vector<GroupRow>> Catalog::ListGroups(const std::string& store) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   CAIRN_RETURN_IF_ERROR(RequireStoreLocked(store));
   Stmt st(db_,
           "SELECT g.ns, g.type, g.id, g.owner, COUNT(s.sid), COALESCE(MAX(s.time), 0), "
@@ -403,7 +403,7 @@ Status FillArchives(Stmt& st, const std::vector<int64_t>& sids, std::vector<Snap
 Result<std::vector<SnapshotRow>> Catalog::ListSnapshots(const std::string& store,
                                                         const GroupRef& group,
                                                         const SnapshotPage& page) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   CAIRN_RETURN_IF_ERROR(RequireStoreLocked(store));
   static const std::string base = std::string("SELECT ") + kSnapshotColumns +
                                   " FROM snapshots WHERE store = ?1 AND ns = ?2 AND type = ?3 "
@@ -443,7 +443,7 @@ Result<std::vector<SnapshotRow>> Catalog::ListSnapshots(const std::string& store
 }
 
 Result<int64_t> Catalog::CountSnapshots(const std::string& store, const GroupRef& group) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   CAIRN_RETURN_IF_ERROR(RequireStoreLocked(store));
   Stmt st(db_, "SELECT COUNT(*) FROM snapshots WHERE store = ?1 AND ns = ?2 AND type = ?3 "
                "AND id = ?4");
@@ -453,7 +453,7 @@ Result<int64_t> Catalog::CountSnapshots(const std::string& store, const GroupRef
 }
 
 Result<SnapshotRow> Catalog::GetSnapshot(const std::string& store, const SnapshotRef& ref) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   CAIRN_RETURN_IF_ERROR(RequireStoreLocked(store));
   static const std::string sql = std::string("SELECT ") + kSnapshotColumns +
                                  " FROM snapshots WHERE store = ?1 AND ns = ?2 AND type = ?3 "
@@ -475,7 +475,7 @@ Result<SnapshotRow> Catalog::GetSnapshot(const std::string& store, const Snapsho
 
 Result<std::vector<ArchiveInfo>> Catalog::ListArchives(const std::string& store,
                                                        const SnapshotRef& ref) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   CAIRN_RETURN_IF_ERROR(RequireStoreLocked(store));
   Stmt st(db_,
           "SELECT a.name, a.size, a.csum FROM archives a JOIN snapshots s ON a.snapshot = s.sid "
@@ -495,7 +495,7 @@ Result<std::vector<ArchiveInfo>> Catalog::ListArchives(const std::string& store,
 
 Status Catalog::SetVerifyState(const std::string& store, const SnapshotRef& ref,
                                const VerifyState& v) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Stmt st(db_,
           "UPDATE snapshots SET verify_state = ?6, verify_time = ?7, verify_task = ?8 "
           "WHERE store = ?1 AND ns = ?2 AND type = ?3 AND id = ?4 AND time = ?5");
@@ -508,7 +508,7 @@ Status Catalog::SetVerifyState(const std::string& store, const SnapshotRef& ref,
 
 Status Catalog::SetProtected(const std::string& store, const SnapshotRef& ref,
                              bool is_protected) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Stmt st(db_,
           "UPDATE snapshots SET protected = ?6 "
           "WHERE store = ?1 AND ns = ?2 AND type = ?3 AND id = ?4 AND time = ?5");
@@ -521,7 +521,7 @@ Status Catalog::SetProtected(const std::string& store, const SnapshotRef& ref,
 
 Status Catalog::SetNotes(const std::string& store, const SnapshotRef& ref,
                          const std::string& notes) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Stmt st(db_,
           "UPDATE snapshots SET notes = ?6 "
           "WHERE store = ?1 AND ns = ?2 AND type = ?3 AND id = ?4 AND time = ?5");
@@ -537,7 +537,7 @@ Status Catalog::SetNotes(const std::string& store, const SnapshotRef& ref,
 
 Status Catalog::Reindex(const std::string& store, Datastore& ds, ReindexReport* report) {
   ReindexReport local;
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Txn txn(db_);
   CAIRN_RETURN_IF_ERROR(txn.Begin());
   CAIRN_RETURN_IF_ERROR(RequireStoreLocked(store));
@@ -589,7 +589,7 @@ Status Catalog::Reindex(const std::string& store, Datastore& ds, ReindexReport* 
 }
 
 Result<std::string> Catalog::Dump(const std::string& store) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   // One read transaction so the text is one consistent state.
   CAIRN_RETURN_IF_ERROR(Exec(db_, "BEGIN"));
   struct EndRead {
@@ -657,7 +657,7 @@ Result<std::string> Catalog::Dump(const std::string& store) {
 }
 
 Result<bool> Catalog::InStep(const std::string& store) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Stmt st(db_, "SELECT in_step FROM datastores WHERE name = ?1");
   st.Text(1, store);
   CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
@@ -666,7 +666,7 @@ Result<bool> Catalog::InStep(const std::string& store) {
 }
 
 Status Catalog::SetInStep(const std::string& store, bool in_step) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Stmt st(db_, "UPDATE datastores SET in_step = ?2 WHERE name = ?1");
   st.Text(1, store).Int(2, in_step ? 1 : 0);
   CAIRN_RETURN_IF_ERROR(st.Run());
@@ -696,7 +696,7 @@ Result<std::unique_ptr<CatalogSync>> CatalogSync::Attach(Catalog* catalog,
 CatalogSync::~CatalogSync() { Detach(); }
 
 void CatalogSync::Detach() {
-  std::lock_guard lock(refresh_mu_);
+  MutexLock lock(&refresh_mu_);
   if (ds_ == nullptr) return;
   ds_->SetObserver(nullptr);
   ds_ = nullptr;
@@ -705,7 +705,7 @@ void CatalogSync::Detach() {
 
 Status CatalogSync::Refresh() {
   if (!stale_.load()) return Status::OK();
-  std::lock_guard lock(refresh_mu_);
+  MutexLock lock(&refresh_mu_);
   if (!stale_.load() || ds_ == nullptr) return Status::OK();
   // Cleared first: a change failing during the reindex marks it again.
   stale_.store(false);

@@ -23,13 +23,13 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "storage/datastore.h"
 #include "storage/manifest.h"
+#include "storage/mutex.h"
 #include "storage/names.h"
 #include "storage/status.h"
 
@@ -165,16 +165,19 @@ class Catalog {
 
  private:
   explicit Catalog(sqlite3* db);
-  Status Migrate();
-  Status RequireStoreLocked(const std::string& store);
+  Status Migrate() CAIRN_REQUIRES(mu_);
+  Status RequireStoreLocked(const std::string& store) CAIRN_REQUIRES(mu_);
   Status UpsertSnapshotLocked(const std::string& store, const SnapshotRef& ref,
-                              const Manifest& m);
-  Status EnsureGroupLocked(const std::string& store, const GroupRef& group);
-  Status InsertDamagedLocked(const std::string& store, const SnapshotRef& ref, const Status& why);
-  Status RemoveGroupIfUnusedLocked(const std::string& store, const GroupRef& group);
+                              const Manifest& m) CAIRN_REQUIRES(mu_);
+  Status EnsureGroupLocked(const std::string& store, const GroupRef& group) CAIRN_REQUIRES(mu_);
+  Status InsertDamagedLocked(const std::string& store, const SnapshotRef& ref, const Status& why)
+      CAIRN_REQUIRES(mu_);
+  Status RemoveGroupIfUnusedLocked(const std::string& store, const GroupRef& group)
+      CAIRN_REQUIRES(mu_);
 
-  std::mutex mu_;
-  sqlite3* const db_;  // GUARDED_BY(mu_)
+  Mutex mu_;
+  // The one connection: every use of it (and of its statements) holds mu_.
+  sqlite3* const db_ CAIRN_GUARDED_BY(mu_);
 };
 
 // Keeps one datastore's catalog rows in step with its folder: the one path
@@ -217,10 +220,10 @@ class CatalogSync final : public DatastoreObserver {
 
   Catalog* const catalog_;
   const std::string store_;
-  Datastore* ds_;  // null once detached
+  Mutex refresh_mu_;  // one Refresh or Detach at a time
+  Datastore* ds_ CAIRN_GUARDED_BY(refresh_mu_);  // null once detached
   const ErrorFn on_error_;
   std::atomic<bool> stale_{false};
-  std::mutex refresh_mu_;  // one Refresh at a time
 };
 
 }  // namespace cairn::storage

@@ -69,12 +69,12 @@ Status CheckZstdBlob(std::string_view blob, const Digest& digest, uint64_t expec
 }  // namespace
 
 void DirtyFolders::Add(uint16_t prefix) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   bits_.set(prefix);
 }
 
 std::bitset<kChunkPrefixCount> DirtyFolders::Take() {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   std::bitset<kChunkPrefixCount> out = bits_;
   bits_.reset();
   return out;
@@ -84,7 +84,7 @@ ChunkStore::ChunkStore(Env* env, std::string chunks_dir, ChunkStoreOptions optio
     : env_(env),
       chunks_dir_(std::move(chunks_dir)),
       options_(options),
-      stripes_(new std::mutex[kStripes]),
+      stripes_(new Mutex[kStripes]),
       inserted_gen_(new uint32_t[kChunkPrefixCount]),
       synced_gen_(new uint32_t[kChunkPrefixCount]) {
   // Entries made before this Open (by an earlier process that may have died
@@ -127,8 +127,8 @@ std::string ChunkStore::ChunkPath(const Digest& digest) const {
   return JoinPath(PrefixDir(DigestPrefix(digest)), digest.ToHex());
 }
 
-std::unique_lock<std::mutex> ChunkStore::LockPrefix(uint16_t prefix) {
-  return std::unique_lock<std::mutex>(stripes_[prefix % kStripes]);
+Mutex* ChunkStore::PrefixMutex(uint16_t prefix) {
+  return &stripes_[prefix % kStripes];
 }
 
 Result<InsertResult> ChunkStore::InsertBlob(const Digest& digest, std::string_view blob,
@@ -216,7 +216,7 @@ Result<ChunkStore::Existing> ChunkStore::Refresh(const Digest& digest, DirtyFold
   // Under the stripe lock: GC decides and deletes under the same lock, so it
   // can never delete the chunk between our check and the new mtime.
   // TouchMtime doubles as the existence check (one syscall).
-  std::unique_lock<std::mutex> lock = LockPrefix(prefix);
+  MutexLock lock(PrefixMutex(prefix));
   Status s = env_->TouchMtime(path);
   if (s.IsNotFound()) return Existing::kAbsent;
   CAIRN_RETURN_IF_ERROR(s);
@@ -274,7 +274,7 @@ Result<InsertResult> ChunkStore::Store(const Digest& digest, std::string_view bl
     return s;
   }
 
-  std::unique_lock<std::mutex> lock = LockPrefix(prefix);
+  MutexLock lock(PrefixMutex(prefix));
   // No-replace: a chunk that appeared meanwhile (a concurrent insert) is
   // kept, never overwritten — its inode and any reader of it stay intact.
   s = env_->RenameNoReplace(tmp, path);
@@ -334,7 +334,7 @@ Result<bool> ChunkStore::Exists(const Digest& digest) {
 Status ChunkStore::MarkBad(const Digest& digest) {
   const uint16_t prefix = DigestPrefix(digest);
   const std::string path = ChunkPath(digest);
-  std::unique_lock<std::mutex> lock = LockPrefix(prefix);
+  MutexLock lock(PrefixMutex(prefix));
   for (int n = 0; n < kMaxBadCopies; ++n) {
     Status s = env_->RenameNoReplace(path, path + "." + std::to_string(n) + ".bad");
     if (s.IsAlreadyExists()) continue;
@@ -354,12 +354,12 @@ Status ChunkStore::SyncFolders(DirtyFolders* dirty) {
     // Only the renames made before the fsync starts are known to be covered.
     uint32_t gen;
     {
-      std::unique_lock<std::mutex> lock = LockPrefix(prefix);
+      MutexLock lock(PrefixMutex(prefix));
       gen = inserted_gen_[p];
     }
     Status s = env_->SyncDir(PrefixDir(prefix));
     if (s.ok()) {
-      std::unique_lock<std::mutex> lock = LockPrefix(prefix);
+      MutexLock lock(PrefixMutex(prefix));
       synced_gen_[p] = gen;
     } else {
       // Hand back what is still unsynced (this one included) so a retry

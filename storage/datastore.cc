@@ -220,7 +220,7 @@ Status StagedSnapshot::Commit(const Manifest& manifest) {
   const std::string group_dir = JoinPath(store_->path_, ref_.group.RelPath());
   const std::string final_dir = JoinPath(store_->path_, ref_.RelPath());
   {
-    std::lock_guard<std::mutex> lock(store_->mu_);
+    MutexLock lock(&store_->mu_);
     // Step C3: the group's folders, each made durable in its parent.
     CAIRN_RETURN_IF_ERROR(store_->CreateDirsDurably(ref_.group.RelPath()));
     // Step C4: the one atomic step that makes the snapshot visible.
@@ -525,7 +525,7 @@ Status Datastore::RemoveGroupFolderIfEmptyLocked(const GroupRef& group) {
 
 Status Datastore::DeleteSnapshot(const SnapshotRef& ref) {
   CAIRN_RETURN_IF_ERROR(ref.Validate());
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   CAIRN_ASSIGN_OR_RETURN(Manifest m, ReadManifest(ref));
   if (m.is_protected) return Status::Conflict(ref.ToString() + ": snapshot is protected");
   if (Status s = RemoveSnapshotLocked(ref); !s.ok()) return Unsure(ref.group, s);
@@ -534,12 +534,12 @@ Status Datastore::DeleteSnapshot(const SnapshotRef& ref) {
 }
 
 void Datastore::SetObserver(DatastoreObserver* observer) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   observer_ = observer;
 }
 
 void Datastore::ReportDamage(const SnapshotRef& ref, const Status& damage) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   (void)Unsure(ref.group, damage.WithContext(ref.ToString()));
 }
 
@@ -550,7 +550,7 @@ Status Datastore::Unsure(const GroupRef& group, Status s) {
 
 Status Datastore::DeleteGroup(const GroupRef& group) {
   CAIRN_RETURN_IF_ERROR(group.Validate());
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   CAIRN_ASSIGN_OR_RETURN(auto snapshots, ListSnapshots(group));
   for (const auto& ref : snapshots) {
     CAIRN_ASSIGN_OR_RETURN(Manifest m, ReadManifest(ref));
@@ -575,7 +575,7 @@ Status Datastore::DeleteGroup(const GroupRef& group) {
 template <typename Fn>
 Status Datastore::RewriteManifest(const SnapshotRef& ref, Fn&& change) {
   CAIRN_RETURN_IF_ERROR(ref.Validate());
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   CAIRN_ASSIGN_OR_RETURN(Manifest old_m, ReadManifest(ref));
   Manifest m = old_m;
   change(&m);
@@ -616,7 +616,7 @@ Status Datastore::SetVerifyState(const SnapshotRef& ref, const VerifyState& veri
 Status Datastore::SetOwner(const GroupRef& group, const std::string& owner) {
   CAIRN_RETURN_IF_ERROR(group.Validate());
   CAIRN_RETURN_IF_ERROR(CheckOwner(owner));
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   CAIRN_RETURN_IF_ERROR(CreateDirsDurably(group.RelPath()));
   Status s = WriteFileAtomic(env_, JoinPath(JoinPath(path_, group.RelPath()), kOwnerFile),
                              owner + "\n", /*sync_dir=*/true);
@@ -630,7 +630,7 @@ Result<std::string> Datastore::SetOwnerIfAbsent(const GroupRef& group, const std
   CAIRN_RETURN_IF_ERROR(CheckOwner(owner));
   // mu_ keeps DeleteGroup from renaming the group folder away in between;
   // the no-replace rename is what makes exactly one creator win.
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   CAIRN_RETURN_IF_ERROR(CreateDirsDurably(group.RelPath()));
   const std::string dir = JoinPath(path_, group.RelPath());
   const std::string path = JoinPath(dir, kOwnerFile);

@@ -27,7 +27,6 @@
 
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -36,6 +35,7 @@
 #include "storage/digest.h"
 #include "storage/env.h"
 #include "storage/manifest.h"
+#include "storage/mutex.h"
 #include "storage/names.h"
 #include "storage/status.h"
 
@@ -174,33 +174,34 @@ class Datastore {
   // removed too (a group with an owner file stays). NotFound when absent;
   // Conflict when the snapshot is protected; Corruption when its manifest does
   // not parse (whether it is protected cannot be known; nothing is changed).
-  Status DeleteSnapshot(const SnapshotRef& ref);
+  Status DeleteSnapshot(const SnapshotRef& ref) CAIRN_EXCLUDES(mu_);
   // Deletes every snapshot of a group, then the group (owner file included).
   // Conflict, before anything is deleted, when one of them is protected.
-  Status DeleteGroup(const GroupRef& group);
+  Status DeleteGroup(const GroupRef& group) CAIRN_EXCLUDES(mu_);
 
   // Rewrite the unprotected part of index.json atomically (temp, fsync,
   // rename, folder fsync). The protected part and protected-sha256 stay
   // the same (checked before writing). NotFound / Corruption as ReadManifest;
   // InvalidArgument when the new values would not pass Manifest::Parse (e.g.
   // a verify state other than "ok"/"failed").
-  Status SetProtected(const SnapshotRef& ref, bool is_protected);
-  Status SetNotes(const SnapshotRef& ref, const std::string& notes);
-  Status SetVerifyState(const SnapshotRef& ref, const VerifyState& verify);
+  Status SetProtected(const SnapshotRef& ref, bool is_protected) CAIRN_EXCLUDES(mu_);
+  Status SetNotes(const SnapshotRef& ref, const std::string& notes) CAIRN_EXCLUDES(mu_);
+  Status SetVerifyState(const SnapshotRef& ref, const VerifyState& verify) CAIRN_EXCLUDES(mu_);
 
   // --- Group owner (`owner` file in the group folder) ---
 
   // Writes the owner durably, creating the group folder (durably) if needed.
   // InvalidArgument for an invalid group, or an owner that is empty, longer
   // than kMaxOwnerSize or holds control characters.
-  Status SetOwner(const GroupRef& group, const std::string& owner);
+  Status SetOwner(const GroupRef& group, const std::string& owner) CAIRN_EXCLUDES(mu_);
   // Makes `owner` the group's owner unless it has one: the owner file is
   // written to a temp name, fsynced, and renamed into place with
   // RENAME_NOREPLACE, then the group folder is fsynced. Of concurrent calls
   // for one group exactly one creates the file; every call returns the
   // owner now in effect (its own, or the one found). InvalidArgument as
   // SetOwner; Corruption when an existing owner file is malformed.
-  Result<std::string> SetOwnerIfAbsent(const GroupRef& group, const std::string& owner);
+  Result<std::string> SetOwnerIfAbsent(const GroupRef& group, const std::string& owner)
+      CAIRN_EXCLUDES(mu_);
   // NotFound when the group or its owner file does not exist.
   Result<std::string> GetOwner(const GroupRef& group);
 
@@ -227,20 +228,20 @@ class Datastore {
 
   std::string StagingRoot() const;
   // Creates every missing folder of `rel` below the root, fsyncing the parent
-  // of each one created. REQUIRES: mu_ held.
-  Status CreateDirsDurably(const std::string& rel);
-  // Rename `ref`'s folder into .staging/ and remove it. REQUIRES: mu_ held,
-  // the manifest was checked.
-  Status RemoveSnapshotLocked(const SnapshotRef& ref);
-  Status RemoveGroupFolderIfEmptyLocked(const GroupRef& group);
+  // of each one created.
+  Status CreateDirsDurably(const std::string& rel) CAIRN_REQUIRES(mu_);
+  // Rename `ref`'s folder into .staging/ and remove it. REQUIRES: the
+  // manifest was checked.
+  Status RemoveSnapshotLocked(const SnapshotRef& ref) CAIRN_REQUIRES(mu_);
+  Status RemoveGroupFolderIfEmptyLocked(const GroupRef& group) CAIRN_REQUIRES(mu_);
   // Read-modify-write of the unprotected part under mu_.
   template <typename Fn>
-  Status RewriteManifest(const SnapshotRef& ref, Fn&& change);
+  Status RewriteManifest(const SnapshotRef& ref, Fn&& change) CAIRN_EXCLUDES(mu_);
   Status ListGroupsIn(const std::string& dir, std::vector<std::string>* ns,
                       std::vector<GroupRef>* out);
   // Tells the observer (if any) that a change of `group` failed part-way
   // and passes `s` on. REQUIRES: mu_ held.
-  Status Unsure(const GroupRef& group, Status s);
+  Status Unsure(const GroupRef& group, Status s) CAIRN_REQUIRES(mu_);
 
   Env* const env_;
   const std::string path_;
@@ -248,9 +249,11 @@ class Datastore {
   const std::unique_ptr<FileLock> lock_;
   const std::unique_ptr<ChunkStore> chunks_;
   // Serialises group folder creation/removal, the commit and delete renames
-  // and index.json rewrites, and the observer's calls.
-  std::mutex mu_;
-  DatastoreObserver* observer_ = nullptr;  // GUARDED_BY(mu_)
+  // and index.json rewrites, and the observer's calls. It guards folders
+  // and files, and the observer: what the analysis checks is that the
+  // helpers above that change them (CAIRN_REQUIRES) run under it.
+  Mutex mu_;
+  DatastoreObserver* observer_ CAIRN_GUARDED_BY(mu_) = nullptr;
 };
 
 }  // namespace cairn::storage

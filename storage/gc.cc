@@ -215,7 +215,7 @@ class Sweeper {
     // Decide and delete under the lock that Insert holds for "exists →
     // refresh", re-reading each mtime: a refresh either happened before
     // (seen here, chunk kept) or happens after the delete (finds no file).
-    std::unique_lock<std::mutex> lock = chunks_->LockPrefix(prefix);
+    MutexLock lock(chunks_->PrefixMutex(prefix));
     for (const std::string& name : candidates_) {
       const std::string path = JoinPath(dir, name);
       auto info = env_->Stat(path);

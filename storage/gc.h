@@ -15,7 +15,7 @@
 // cutoff is deleted; an unmarked one at or after the cutoff is "pending" (it
 // may be freed by a later GC). Marked chunks are only stat()ed (for their
 // size), never touched. For every folder that holds an unmarked chunk the
-// sweep holds ChunkStore::LockPrefix(prefix) while it re-reads the mtime of
+// sweep holds ChunkStore::PrefixMutex(prefix) while it re-reads the mtime of
 // each candidate and deletes it: an upload's "exists → refresh mtime" (which
 // holds the same lock) therefore happens either wholly before the decision
 // (the GC sees the new mtime and keeps the chunk) or after the delete (the

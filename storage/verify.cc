@@ -4,10 +4,8 @@
 
 #include <algorithm>
 #include <chrono>
-#include <condition_variable>
 #include <limits>
 #include <memory>
-#include <mutex>
 #include <set>
 #include <thread>
 #include <unordered_map>
@@ -16,6 +14,7 @@
 #include "storage/blob.h"
 #include "storage/chunk_store.h"
 #include "storage/fixed_index.h"
+#include "storage/mutex.h"
 
 namespace cairn::storage {
 namespace {
@@ -119,10 +118,10 @@ class Verifier {
 
   ~Verifier() {
     {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(&mu_);
       stop_ = true;
     }
-    work_cv_.notify_all();
+    work_cv_.SignalAll();
     for (std::thread& t : workers_) t.join();
   }
 
@@ -452,7 +451,7 @@ class Verifier {
     for (const Need& need : *batch) limit_len = std::max(limit_len, need.limit_len);
     const uint64_t per_slot = ChunkFileLimit(limit_len) + limit_len;
     {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(&mu_);
       // No batch is running: slots are all free and may be resized.
       slot_limit_ = static_cast<size_t>(std::clamp<uint64_t>(
           options_.max_buffer_bytes / std::max<uint64_t>(per_slot, 1), 1, workers_.size()));
@@ -467,20 +466,19 @@ class Verifier {
       idle_ = 0;
       ++generation_;
     }
-    work_cv_.notify_all();
-    {
-      std::unique_lock<std::mutex> l(mu_);
-      while (idle_ < workers_.size()) {
-        if (done_cv_.wait_for(l, kProgressInterval) == std::cv_status::timeout) {
-          l.unlock();
-          ReportProgress();
-          l.lock();
-        }
+    work_cv_.SignalAll();
+    mu_.Lock();
+    while (idle_ < workers_.size()) {
+      if (!done_cv_.WaitFor(&mu_, kProgressInterval)) {
+        mu_.Unlock();
+        ReportProgress();
+        mu_.Lock();
       }
     }
+    mu_.Unlock();
     std::vector<Outcome> out;
     {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(&mu_);
       batch_.swap(*batch);
       out.swap(outcomes_);
     }
@@ -498,8 +496,8 @@ class Verifier {
     for (;;) {
       size_t n;
       {
-        std::unique_lock<std::mutex> l(mu_);
-        work_cv_.wait(l, [&] { return stop_ || generation_ != seen; });
+        MutexLock l(&mu_);
+        while (!stop_ && generation_ == seen) work_cv_.Wait(&mu_);
         if (stop_) return;
         seen = generation_;
         n = batch_.size();
@@ -516,18 +514,18 @@ class Verifier {
         chunks_done_.fetch_add(1);
       }
       {
-        std::lock_guard<std::mutex> l(mu_);
+        MutexLock l(&mu_);
         ++idle_;
       }
-      done_cv_.notify_all();
+      done_cv_.SignalAll();
     }
   }
 
   Slot* AcquireSlot() {
-    std::unique_lock<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     // Slots in use plus free ones never exceed slot_limit_ (RunBatch trims
     // the free list), so a free one exists whenever fewer are out.
-    slot_cv_.wait(l, [&] { return slots_out_ < slot_limit_; });
+    while (slots_out_ >= slot_limit_) slot_cv_.Wait(&mu_);
     ++slots_out_;
     if (!free_slots_.empty()) {
       Slot* s = free_slots_.back().release();
@@ -539,11 +537,11 @@ class Verifier {
 
   void ReleaseSlot(Slot* slot) {
     {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(&mu_);
       --slots_out_;
       free_slots_.emplace_back(slot);
     }
-    slot_cv_.notify_one();
+    slot_cv_.Signal();
   }
 
   // --- One chunk (worker threads) ---
@@ -666,22 +664,22 @@ class Verifier {
   std::atomic<uint64_t> bytes_read_{0};
   std::atomic<uint64_t> decoded_bytes_{0};
 
-  std::mutex mu_;
-  std::condition_variable work_cv_;  // a new batch, or stop
-  std::condition_variable done_cv_;  // a worker went idle
-  std::condition_variable slot_cv_;  // a slot was released
+  Mutex mu_;
+  CondVar work_cv_;  // a new batch, or stop
+  CondVar done_cv_;  // a worker went idle
+  CondVar slot_cv_;  // a slot was released
   // The batch: written by the coordinator while every worker is idle, read
   // by workers after they saw the new generation under mu_.
   std::vector<Need> batch_;
   // outcomes_[i] is written by the one worker that took i (next_).
   std::vector<Outcome> outcomes_;
   std::atomic<size_t> next_{0};
-  uint64_t generation_ = 0;  // GUARDED_BY(mu_)
-  size_t idle_ = 0;          // GUARDED_BY(mu_); workers done with this generation
-  bool stop_ = false;        // GUARDED_BY(mu_)
-  std::vector<std::unique_ptr<Slot>> free_slots_;  // GUARDED_BY(mu_)
-  size_t slots_out_ = 0;                           // GUARDED_BY(mu_)
-  size_t slot_limit_ = 1;                          // GUARDED_BY(mu_)
+  uint64_t generation_ CAIRN_GUARDED_BY(mu_) = 0;
+  size_t idle_ CAIRN_GUARDED_BY(mu_) = 0;  // workers done with this generation
+  bool stop_ CAIRN_GUARDED_BY(mu_) = false;
+  std::vector<std::unique_ptr<Slot>> free_slots_ CAIRN_GUARDED_BY(mu_);
+  size_t slots_out_ CAIRN_GUARDED_BY(mu_) = 0;
+  size_t slot_limit_ CAIRN_GUARDED_BY(mu_) = 1;
 
   std::vector<std::thread> workers_;  // last: started after everything above exists
 };

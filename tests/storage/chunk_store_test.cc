@@ -627,7 +627,7 @@ TEST_F(ChunkStoreTest, RefreshWaitsForThePrefixLock) {
   SetOldMtime(store_->ChunkPath(d));
   std::future<Result<InsertResult>> insert;
   {
-    auto lock = store_->LockPrefix(DigestPrefix(d));
+    MutexLock lock(store_->PrefixMutex(DigestPrefix(d)));
     insert = std::async(std::launch::async,
                         [&] { return store_->InsertBlob(d, blob, data.size(), nullptr); });
     // While GC holds the stripe, the refresh cannot happen.
