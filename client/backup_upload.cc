@@ -5,7 +5,6 @@
 #include <zstd.h>
 
 #include <algorithm>
-#include <array>
 #include <cctype>
 #include <cstring>
 #include <ctime>
@@ -18,7 +17,6 @@
 #include <utility>
 
 #include "storage/blob.h"
-#include "storage/crc32c.h"
 #include "storage/digest.h"
 #include "storage/fixed_index.h"
 #include "storage/mutex.h"
@@ -27,15 +25,16 @@ namespace cairn::client {
 namespace {
 
 using nlohmann::json;
-using storage::BlobKind;
+using storage::BlobEncoder;
 using storage::Digest;
-using storage::kBlobHeaderSize;
 using storage::kChunkSize;
 
-// A chunk buffer holds the blob header's 12 bytes in front of the chunk's
-// data, so that an incompressible full chunk is sent as a plain blob straight
-// from its buffer (ApiClient::Post wants a std::string, hence not char[]).
-constexpr size_t kBufferSize = kBlobHeaderSize + kChunkSize;
+// A chunk buffer is framed for BlobEncoder::EncodeFramed: room for the blob
+// header in front of the chunk's data, so that an incompressible full chunk
+// is sent as a plain blob straight from its buffer (ApiClient::Post wants a
+// std::string, hence not char[]).
+constexpr size_t kDataOffset = BlobEncoder::kFrameOffset;
+constexpr size_t kBufferSize = kDataOffset + kChunkSize;
 
 // cairn-server closes a keep-alive connection after 5 s without a request
 // (server/server.cc); a request written just as that close arrives fails.
@@ -99,17 +98,6 @@ std::string Range(uint64_t begin, uint64_t end) {
   return "[" + std::to_string(begin) + ", " + std::to_string(end) + ")";
 }
 
-// Writes magic and CRC32C into the first 12 bytes of `blob`, whose payload
-// (from byte 12 on) is in place.
-void SealBlob(std::string* blob, BlobKind kind) {
-  std::memcpy(blob->data(), storage::BlobMagic(kind).data(), storage::kBlobMagicSize);
-  uint32_t crc = storage::Crc32c(
-      std::string_view(blob->data() + kBlobHeaderSize, blob->size() - kBlobHeaderSize));
-  for (int i = 0; i < 4; ++i) {
-    (*blob)[storage::kBlobMagicSize + i] = static_cast<char>(crc >> (8 * i));
-  }
-}
-
 // Token bucket over all workers, in blob bytes. A blob larger than the bucket
 // is let through and leaves the bucket in debt, so the long-run rate holds
 // whatever the blob sizes.
@@ -144,88 +132,6 @@ class RateLimiter {
   Mutex mu_;
   double tokens_ CAIRN_GUARDED_BY(mu_);  // negative = debt
   Clock::time_point last_ CAIRN_GUARDED_BY(mu_);
-};
-
-// Per worker: a zstd context at the session's level and the output buffer
-// blobs are built in (kept between chunks: no 4 MiB allocation per chunk).
-class Encoder {
- public:
-  explicit Encoder(int level) : level_(level), cctx_(ZSTD_createCCtx()) {}
-  ~Encoder() { ZSTD_freeCCtx(cctx_); }
-  Encoder(const Encoder&) = delete;
-  Encoder& operator=(const Encoder&) = delete;
-
-  // The blob of the `length` bytes at offset 12 of `buffer`: zstd in out_
-  // when that is strictly smaller, else plain — built in `buffer` itself for
-  // a full chunk (no copy), in out_ for a short one. Returns which string
-  // holds it and sets *uses_buffer accordingly.
-  Result<const std::string*> EncodeData(std::string* buffer, size_t length, bool* uses_buffer) {
-    *uses_buffer = false;
-    if (cctx_ == nullptr) return Status::IOError("cannot create a zstd context");
-    const char* data = buffer->data() + kBlobHeaderSize;
-    size_t bound = ZSTD_compressBound(length);
-    out_.resize(kBlobHeaderSize + bound);
-    size_t n = ZSTD_compressCCtx(cctx_, out_.data() + kBlobHeaderSize, bound, data, length, level_);
-    if (!ZSTD_isError(n) && n < length) {
-      out_.resize(kBlobHeaderSize + n);
-      SealBlob(&out_, BlobKind::kZstd);
-      return &out_;
-    }
-    if (length + kBlobHeaderSize == buffer->size()) {
-      SealBlob(buffer, BlobKind::kPlain);
-      *uses_buffer = true;
-      return static_cast<const std::string*>(buffer);
-    }
-    out_.resize(kBlobHeaderSize + length);
-    std::memcpy(out_.data() + kBlobHeaderSize, data, length);
-    SealBlob(&out_, BlobKind::kPlain);
-    return &out_;
-  }
-
-  // The blob of `length` zero bytes, compressed as a stream from a small
-  // zero block: no chunk-sized buffer is filled with zeros for it. The
-  // pledged size puts the content size into the frame header, which readers
-  // require (storage/FORMAT.md, "Blob").
-  Result<const std::string*> EncodeZeros(size_t length) {
-    static constexpr size_t kPiece = 64 * 1024;
-    static const std::array<char, kPiece> kZeros{};
-    if (cctx_ == nullptr) return Status::IOError("cannot create a zstd context");
-    ZSTD_CCtx_reset(cctx_, ZSTD_reset_session_and_parameters);
-    size_t r = ZSTD_CCtx_setParameter(cctx_, ZSTD_c_compressionLevel, level_);
-    if (!ZSTD_isError(r)) r = ZSTD_CCtx_setPledgedSrcSize(cctx_, length);
-    if (ZSTD_isError(r)) return Status::IOError(std::string("zstd: ") + ZSTD_getErrorName(r));
-    out_.resize(kBlobHeaderSize + 4096);
-    ZSTD_outBuffer ob{out_.data() + kBlobHeaderSize, out_.size() - kBlobHeaderSize, 0};
-    for (size_t fed = 0; fed < length;) {
-      size_t piece = std::min(kPiece, length - fed);
-      ZSTD_inBuffer ib{kZeros.data(), piece, 0};
-      ZSTD_EndDirective mode = fed + piece == length ? ZSTD_e_end : ZSTD_e_continue;
-      for (;;) {
-        r = ZSTD_compressStream2(cctx_, &ob, &ib, mode);
-        if (ZSTD_isError(r)) return Status::IOError(std::string("zstd: ") + ZSTD_getErrorName(r));
-        if (mode == ZSTD_e_end ? r == 0 : ib.pos == ib.size) break;
-        if (ob.pos == ob.size) {
-          out_.resize(out_.size() * 2);
-          ob.dst = out_.data() + kBlobHeaderSize;
-          ob.size = out_.size() - kBlobHeaderSize;
-        }
-      }
-      fed += piece;
-    }
-    if (ob.pos < length) {
-      out_.resize(kBlobHeaderSize + ob.pos);
-      SealBlob(&out_, BlobKind::kZstd);
-    } else {  // a few zero bytes at the end of a disk: plain is smaller
-      out_.assign(kBlobHeaderSize + length, '\0');
-      SealBlob(&out_, BlobKind::kPlain);
-    }
-    return static_cast<const std::string*>(&out_);
-  }
-
- private:
-  const int level_;
-  ZSTD_CCtx* const cctx_;
-  std::string out_;
 };
 
 // A chunk some of whose bytes have arrived. `ranges` are the received byte
@@ -359,7 +265,7 @@ class UploadCore {
   void SetErrorLocked(const Status& s) CAIRN_REQUIRES(mu_);
   Status UsableLocked() const CAIRN_REQUIRES(mu_);
   void WorkerLoop();
-  Status Upload(Connection* conn, Encoder* enc, Job* job);
+  Status Upload(Connection* conn, BlobEncoder* enc, Job* job);
   // A request on the control connection; transport failures of an
   // `idempotent` one are tried once more.
   Result<HttpResponse> Control(const std::function<Result<HttpResponse>(ApiClient&)>& call,
@@ -618,13 +524,13 @@ Status UploadCore::Piece(Archive* a, uint64_t chunk, uint32_t begin, uint32_t le
     oc.buffer = std::move(b).value();
     // Everything received so far was zeros; a recycled buffer holds old data.
     for (const auto& [rb, re] : oc.ranges) {
-      std::memset(oc.buffer->data() + kBlobHeaderSize + rb, 0, re - rb);
+      std::memset(oc.buffer->data() + kDataOffset + rb, 0, re - rb);
     }
   }
   if (data != nullptr) {
-    std::memcpy(oc.buffer->data() + kBlobHeaderSize + begin, data, length);
+    std::memcpy(oc.buffer->data() + kDataOffset + begin, data, length);
   } else if (oc.buffer != nullptr) {
-    std::memset(oc.buffer->data() + kBlobHeaderSize + begin, 0, length);
+    std::memset(oc.buffer->data() + kDataOffset + begin, 0, length);
   }
   oc.Add(begin, begin + length);
   if (oc.received == oc.length) {
@@ -735,7 +641,7 @@ void UploadCore::UseDigestLocked(Archive* a, uint64_t chunk, const Digest& d, Kn
 void UploadCore::WorkerLoop() {
   SigpipeBlock no_sigpipe;  // for the thread's whole life
   Connection conn(repo_);
-  Encoder enc(options_.zstd_level);
+  BlobEncoder enc(options_.zstd_level);
   for (;;) {
     Job job;
     {
@@ -757,10 +663,10 @@ void UploadCore::WorkerLoop() {
   }
 }
 
-Status UploadCore::Upload(Connection* conn, Encoder* enc, Job* job) {
+Status UploadCore::Upload(Connection* conn, BlobEncoder* enc, Job* job) {
   Digest d = job->digest;
   if (job->buffer != nullptr) {
-    std::string_view data(job->buffer->data() + kBlobHeaderSize, job->length);
+    std::string_view data(job->buffer->data() + kDataOffset, job->length);
     if (job->length == kChunkSize && storage::IsAllZero(data)) {
       d = storage::ZeroChunkDigest();
       ++stats_.chunks_zero;
@@ -777,12 +683,11 @@ Status UploadCore::Upload(Connection* conn, Encoder* enc, Job* job) {
     uploaded_[d] = false;
   }
 
-  bool uses_buffer = false;
   Result<const std::string*> blob = job->buffer != nullptr
-                                        ? enc->EncodeData(job->buffer.get(), job->length, &uses_buffer)
+                                        ? enc->EncodeFramed(job->buffer.get(), job->length)
                                         : enc->EncodeZeros(job->length);
   if (!blob.ok()) return blob.status();
-  if (!uses_buffer && job->buffer != nullptr) {
+  if (job->buffer != nullptr && *blob != job->buffer.get()) {
     // The data is in the blob now: let the sink have the buffer during the POST.
     MutexLock l(&mu_);
     ReleaseLocked(std::move(job->buffer));

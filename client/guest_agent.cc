@@ -1,21 +1,15 @@
 #include "client/guest_agent.h"
 
-#include <fcntl.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstdint>
-#include <cstring>
 #include <limits>
 #include <random>
-#include <thread>
 #include <utility>
 
 #include "client/json_splitter.h"
+#include "client/unix_socket.h"
 
 namespace cairn::client {
 namespace {
@@ -29,35 +23,6 @@ constexpr size_t kMaxMessageBytes = 1u << 20;
 // qemu-ga puts this byte before the answer to guest-sync-delimited; sent by
 // the client, it resets the agent's JSON parser. It never occurs in UTF-8.
 constexpr char kSentinel = '\xff';
-
-int RemainingMs(Clock::time_point deadline) {
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-  if (left.count() <= 0) return 0;
-  // Round up so a sub-millisecond remainder still waits instead of spinning.
-  return static_cast<int>(std::min<int64_t>(left.count() + 1, 1 << 30));
-}
-
-// Non-blocking connect, so a listener with a full backlog (QEMU serves one
-// client on the agent's chardev) cannot block past the deadline.
-Result<int> ConnectUnix(const std::string& path, Clock::time_point deadline) {
-  for (;;) {
-    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) return Status::FromErrno("socket", errno);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::memcpy(addr.sun_path, path.data(), path.size());
-    if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0) return fd;
-    const int err = errno;
-    ::close(fd);
-    // EAGAIN: the backlog is full; unix sockets do not finish such a connect
-    // in the background, so try again.
-    if (err == EAGAIN && RemainingMs(deadline) > 0) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      continue;
-    }
-    return Status::FromErrno("guest agent: connect " + path, err);
-  }
-}
 
 // Guest bytes in a message, escaped: they may be anything, and a Status
 // message may end up in JSON or a terminal.
@@ -101,57 +66,36 @@ struct GuestAgent::Impl {
   }
 
   Status SendAll(std::string_view data, Clock::time_point deadline) {
-    while (!data.empty()) {
-      ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
-      if (n > 0) {
-        data.remove_prefix(static_cast<size_t>(n));
-        continue;
-      }
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        int ms = RemainingMs(deadline);
-        if (ms == 0) {
-          // Part of a command may have gone out; the agent's parser is in
-          // an unknown state until the next Sync() resets it with 0xFF.
-          return LoseSync(Status::IOError("guest agent: timed out sending a command"));
-        }
-        pollfd p{fd, POLLOUT, 0};
-        if (::poll(&p, 1, ms) < 0 && errno != EINTR) {
-          return Fail(Status::FromErrno("guest agent: poll", errno));
-        }
-        continue;
-      }
-      return Fail(Status::FromErrno("guest agent: send", errno));
+    Result<SocketEnd> end = SocketSendAll(fd, data, deadline);
+    if (!end.ok()) return Fail(end.status().WithContext("guest agent"));
+    if (*end != SocketEnd::kDone) {
+      // Part of a command may have gone out; the agent's parser is in an
+      // unknown state until the next Sync() resets it with 0xFF.
+      return LoseSync(Status::IOError("guest agent: timed out sending a command"));
     }
     return Status::OK();
   }
 
-  // Reads what has arrived (up to sizeof(buf)) into *out, waiting until
+  // Reads what has arrived (up to 64 KiB) into *out, waiting until
   // `deadline`. Sets *timed_out instead of failing when nothing came.
   Status ReadSome(Clock::time_point deadline, std::string* out, bool* timed_out) {
     *timed_out = false;
-    for (;;) {
-      char buf[65536];
-      ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
-      if (n > 0) {
-        out->assign(buf, static_cast<size_t>(n));
+    char buf[65536];
+    size_t n = 0;
+    Result<SocketEnd> end = SocketRecvSome(fd, buf, sizeof(buf), &n, deadline);
+    if (!end.ok()) return Fail(end.status().WithContext("guest agent"));
+    switch (*end) {
+      case SocketEnd::kDone:
+        out->assign(buf, n);
         return Status::OK();
-      }
-      if (n == 0) return Fail(Status::IOError("guest agent: connection closed"));
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) {
-        return Fail(Status::FromErrno("guest agent: recv", errno));
-      }
-      int ms = RemainingMs(deadline);
-      if (ms == 0) {
-        *timed_out = true;
-        return Status::OK();
-      }
-      pollfd p{fd, POLLIN, 0};
-      if (::poll(&p, 1, ms) < 0 && errno != EINTR) {
-        return Fail(Status::FromErrno("guest agent: poll", errno));
-      }
+      case SocketEnd::kClosed:
+        return Fail(Status::IOError("guest agent: connection closed"));
+      case SocketEnd::kTimedOut:
+      case SocketEnd::kWoken:
+        break;
     }
+    *timed_out = true;
+    return Status::OK();
   }
 
   // The next object after Sync(). Every failure here but EOF leaves the
@@ -189,12 +133,16 @@ GuestAgent::~GuestAgent() {
 
 Result<std::unique_ptr<GuestAgent>> GuestAgent::Connect(const std::string& socket_path,
                                                         std::chrono::milliseconds timeout) {
-  if (socket_path.empty() || socket_path.size() >= sizeof(sockaddr_un{}.sun_path)) {
+  if (!IsUnixSocketPath(socket_path)) {
     return Status::InvalidArgument("guest agent socket path empty or too long for a unix socket: " +
                                    socket_path);
   }
   const auto deadline = Clock::now() + timeout;
-  CAIRN_ASSIGN_OR_RETURN(int fd, ConnectUnix(socket_path, deadline));
+  // Non-blocking connect, so a listener with a full backlog (QEMU serves one
+  // client on the agent's chardev) cannot block past the deadline.
+  Result<int> connected = ConnectUnixSocket(socket_path, deadline);
+  if (!connected.ok()) return connected.status().WithContext("guest agent");
+  const int fd = *connected;
   std::unique_ptr<GuestAgent> agent(new GuestAgent(fd));
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
   CAIRN_RETURN_IF_ERROR(agent->Sync(std::max(left, std::chrono::milliseconds(0))));

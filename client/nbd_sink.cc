@@ -12,6 +12,8 @@
 #include <cstring>
 #include <utility>
 
+#include "client/unix_socket.h"
+
 namespace cairn::client {
 namespace {
 
@@ -93,16 +95,8 @@ std::string CommandName(uint16_t type) {
   }
 }
 
-// Milliseconds for poll(): -1 for no deadline, 0 when it has passed.
-int PollMs(Clock::time_point deadline) {
-  if (deadline == Clock::time_point::max()) return -1;
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-  if (left.count() <= 0) return 0;
-  return static_cast<int>(std::min<int64_t>(left.count() + 1, 1 << 30));
-}
-
 Clock::time_point After(std::chrono::milliseconds d) {
-  return d.count() > 0 ? Clock::now() + d : Clock::time_point::max();
+  return d.count() > 0 ? Clock::now() + d : kNoDeadline;
 }
 
 bool IsPowerOfTwo(uint32_t v) { return v != 0 && (v & (v - 1)) == 0; }
@@ -299,50 +293,38 @@ void NbdSink::Serve(Connection* conn) {
 }
 
 Status NbdSink::ReadFull(int fd, void* buf, size_t n, Clock::time_point deadline, bool* clean_eof) {
-  auto* out = static_cast<char*>(buf);
-  size_t got = 0;
   if (clean_eof != nullptr) *clean_eof = false;
-  while (got < n) {
-    ssize_t r = ::recv(fd, out + got, n - got, 0);
-    if (r > 0) {
-      got += static_cast<size_t>(r);
-      continue;
-    }
-    if (r == 0) {
+  size_t got = 0;
+  Result<SocketEnd> end = SocketRecvFull(fd, buf, n, deadline, wake_fd_, &got);
+  if (!end.ok()) return end.status();
+  switch (*end) {
+    case SocketEnd::kDone:
+      return Status::OK();
+    case SocketEnd::kClosed:
       if (got == 0 && clean_eof != nullptr) *clean_eof = true;
       return Status::IOError(got == 0 ? "connection closed" : "connection closed mid-message");
-    }
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) return Status::FromErrno("recv", errno);
-    if (stopping_) return Status::IOError("sink stopped");
-    int ms = PollMs(deadline);
-    if (ms == 0) return Status::IOError("timed out reading from the client");
-    pollfd p[2] = {{fd, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
-    if (::poll(p, 2, ms) < 0 && errno != EINTR) return Status::FromErrno("poll", errno);
-    if (p[1].revents != 0) return Status::IOError("sink stopped");
+    case SocketEnd::kTimedOut:
+      return Status::IOError("timed out reading from the client");
+    case SocketEnd::kWoken:
+      break;
   }
-  return Status::OK();
+  return Status::IOError("sink stopped");
 }
 
 Status NbdSink::WriteFull(int fd, const void* buf, size_t n, Clock::time_point deadline) {
-  const auto* in = static_cast<const char*>(buf);
-  size_t sent = 0;
-  while (sent < n) {
-    ssize_t r = ::send(fd, in + sent, n - sent, MSG_NOSIGNAL);
-    if (r > 0) {
-      sent += static_cast<size_t>(r);
-      continue;
-    }
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return Status::FromErrno("send", errno);
-    if (stopping_) return Status::IOError("sink stopped");
-    int ms = PollMs(deadline);
-    if (ms == 0) return Status::IOError("timed out writing to the client");
-    pollfd p[2] = {{fd, POLLOUT, 0}, {wake_fd_, POLLIN, 0}};
-    if (::poll(p, 2, ms) < 0 && errno != EINTR) return Status::FromErrno("poll", errno);
-    if (p[1].revents != 0) return Status::IOError("sink stopped");
+  Result<SocketEnd> end =
+      SocketSendAll(fd, std::string_view(static_cast<const char*>(buf), n), deadline, wake_fd_);
+  if (!end.ok()) return end.status();
+  switch (*end) {
+    case SocketEnd::kDone:
+      return Status::OK();
+    case SocketEnd::kTimedOut:
+      return Status::IOError("timed out writing to the client");
+    case SocketEnd::kWoken:
+    case SocketEnd::kClosed:
+      break;
   }
-  return Status::OK();
+  return Status::IOError("sink stopped");
 }
 
 Status NbdSink::SendOptionReply(int fd, uint32_t option, uint32_t type, std::string_view data,

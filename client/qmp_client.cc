@@ -1,15 +1,12 @@
 #include "client/qmp_client.h"
 
-#include <fcntl.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
+#include <algorithm>
 #include <thread>
 #include <utility>
+
+#include "client/unix_socket.h"
 
 namespace cairn::client {
 namespace {
@@ -19,34 +16,6 @@ using Clock = std::chrono::steady_clock;
 
 // Deeper nesting than this is not QMP; it would only make the JSON parser and
 // the destructor of the parsed value recurse.
-
-int RemainingMs(Clock::time_point deadline) {
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-  if (left.count() <= 0) return 0;
-  // Round up so a sub-millisecond remainder still waits instead of spinning.
-  return static_cast<int>(std::min<int64_t>(left.count() + 1, 1 << 30));
-}
-
-Result<int> ConnectOnce(const std::string& path) {
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return Status::FromErrno("socket", errno);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, path.data(), path.size());
-  if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
-    int err = errno;
-    ::close(fd);
-    return Status::FromErrno("connect " + path, err);
-  }
-  // Non-blocking, so a read after poll() never blocks past the deadline.
-  int flags = ::fcntl(fd, F_GETFL);
-  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
-    int err = errno;
-    ::close(fd);
-    return Status::FromErrno("fcntl", err);
-  }
-  return fd;
-}
 
 Status ErrorFromQemu(std::string_view command, const json& error) {
   std::string cls = "?";
@@ -76,15 +45,19 @@ QmpClient::~QmpClient() {
 
 Result<std::unique_ptr<QmpClient>> QmpClient::Connect(const std::string& socket_path,
                                                       const Options& options) {
-  if (socket_path.empty() || socket_path.size() >= sizeof(sockaddr_un{}.sun_path)) {
+  if (!IsUnixSocketPath(socket_path)) {
     return Status::InvalidArgument("QMP socket path empty or too long for a unix socket: " +
                                    socket_path);
   }
-  auto connect_until = Clock::now() + options.connect_wait;
-  Result<int> fd = ConnectOnce(socket_path);
+  const auto start = Clock::now();
+  const auto connect_until = start + options.connect_wait;
+  // A full backlog (QEMU serves one monitor client; others queue) is waited
+  // out for up to the timeout, where a blocking connect would wait forever.
+  const auto backlog_until = std::max(connect_until, start + options.timeout);
+  Result<int> fd = ConnectUnixSocket(socket_path, backlog_until);
   while (!fd.ok() && Clock::now() < connect_until) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    fd = ConnectOnce(socket_path);
+    fd = ConnectUnixSocket(socket_path, backlog_until);
   }
   if (!fd.ok()) return fd.status();
   std::unique_ptr<QmpClient> client(new QmpClient(*fd, options));
@@ -123,47 +96,30 @@ Status QmpClient::Fail(Status error) {
 }
 
 Status QmpClient::SendAll(std::string_view data, Clock::time_point deadline) {
-  while (!data.empty()) {
-    ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
-    if (n > 0) {
-      data.remove_prefix(static_cast<size_t>(n));
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      pollfd p{fd_, POLLOUT, 0};
-      int ms = RemainingMs(deadline);
-      if (ms == 0) return Fail(Status::IOError("QMP: timed out sending a command"));
-      int r = ::poll(&p, 1, ms);
-      if (r < 0 && errno != EINTR) return Fail(Status::FromErrno("QMP poll", errno));
-      continue;
-    }
-    return Fail(Status::FromErrno("QMP send", errno));
-  }
+  Result<SocketEnd> end = SocketSendAll(fd_, data, deadline);
+  if (!end.ok()) return Fail(end.status().WithContext("QMP"));
+  if (*end != SocketEnd::kDone) return Fail(Status::IOError("QMP: timed out sending a command"));
   return Status::OK();
 }
 
 Status QmpClient::ReadSome(Clock::time_point deadline, bool* timed_out) {
   *timed_out = false;
-  for (;;) {
-    char buf[65536];
-    ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
-    if (n > 0) {
-      splitter_.Append(buf, static_cast<size_t>(n));
+  char buf[65536];
+  size_t n = 0;
+  Result<SocketEnd> end = SocketRecvSome(fd_, buf, sizeof(buf), &n, deadline);
+  if (!end.ok()) return Fail(end.status().WithContext("QMP"));
+  switch (*end) {
+    case SocketEnd::kDone:
+      splitter_.Append(buf, n);
       return Status::OK();
-    }
-    if (n == 0) return Fail(Status::IOError("QMP: connection closed by QEMU"));
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) return Fail(Status::FromErrno("QMP recv", errno));
-    int ms = RemainingMs(deadline);
-    if (ms == 0) {
-      *timed_out = true;
-      return Status::OK();
-    }
-    pollfd p{fd_, POLLIN, 0};
-    int r = ::poll(&p, 1, ms);
-    if (r < 0 && errno != EINTR) return Fail(Status::FromErrno("QMP poll", errno));
+    case SocketEnd::kClosed:
+      return Fail(Status::IOError("QMP: connection closed by QEMU"));
+    case SocketEnd::kTimedOut:
+    case SocketEnd::kWoken:
+      break;
   }
+  *timed_out = true;
+  return Status::OK();
 }
 
 Result<json> QmpClient::NextMessage(Clock::time_point deadline, const char* waiting_for) {

@@ -251,19 +251,16 @@ Status FetchJob(Work& w, ApiClient& api, const Job& job, std::string* plain) {
   const std::string& blob = r->body;
   w.bytes_downloaded.fetch_add(blob.size(), std::memory_order_relaxed);
 
+  auto view = storage::ParseBlob(blob);
+  if (!view.ok()) return view.status().WithContext("chunk " + hex);
   std::string_view data;
-  if (blob.size() >= storage::kBlobMagicSize &&
-      std::string_view(blob).substr(0, storage::kBlobMagicSize) ==
-          storage::BlobMagic(storage::BlobKind::kPlain)) {
-    // Plain blob: check the envelope and use the payload where it lies
-    // instead of copying it out.
-    auto kind = storage::CheckBlob(blob);
-    if (!kind.ok()) return kind.status().WithContext("chunk " + hex);
-    data = std::string_view(blob).substr(storage::kBlobHeaderSize);
+  if (view->kind == storage::BlobKind::kPlain) {
+    // Use the payload where it lies instead of copying it out.
+    data = view->payload;
   } else {
     // The limit is the chunk's length: a frame declaring more is refused
     // before anything is allocated.
-    Status s = storage::DecodeBlob(blob, plain, job.length);
+    Status s = storage::DecodeBlobPayload(*view, plain, job.length);
     if (!s.ok()) return s.WithContext("chunk " + hex);
     data = *plain;
   }

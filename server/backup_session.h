@@ -27,6 +27,7 @@
 
 #include "storage/chunk_store.h"
 #include "storage/datastore.h"
+#include "storage/fixed_index.h"
 #include "storage/manifest.h"
 #include "storage/names.h"
 
@@ -34,7 +35,7 @@ namespace cairn::server {
 
 // The largest fixed index a backup may upload or read as its base (64 MiB:
 // about 2 million chunks, 8 TiB of disk at 4 MiB chunks).
-inline constexpr uint64_t kMaxIndexUploadBytes = uint64_t{64} << 20;
+inline constexpr uint64_t kMaxIndexUploadBytes = storage::kMaxFixedIndexFileSize;
 
 using storage::Digest;
 using storage::Result;

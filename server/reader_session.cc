@@ -56,11 +56,10 @@ Result<std::string> ReaderSession::ReadChunk(const Digest& digest) {
   // Never serve a chunk of a kind the snapshot does not declare (an
   // encrypted-kind file under a plaintext digest): only its magic is looked
   // at here; the client checks the digest of what it gets.
-  for (storage::BlobKind kind : {storage::BlobKind::kEncrypted, storage::BlobKind::kEncryptedZstd}) {
-    if (blob->starts_with(storage::BlobMagic(kind)) && !manifest_.AllowsChunkKind(kind)) {
-      return Status::Corruption(what + " is stored as kind " + storage::BlobKindName(kind) +
-                                ", which the snapshot does not declare; verify the snapshot");
-    }
+  if (std::optional<storage::BlobKind> kind = storage::PeekBlobKind(*blob);
+      kind && !manifest_.AllowsChunkKind(*kind)) {
+    return Status::Corruption(what + " is stored as kind " + storage::BlobKindName(*kind) +
+                              ", which the snapshot does not declare; verify the snapshot");
   }
   return blob;
 }

@@ -2,6 +2,8 @@
 
 #include <zstd.h>
 
+#include <algorithm>
+#include <array>
 #include <cstring>
 #include <memory>
 
@@ -14,7 +16,6 @@ constexpr char kMagicPlain[] = "CRNBLOBp";
 constexpr char kMagicZstd[] = "CRNBLOBz";
 constexpr char kMagicEncrypted[] = "CRNBLOBe";
 constexpr char kMagicEncryptedZstd[] = "CRNBLOBE";
-constexpr int kZstdLevel = 1;
 
 struct CCtxDeleter {
   void operator()(ZSTD_CCtx* c) const { ZSTD_freeCCtx(c); }
@@ -43,10 +44,36 @@ uint32_t GetLE32(const char* p) {
   return v;
 }
 
-void FinishHeader(std::string* blob, BlobKind kind) {
+// Writes magic and CRC32C into the first kBlobHeaderSize bytes of *blob,
+// whose payload is in place after them. The one place a header is written.
+void Seal(std::string* blob, BlobKind kind) {
   std::memcpy(blob->data(), BlobMagic(kind).data(), kBlobMagicSize);
   std::string_view rest(blob->data() + kBlobHeaderSize, blob->size() - kBlobHeaderSize);
   PutLE32(blob->data() + kBlobMagicSize, Crc32c(rest));
+}
+
+// Builds the blob of `payload` in *out (reusing its capacity): zstd with
+// `cctx` when asked and strictly smaller, else plain. A null `cctx` with
+// `compress` is IOError.
+Status EncodeInto(ZSTD_CCtx* cctx, int level, std::string_view payload, bool compress,
+                  std::string* out) {
+  if (compress && !payload.empty()) {
+    if (cctx == nullptr) return Status::IOError("cannot create a zstd context");
+    size_t bound = ZSTD_compressBound(payload.size());
+    out->resize(kBlobHeaderSize + bound);
+    size_t n = ZSTD_compressCCtx(cctx, out->data() + kBlobHeaderSize, bound, payload.data(),
+                                 payload.size(), level);
+    if (!ZSTD_isError(n) && n < payload.size()) {
+      out->resize(kBlobHeaderSize + n);
+      Seal(out, BlobKind::kZstd);
+      return Status::OK();
+    }
+  }
+  // Not compressible (or not asked to): store as is.
+  out->resize(kBlobHeaderSize + payload.size());
+  if (!payload.empty()) std::memcpy(out->data() + kBlobHeaderSize, payload.data(), payload.size());
+  Seal(out, BlobKind::kPlain);
+  return Status::OK();
 }
 
 }  // namespace
@@ -61,26 +88,6 @@ std::string_view BlobMagic(BlobKind kind) {
   return {};
 }
 
-std::string EncodeBlob(std::string_view payload, bool compress) {
-  std::string blob;
-  if (compress && !payload.empty()) {
-    size_t bound = ZSTD_compressBound(payload.size());
-    blob.resize(kBlobHeaderSize + bound);
-    size_t n = ZSTD_compressCCtx(ThreadCCtx(), blob.data() + kBlobHeaderSize, bound,
-                                 payload.data(), payload.size(), kZstdLevel);
-    if (!ZSTD_isError(n) && n < payload.size()) {
-      blob.resize(kBlobHeaderSize + n);
-      FinishHeader(&blob, BlobKind::kZstd);
-      return blob;
-    }
-  }
-  // Not compressible (or not asked to): store as is.
-  blob.resize(kBlobHeaderSize + payload.size());
-  if (!payload.empty()) std::memcpy(blob.data() + kBlobHeaderSize, payload.data(), payload.size());
-  FinishHeader(&blob, BlobKind::kPlain);
-  return blob;
-}
-
 const char* BlobKindName(BlobKind kind) {
   switch (kind) {
     case BlobKind::kPlain: return "plain";
@@ -91,39 +98,55 @@ const char* BlobKindName(BlobKind kind) {
   return "?";
 }
 
-Result<BlobKind> CheckBlob(std::string_view blob) {
-  if (blob.size() < kBlobHeaderSize) return Status::Corruption("blob shorter than its header");
-  std::string_view magic = blob.substr(0, kBlobMagicSize);
-  BlobKind kind;
-  if (magic == BlobMagic(BlobKind::kPlain)) {
-    kind = BlobKind::kPlain;
-  } else if (magic == BlobMagic(BlobKind::kZstd)) {
-    kind = BlobKind::kZstd;
-  } else if (magic == BlobMagic(BlobKind::kEncrypted)) {
-    kind = BlobKind::kEncrypted;
-  } else if (magic == BlobMagic(BlobKind::kEncryptedZstd)) {
-    kind = BlobKind::kEncryptedZstd;
-  } else {
-    return Status::Corruption("blob has an unknown magic");
+std::optional<BlobKind> PeekBlobKind(std::string_view head) {
+  if (head.size() < kBlobMagicSize) return std::nullopt;
+  std::string_view magic = head.substr(0, kBlobMagicSize);
+  for (BlobKind kind : {BlobKind::kPlain, BlobKind::kZstd, BlobKind::kEncrypted,
+                        BlobKind::kEncryptedZstd}) {
+    if (magic == BlobMagic(kind)) return kind;
   }
-  if (kind == BlobKind::kEncrypted || kind == BlobKind::kEncryptedZstd) {
-    if (blob.size() < kBlobHeaderSize + kBlobIvSize + kBlobTagSize) {
-      return Status::Corruption("encrypted blob shorter than its header");
-    }
-  }
-  uint32_t stored = GetLE32(blob.data() + kBlobMagicSize);
-  if (Crc32c(blob.substr(kBlobHeaderSize)) != stored) {
-    return Status::Corruption("blob CRC32C mismatch");
-  }
-  return kind;
+  return std::nullopt;
 }
 
-Status DecodeBlob(std::string_view blob, std::string* payload, size_t max_payload) {
+uint64_t MaxBlobSizeFor(uint64_t max_payload) {
+  max_payload = std::min<uint64_t>(max_payload, kMaxBlobPayload);
+  const uint64_t zstd = ZSTD_compressBound(static_cast<size_t>(max_payload)) + kBlobHeaderSize;
+  const uint64_t other = max_payload + kBlobHeaderSize + kBlobIvSize + kBlobTagSize;
+  return std::min(kMaxBlobFileSize, std::max(zstd, other));
+}
+
+Result<BlobView> ParseBlob(std::string_view blob) {
+  if (blob.size() < kBlobHeaderSize) return Status::Corruption("blob shorter than its header");
+  std::optional<BlobKind> kind = PeekBlobKind(blob);
+  if (!kind) return Status::Corruption("blob has an unknown magic");
+  BlobView view;
+  view.kind = *kind;
+  std::string_view rest = blob.substr(kBlobHeaderSize);
+  if (view.encrypted()) {
+    if (rest.size() < kBlobIvSize + kBlobTagSize) {
+      return Status::Corruption("encrypted blob shorter than its header");
+    }
+    view.iv = rest.substr(0, kBlobIvSize);
+    view.tag = rest.substr(kBlobIvSize, kBlobTagSize);
+    view.payload = rest.substr(kBlobIvSize + kBlobTagSize);
+  } else {
+    view.payload = rest;
+  }
+  if (Crc32c(rest) != GetLE32(blob.data() + kBlobMagicSize)) {
+    return Status::Corruption("blob CRC32C mismatch");
+  }
+  return view;
+}
+
+Result<BlobKind> CheckBlob(std::string_view blob) {
+  CAIRN_ASSIGN_OR_RETURN(BlobView view, ParseBlob(blob));
+  return view.kind;
+}
+
+Status DecodeBlobPayload(const BlobView& blob, std::string* payload, size_t max_payload) {
   payload->clear();
-  auto kind = CheckBlob(blob);
-  if (!kind.ok()) return kind.status();
-  std::string_view body = blob.substr(kBlobHeaderSize);
-  switch (*kind) {
+  const std::string_view body = blob.payload;
+  switch (blob.kind) {
     case BlobKind::kPlain:
       if (body.size() > max_payload) return Status::Corruption("blob payload exceeds the limit");
       payload->assign(body);
@@ -154,6 +177,91 @@ Status DecodeBlob(std::string_view blob, std::string* payload, size_t max_payloa
       return Status::InvalidArgument("blob is encrypted; a key is needed to decode it");
   }
   return Status::Corruption("blob kind not handled");
+}
+
+Status DecodeBlob(std::string_view blob, std::string* payload, size_t max_payload) {
+  payload->clear();
+  CAIRN_ASSIGN_OR_RETURN(BlobView view, ParseBlob(blob));
+  return DecodeBlobPayload(view, payload, max_payload);
+}
+
+std::string EncodeBlob(std::string_view payload, bool compress) {
+  std::string blob;
+  // Without a context (out of memory) the blob is plain: still valid.
+  ZSTD_CCtx* cctx = compress ? ThreadCCtx() : nullptr;
+  (void)EncodeInto(cctx, kBlobZstdLevel, payload, cctx != nullptr, &blob);
+  return blob;
+}
+
+BlobEncoder::BlobEncoder(int zstd_level) : level_(zstd_level), cctx_(ZSTD_createCCtx()) {}
+
+BlobEncoder::~BlobEncoder() { ZSTD_freeCCtx(cctx_); }
+
+Result<std::string_view> BlobEncoder::Encode(std::string_view payload, bool compress) {
+  CAIRN_RETURN_IF_ERROR(EncodeInto(cctx_, level_, payload, compress, &out_));
+  return std::string_view(out_);
+}
+
+Result<const std::string*> BlobEncoder::EncodeFramed(std::string* framed, size_t length) {
+  if (cctx_ == nullptr) return Status::IOError("cannot create a zstd context");
+  const char* data = framed->data() + kFrameOffset;
+  if (length > 0) {
+    size_t bound = ZSTD_compressBound(length);
+    out_.resize(kBlobHeaderSize + bound);
+    size_t n = ZSTD_compressCCtx(cctx_, out_.data() + kBlobHeaderSize, bound, data, length, level_);
+    if (!ZSTD_isError(n) && n < length) {
+      out_.resize(kBlobHeaderSize + n);
+      Seal(&out_, BlobKind::kZstd);
+      return &out_;
+    }
+  }
+  if (kFrameOffset + length == framed->size()) {
+    // The data fills the buffer: seal it where it lies.
+    Seal(framed, BlobKind::kPlain);
+    return static_cast<const std::string*>(framed);
+  }
+  out_.resize(kBlobHeaderSize + length);
+  if (length > 0) std::memcpy(out_.data() + kBlobHeaderSize, data, length);
+  Seal(&out_, BlobKind::kPlain);
+  return &out_;
+}
+
+Result<const std::string*> BlobEncoder::EncodeZeros(size_t length) {
+  static constexpr size_t kPiece = 64 * 1024;
+  static const std::array<char, kPiece> kZeros{};
+  if (cctx_ == nullptr) return Status::IOError("cannot create a zstd context");
+  // The pledged size puts the content size into the frame header, which
+  // readers require (FORMAT.md, "Blob").
+  ZSTD_CCtx_reset(cctx_, ZSTD_reset_session_and_parameters);
+  size_t r = ZSTD_CCtx_setParameter(cctx_, ZSTD_c_compressionLevel, level_);
+  if (!ZSTD_isError(r)) r = ZSTD_CCtx_setPledgedSrcSize(cctx_, length);
+  if (ZSTD_isError(r)) return Status::IOError(std::string("zstd: ") + ZSTD_getErrorName(r));
+  out_.resize(kBlobHeaderSize + 4096);
+  ZSTD_outBuffer ob{out_.data() + kBlobHeaderSize, out_.size() - kBlobHeaderSize, 0};
+  for (size_t fed = 0; fed < length;) {
+    size_t piece = std::min(kPiece, length - fed);
+    ZSTD_inBuffer ib{kZeros.data(), piece, 0};
+    ZSTD_EndDirective mode = fed + piece == length ? ZSTD_e_end : ZSTD_e_continue;
+    for (;;) {
+      r = ZSTD_compressStream2(cctx_, &ob, &ib, mode);
+      if (ZSTD_isError(r)) return Status::IOError(std::string("zstd: ") + ZSTD_getErrorName(r));
+      if (mode == ZSTD_e_end ? r == 0 : ib.pos == ib.size) break;
+      if (ob.pos == ob.size) {
+        out_.resize(out_.size() * 2);
+        ob.dst = out_.data() + kBlobHeaderSize;
+        ob.size = out_.size() - kBlobHeaderSize;
+      }
+    }
+    fed += piece;
+  }
+  if (ob.pos < length) {
+    out_.resize(kBlobHeaderSize + ob.pos);
+    Seal(&out_, BlobKind::kZstd);
+  } else {  // a few zero bytes (or none): plain is smaller
+    out_.assign(kBlobHeaderSize + length, '\0');
+    Seal(&out_, BlobKind::kPlain);
+  }
+  return static_cast<const std::string*>(&out_);
 }
 
 }  // namespace cairn::storage

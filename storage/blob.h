@@ -9,14 +9,21 @@
 // their layout is fixed here so the server can check CRC and size without the
 // key, but this library does not encrypt or decrypt yet.
 //
-// Thread safety: all functions are thread-safe (zstd contexts are per thread).
+// Readers parse without copying (ParseBlob → BlobView) and decode from the
+// view; writers of many blobs keep one BlobEncoder each.
+//
+// Thread safety: all free functions are thread-safe (zstd contexts are per
+// thread); a BlobEncoder is used by one thread at a time.
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
 #include "storage/status.h"
+
+struct ZSTD_CCtx_s;  // <zstd.h>
 
 namespace cairn::storage {
 
@@ -33,24 +40,111 @@ inline constexpr size_t kMaxBlobPayload = 16 * 1024 * 1024;
 inline constexpr uint64_t kMaxBlobFileSize =
     kMaxBlobPayload + kBlobHeaderSize + kBlobIvSize + kBlobTagSize;
 
+// The zstd level writers use (FORMAT.md: "zstd level 1"). Readers accept any.
+inline constexpr int kBlobZstdLevel = 1;
+
 // Magic bytes for a kind: "CRNBLOBp", "CRNBLOBz", "CRNBLOBe", "CRNBLOBE".
 std::string_view BlobMagic(BlobKind kind);
 // "plain", "zstd", "encrypted", "encrypted+zstd".
 const char* BlobKindName(BlobKind kind);
 
-// Encodes `payload`: with `compress`, zstd level 1, falling back to plain when
-// compression does not make it smaller. REQUIRES: payload.size() <= kMaxBlobPayload.
-std::string EncodeBlob(std::string_view payload, bool compress = true);
+// The kind named by the first kBlobMagicSize bytes of `head`, without any
+// other check (no length, no CRC): for a glance at a file's head. nullopt
+// when `head` is shorter or the magic is unknown.
+std::optional<BlobKind> PeekBlobKind(std::string_view head);
 
-// The kind from the magic, after checking the CRC and the minimum size.
-// Corruption for anything that is not a well-formed envelope.
+// The largest blob that can hold a payload of at most `max_payload` bytes of
+// plaintext (plain, zstd at its worst case, or encrypted, whose ciphertext
+// is as long as its plaintext), capped at kMaxBlobFileSize. For callers that
+// refuse to read larger files before reading them.
+uint64_t MaxBlobSizeFor(uint64_t max_payload);
+
+// A checked blob envelope: views into the bytes it was parsed from, which
+// must outlive it. Nothing is copied or decoded.
+struct BlobView {
+  BlobKind kind = BlobKind::kPlain;
+  // AES-256-GCM IV (kBlobIvSize bytes) and tag (kBlobTagSize bytes) for the
+  // encrypted kinds; empty for the others.
+  std::string_view iv;
+  std::string_view tag;
+  // Plain: the data itself. zstd: one zstd frame. Encrypted kinds: the
+  // ciphertext.
+  std::string_view payload;
+
+  bool encrypted() const {
+    return kind == BlobKind::kEncrypted || kind == BlobKind::kEncryptedZstd;
+  }
+};
+
+// Checks length, magic and CRC32C (in that order, FORMAT.md "Blob") and
+// returns the view. Corruption for anything that is not a well-formed
+// envelope. Does not look into the payload.
+Result<BlobView> ParseBlob(std::string_view blob);
+
+// The kind, after the checks of ParseBlob.
 Result<BlobKind> CheckBlob(std::string_view blob);
 
-// Decodes an unencrypted blob: checks magic and CRC, decompresses with a hard
-// limit of `max_payload` bytes. Corruption for any malformed input — never a
-// crash or an allocation larger than `max_payload`. Encrypted kinds give
-// InvalidArgument (a key is needed).
+// Decodes the payload of a parsed blob into *payload: plain is copied, zstd
+// decompressed with a hard limit of `max_payload` bytes (a frame without a
+// content size, declaring more, with trailing bytes or not decoding to its
+// declared size is Corruption — never a crash or an allocation larger than
+// `max_payload`). Encrypted kinds give InvalidArgument (a key is needed).
+Status DecodeBlobPayload(const BlobView& blob, std::string* payload,
+                         size_t max_payload = kMaxBlobPayload);
+
+// ParseBlob and DecodeBlobPayload.
 Status DecodeBlob(std::string_view blob, std::string* payload,
                   size_t max_payload = kMaxBlobPayload);
+
+// Encodes `payload`: with `compress`, zstd level kBlobZstdLevel, falling back
+// to plain when compression does not make it smaller. A fresh string per
+// call; writers of many blobs use a BlobEncoder. REQUIRES: payload.size() <=
+// kMaxBlobPayload.
+std::string EncodeBlob(std::string_view payload, bool compress = true);
+
+// Writes blobs one after another, keeping its zstd context and output buffer
+// between them: once it has made a blob of the largest size, it allocates
+// nothing more. What an Encode* call returns stays valid until the next call
+// on the same encoder (or, for a plain blob sealed in the caller's buffer,
+// until the caller changes that buffer).
+//
+// Thread safety: one thread at a time; use one encoder per thread.
+class BlobEncoder {
+ public:
+  // Bytes a caller leaves free in front of its data in a framed buffer
+  // (EncodeFramed): the header of a plain blob goes there.
+  static constexpr size_t kFrameOffset = kBlobHeaderSize;
+
+  // Writes zstd frames at `zstd_level` (readers accept any level).
+  explicit BlobEncoder(int zstd_level = kBlobZstdLevel);
+  ~BlobEncoder();
+  BlobEncoder(const BlobEncoder&) = delete;
+  BlobEncoder& operator=(const BlobEncoder&) = delete;
+
+  // The blob of `payload`: zstd when `compress` and that is strictly
+  // smaller, else plain (always plain when empty). IOError when no zstd
+  // context could be made. REQUIRES: payload.size() <= kMaxBlobPayload.
+  Result<std::string_view> Encode(std::string_view payload, bool compress = true);
+
+  // The blob of the `length` bytes at offset kFrameOffset of *framed (the
+  // caller left the header's room in front of its data). zstd when strictly
+  // smaller, built in the encoder's buffer; otherwise plain: sealed in place
+  // in *framed when the data fills it (framed->size() == kFrameOffset +
+  // length: no copy), else copied into the encoder's buffer. Returns the
+  // string that holds the blob — *framed or the encoder's own — whole.
+  // REQUIRES: framed->size() >= kFrameOffset + length, length <=
+  // kMaxBlobPayload.
+  Result<const std::string*> EncodeFramed(std::string* framed, size_t length);
+
+  // The blob of `length` zero bytes, compressed as a stream from a small
+  // zero block (no buffer of `length` zeros is made), plain when that is
+  // not smaller. REQUIRES: length <= kMaxBlobPayload.
+  Result<const std::string*> EncodeZeros(size_t length);
+
+ private:
+  const int level_;
+  ZSTD_CCtx_s* const cctx_;  // nullptr when it could not be made
+  std::string out_;          // the blob being built
+};
 
 }  // namespace cairn::storage

@@ -13,10 +13,6 @@ constexpr std::string_view kBadSuffix = ".bad";
 // bad copies (or a hostile one) can never make it loop for long.
 constexpr int kMaxBadCopies = 100000;
 
-// The largest blob file a chunk may be: the largest payload stored plain,
-// plus the biggest header. Larger files are refused before they are read.
-constexpr uint64_t kMaxChunkFileSize = kMaxBlobFileSize;
-
 std::string PrefixName(uint16_t prefix) {
   std::string s(4, '0');
   for (int i = 3; i >= 0; --i) {
@@ -54,9 +50,9 @@ Status DigestMismatch(const Digest& want, const Digest& got) {
 
 // Decodes a zstd chunk blob into *plain and checks size and digest. A frame
 // declaring more than `expected_size` is refused before anything is allocated.
-Status CheckZstdBlob(std::string_view blob, const Digest& digest, uint64_t expected_size,
+Status CheckZstdBlob(const BlobView& blob, const Digest& digest, uint64_t expected_size,
                      std::string* plain) {
-  Status s = DecodeBlob(blob, plain, static_cast<size_t>(expected_size));
+  Status s = DecodeBlobPayload(blob, plain, static_cast<size_t>(expected_size));
   if (!s.ok()) return s.IsCorruption() ? s : Status::Corruption(s.message());
   if (plain->size() != expected_size) {
     return Status::Corruption("chunk size mismatch: expected " + std::to_string(expected_size) +
@@ -135,29 +131,31 @@ Result<InsertResult> ChunkStore::InsertBlob(const Digest& digest, std::string_vi
                                             uint64_t expected_size, DirtyFolders* dirty) {
   // Everything is checked before anything touches the disk: a bad upload
   // changes nothing, not even the mtime of an existing chunk.
-  if (blob.size() > kMaxChunkFileSize) {
+  if (blob.size() > kMaxBlobFileSize) {
     return Status::Corruption("chunk blob of " + std::to_string(blob.size()) +
                               " bytes exceeds the limit");
   }
   if (expected_size > kMaxBlobPayload) {
     return Status::Corruption("chunk size " + std::to_string(expected_size) + " exceeds the limit");
   }
-  CAIRN_ASSIGN_OR_RETURN(BlobKind kind, CheckBlob(blob));
-  std::string_view body = blob.substr(kBlobHeaderSize);
+  CAIRN_ASSIGN_OR_RETURN(BlobView view, ParseBlob(blob));
+  const BlobKind kind = view.kind;
   switch (kind) {
     case BlobKind::kPlain:
       // Hashed in place: no copy of the payload.
-      if (body.size() != expected_size) {
+      if (view.payload.size() != expected_size) {
         return Status::Corruption("chunk size mismatch: expected " + std::to_string(expected_size) +
-                                  ", blob holds " + std::to_string(body.size()));
+                                  ", blob holds " + std::to_string(view.payload.size()));
       }
-      if (Digest got = PlaintextDigest(body); got != digest) return DigestMismatch(digest, got);
+      if (Digest got = PlaintextDigest(view.payload); got != digest) {
+        return DigestMismatch(digest, got);
+      }
       break;
     case BlobKind::kZstd: {
       // One buffer per thread: a 4 MiB allocation per upload costs more than
       // the decode. Unusually large ones are not kept.
       thread_local std::string plain;
-      Status s = CheckZstdBlob(blob, digest, expected_size, &plain);
+      Status s = CheckZstdBlob(view, digest, expected_size, &plain);
       if (plain.capacity() > 2 * kChunkSize) std::string().swap(plain);
       CAIRN_RETURN_IF_ERROR(s);
       break;
@@ -174,7 +172,7 @@ Result<InsertResult> ChunkStore::InsertBlob(const Digest& digest, std::string_vi
       }
       // Without the key only the envelope can be checked: CRC (done above)
       // and the length of the ciphertext region.
-      const uint64_t payload = body.size() - kBlobIvSize - kBlobTagSize;
+      const uint64_t payload = view.payload.size();
       if (payload != expected_size) {
         return Status::Corruption("encrypted chunk size mismatch: expected " +
                                   std::to_string(expected_size) + ", payload holds " +
@@ -206,7 +204,8 @@ Result<InsertResult> ChunkStore::InsertData(std::string_view data, Digest* diges
 Result<bool> ChunkStore::IsVerifiedKind(const std::string& path) {
   std::string head;
   CAIRN_RETURN_IF_ERROR(env_->ReadFileHead(path, &head, kBlobMagicSize));
-  return head == BlobMagic(BlobKind::kPlain) || head == BlobMagic(BlobKind::kZstd);
+  std::optional<BlobKind> kind = PeekBlobKind(head);
+  return kind == BlobKind::kPlain || kind == BlobKind::kZstd;
 }
 
 Result<ChunkStore::Existing> ChunkStore::Refresh(const Digest& digest, DirtyFolders* dirty,
@@ -299,24 +298,24 @@ Result<InsertResult> ChunkStore::Store(const Digest& digest, std::string_view bl
 
 Result<std::string> ChunkStore::ReadBlob(const Digest& digest) {
   std::string blob;
-  CAIRN_RETURN_IF_ERROR(env_->ReadFile(ChunkPath(digest), &blob, kMaxChunkFileSize));
+  CAIRN_RETURN_IF_ERROR(env_->ReadFile(ChunkPath(digest), &blob, kMaxBlobFileSize));
   return blob;
 }
 
 Result<std::string> ChunkStore::ReadChunk(const Digest& digest) {
   CAIRN_ASSIGN_OR_RETURN(std::string blob, ReadBlob(digest));
   const std::string where = ChunkPath(digest);
-  CAIRN_ASSIGN_OR_RETURN(BlobKind kind, CheckBlob(blob));
-  if (kind == BlobKind::kPlain) {
+  CAIRN_ASSIGN_OR_RETURN(BlobView view, ParseBlob(blob));
+  if (view.kind == BlobKind::kPlain) {
     // Reuse the read buffer instead of copying the payload out of it.
-    blob.erase(0, kBlobHeaderSize);
+    blob.erase(0, static_cast<size_t>(view.payload.data() - blob.data()));
     if (Digest got = PlaintextDigest(blob); got != digest) {
       return DigestMismatch(digest, got).WithContext(where);
     }
     return blob;
   }
   std::string plain;
-  Status s = DecodeBlob(blob, &plain);
+  Status s = DecodeBlobPayload(view, &plain);
   if (!s.ok()) return s.WithContext(where);
   if (Digest got = PlaintextDigest(plain); got != digest) {
     return DigestMismatch(digest, got).WithContext(where);

@@ -40,8 +40,12 @@ inline constexpr char kFixedIndexMagic[] = "CRNFIDX1";  // 8 bytes, no NUL on di
 inline constexpr uint32_t kFixedIndexVersion = 1;
 inline constexpr size_t kFixedIndexHeaderSize = 128;
 inline constexpr uint64_t kMaxFixedIndexChunkSize = uint64_t{16} << 20;
-// 64 TiB at 4 MiB chunks; bounds every allocation made for an index.
-inline constexpr uint64_t kMaxFixedIndexChunks = uint64_t{1} << 24;
+// 2^21 chunks: 8 TiB of disk at 4 MiB chunks. Why not more: FORMAT.md,
+// "Fixed index", "Limits".
+inline constexpr uint64_t kMaxFixedIndexChunks = uint64_t{1} << 21;
+// The size limit of an index file (64 MiB + 128 bytes): bounds every
+// allocation made for an index, and is the one cap on index size everywhere
+// (readers, the server's upload body, the client's geometry check).
 inline constexpr uint64_t kMaxFixedIndexFileSize =
     kFixedIndexHeaderSize + kDigestSize * kMaxFixedIndexChunks;
 

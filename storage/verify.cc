@@ -1,7 +1,5 @@
 #include "storage/verify.h"
 
-#include <zstd.h>
-
 #include <algorithm>
 #include <chrono>
 #include <limits>
@@ -21,8 +19,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// The largest file a chunk or a blob archive may be (ChunkStore's limit).
-constexpr uint64_t kMaxChunkFileSize = kMaxBlobFileSize;
 constexpr int kMaxThreads = 256;
 constexpr auto kProgressInterval = std::chrono::milliseconds(200);
 
@@ -30,15 +26,10 @@ bool EndsWith(std::string_view s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
 }
 
-// The largest chunk file that can hold at most `max_len` bytes of plaintext:
-// plain (+12), encrypted (+40), or a zstd frame at its worst case. Reading is
-// refused above it, so a damaged or hostile file never makes a buffer larger
-// than what the memory budget planned for.
-uint64_t ChunkFileLimit(uint64_t max_len) {
-  const uint64_t zstd = ZSTD_compressBound(static_cast<size_t>(max_len)) + kBlobHeaderSize;
-  const uint64_t other = max_len + kBlobHeaderSize + kBlobIvSize + kBlobTagSize;
-  return std::min(kMaxChunkFileSize, std::max(zstd, other));
-}
+// The largest chunk file that can hold at most `max_len` bytes of plaintext.
+// Reading is refused above it, so a damaged or hostile file never makes a
+// buffer larger than what the memory budget planned for.
+uint64_t ChunkFileLimit(uint64_t max_len) { return MaxBlobSizeFor(max_len); }
 
 enum class ChunkState : uint8_t { kOk, kCorrupt, kMissing, kUnreadable };
 
@@ -318,7 +309,7 @@ class Verifier {
   // False when the whole snapshot has gone (deleted meanwhile).
   bool CheckBlobArchive(const SnapshotRef& ref, const ArchiveInfo& a, const std::string& path,
                         Reasons* reasons) {
-    if (a.size > kMaxChunkFileSize) {
+    if (a.size > kMaxBlobFileSize) {
       reasons->Add(a.name + ": the manifest's size " + std::to_string(a.size) +
                    " is larger than any blob");
       return true;
@@ -613,16 +604,16 @@ class Verifier {
       o.problem = std::move(problem);
       return o;
     };
-    auto kind = CheckBlob(blob);
-    if (!kind.ok()) return Bad(kind.status().message());
-    o.kind = *kind;
+    auto view = ParseBlob(blob);
+    if (!view.ok()) return Bad(view.status().message());
+    o.kind = view->kind;
     std::string_view plain;
-    switch (*kind) {
+    switch (view->kind) {
       case BlobKind::kPlain:
-        plain = blob.substr(kBlobHeaderSize);
+        plain = view->payload;
         break;
       case BlobKind::kZstd: {
-        Status d = DecodeBlob(blob, &slot->plain, static_cast<size_t>(need.limit_len));
+        Status d = DecodeBlobPayload(*view, &slot->plain, static_cast<size_t>(need.limit_len));
         if (!d.ok()) return Bad(d.message());
         plain = slot->plain;
         break;
@@ -631,7 +622,7 @@ class Verifier {
       case BlobKind::kEncryptedZstd: {
         // Without the key: the CRC (checked) and the ciphertext length,
         // which the server checked against the size at upload.
-        o.size = blob.size() - kBlobHeaderSize - kBlobIvSize - kBlobTagSize;
+        o.size = view->payload.size();
         if (o.size != need.min_len && o.size != need.max_len) {
           return Bad("encrypted chunk holds " + std::to_string(o.size) +
                      " bytes, the index expects " + std::to_string(need.max_len));

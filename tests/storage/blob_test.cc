@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <optional>
 #include <random>
 
 #include "storage/crc32c.h"
@@ -165,6 +166,122 @@ TEST(BlobTest, EncryptedKindsNeedAKeyButCheckCrc) {
   EXPECT_TRUE(DecodeBlob(blob, &out).IsInvalidArgument());
   std::string shortb = Reseal(std::string(BlobMagic(BlobKind::kEncryptedZstd)) + "0000" + "x");
   EXPECT_TRUE(CheckBlob(shortb).status().IsCorruption());
+}
+
+TEST(BlobTest, ParseIsAViewIntoTheBytes) {
+  for (bool compress : {false, true}) {
+    const std::string data = TextLike(100000);
+    const std::string blob = EncodeBlob(data, compress);
+    auto view = ParseBlob(blob);
+    ASSERT_TRUE(view.ok());
+    EXPECT_EQ(view->kind, compress ? BlobKind::kZstd : BlobKind::kPlain);
+    EXPECT_FALSE(view->encrypted());
+    EXPECT_TRUE(view->iv.empty());
+    EXPECT_TRUE(view->tag.empty());
+    // No copy: the payload lies where the format puts it.
+    EXPECT_EQ(view->payload.data(), blob.data() + kBlobHeaderSize);
+    EXPECT_EQ(view->payload.size(), blob.size() - kBlobHeaderSize);
+    if (!compress) {
+      EXPECT_EQ(view->payload, data);
+    }
+    std::string out;
+    ASSERT_TRUE(DecodeBlobPayload(*view, &out).ok());
+    EXPECT_EQ(out, data);
+    EXPECT_TRUE(DecodeBlobPayload(*view, &out, data.size() - 1).IsCorruption());
+  }
+  // Encrypted kinds: IV, tag and ciphertext where FORMAT.md says.
+  std::string rest = std::string(kBlobIvSize, 'i') + std::string(kBlobTagSize, 't') + "cipher";
+  std::string blob = Reseal(std::string(BlobMagic(BlobKind::kEncryptedZstd)) + "0000" + rest);
+  auto view = ParseBlob(blob);
+  ASSERT_TRUE(view.ok());
+  EXPECT_EQ(view->kind, BlobKind::kEncryptedZstd);
+  EXPECT_TRUE(view->encrypted());
+  EXPECT_EQ(view->iv, std::string(kBlobIvSize, 'i'));
+  EXPECT_EQ(view->tag, std::string(kBlobTagSize, 't'));
+  EXPECT_EQ(view->payload, "cipher");
+  EXPECT_EQ(view->iv.data(), blob.data() + 12);
+  EXPECT_EQ(view->tag.data(), blob.data() + 24);
+  EXPECT_EQ(view->payload.data(), blob.data() + 40);
+  std::string out;
+  EXPECT_TRUE(DecodeBlobPayload(*view, &out).IsInvalidArgument());
+  // The checks of the decoder: length, magic, CRC.
+  EXPECT_TRUE(ParseBlob("CRNBLOBp").status().IsCorruption());
+  EXPECT_TRUE(ParseBlob(Reseal("CRNBLOBx0000data")).status().IsCorruption());
+  std::string bad = EncodeBlob("data", false);
+  bad.back() ^= 1;
+  EXPECT_TRUE(ParseBlob(bad).status().IsCorruption());
+}
+
+TEST(BlobTest, PeekLooksAtTheMagicOnly) {
+  EXPECT_EQ(PeekBlobKind("CRNBLOBp"), BlobKind::kPlain);
+  EXPECT_EQ(PeekBlobKind("CRNBLOBzwhatever"), BlobKind::kZstd);
+  EXPECT_EQ(PeekBlobKind("CRNBLOBe"), BlobKind::kEncrypted);
+  EXPECT_EQ(PeekBlobKind("CRNBLOBE"), BlobKind::kEncryptedZstd);
+  EXPECT_EQ(PeekBlobKind("CRNBLOB"), std::nullopt);
+  EXPECT_EQ(PeekBlobKind("CRNBLOBx"), std::nullopt);
+}
+
+TEST(BlobTest, SizeLimits) {
+  EXPECT_EQ(kMaxBlobFileSize, kMaxBlobPayload + 40);
+  EXPECT_EQ(MaxBlobSizeFor(kMaxBlobPayload), kMaxBlobFileSize);
+  EXPECT_EQ(MaxBlobSizeFor(~uint64_t{0}), kMaxBlobFileSize);
+  // Small payloads: the worst of plain+40 and a zstd frame's bound.
+  EXPECT_GE(MaxBlobSizeFor(0), 40u);
+  EXPECT_GE(MaxBlobSizeFor(kChunkSize), kChunkSize + 40);
+  for (const std::string& data : {RandomBytes(kChunkSize, 3), TextLike(kChunkSize)}) {
+    EXPECT_LE(EncodeBlob(data).size(), MaxBlobSizeFor(data.size()));
+  }
+}
+
+TEST(BlobEncoderTest, SameBlobsAsEncodeBlob) {
+  BlobEncoder enc;
+  for (const Payload& p : Payloads()) {
+    for (bool compress : {false, true}) {
+      auto blob = enc.Encode(p.data, compress);
+      ASSERT_TRUE(blob.ok()) << p.name;
+      EXPECT_EQ(*blob, EncodeBlob(p.data, compress)) << p.name << " " << compress;
+    }
+  }
+}
+
+TEST(BlobEncoderTest, FramedBuffers) {
+  BlobEncoder enc;
+  constexpr size_t kOff = BlobEncoder::kFrameOffset;
+  for (const Payload& p : Payloads()) {
+    // A full buffer and one with room to spare (a short last chunk).
+    for (size_t spare : {size_t{0}, size_t{100}}) {
+      std::string framed(kOff + p.data.size() + spare, '?');
+      framed.replace(kOff, p.data.size(), p.data);
+      auto blob = enc.EncodeFramed(&framed, p.data.size());
+      ASSERT_TRUE(blob.ok()) << p.name;
+      EXPECT_EQ(**blob, EncodeBlob(p.data)) << p.name << " spare " << spare;
+      // Plain and full: sealed in place, no copy.
+      const bool plain = *CheckBlob(**blob) == BlobKind::kPlain;
+      EXPECT_EQ(*blob == &framed, plain && spare == 0) << p.name;
+    }
+  }
+}
+
+TEST(BlobEncoderTest, ZerosWithoutAZeroBuffer) {
+  BlobEncoder enc(3);
+  for (size_t n : {size_t{0}, size_t{1}, size_t{100}, size_t{65536}, size_t{1536}, kChunkSize,
+                   kChunkSize - 1}) {
+    auto blob = enc.EncodeZeros(n);
+    ASSERT_TRUE(blob.ok()) << n;
+    std::string out;
+    ASSERT_TRUE(DecodeBlob(**blob, &out).ok()) << n;
+    EXPECT_EQ(out, std::string(n, '\0')) << n;
+    if (n >= 4096) {
+      EXPECT_EQ(*CheckBlob(**blob), BlobKind::kZstd) << n;
+    }
+  }
+  // Interleaved with data: the context is reset between them.
+  const std::string text = TextLike(200000);
+  std::string out;
+  ASSERT_TRUE(DecodeBlob(*enc.Encode(text), &out).ok());
+  EXPECT_EQ(out, text);
+  ASSERT_TRUE(DecodeBlob(**enc.EncodeZeros(kChunkSize), &out).ok());
+  EXPECT_EQ(out, std::string(kChunkSize, '\0'));
 }
 
 }  // namespace

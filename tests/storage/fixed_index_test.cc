@@ -49,8 +49,9 @@ std::string Build(uint64_t image_size, uint64_t chunk_size, int64_t ctime = 1795
 TEST(FixedIndexTest, Geometry) {
   EXPECT_TRUE(ValidateFixedIndexGeometry(0, kChunkSize).ok());
   EXPECT_TRUE(ValidateFixedIndexGeometry(1, 1).ok());
-  EXPECT_TRUE(ValidateFixedIndexGeometry(uint64_t{64} << 40, kChunkSize).ok());  // 64 TiB
-  EXPECT_TRUE(ValidateFixedIndexGeometry((uint64_t{64} << 40) + 1, kChunkSize).IsInvalidArgument());
+  EXPECT_TRUE(ValidateFixedIndexGeometry(uint64_t{8} << 40, kChunkSize).ok());  // 8 TiB
+  EXPECT_TRUE(ValidateFixedIndexGeometry((uint64_t{8} << 40) + 1, kChunkSize).IsInvalidArgument());
+  EXPECT_EQ(kMaxFixedIndexFileSize, (uint64_t{64} << 20) + kFixedIndexHeaderSize);
   EXPECT_TRUE(ValidateFixedIndexGeometry(1, 0).IsInvalidArgument());
   EXPECT_TRUE(ValidateFixedIndexGeometry(1, 3).IsInvalidArgument());
   EXPECT_TRUE(ValidateFixedIndexGeometry(1, kChunkSize + 1).IsInvalidArgument());
