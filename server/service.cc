@@ -297,8 +297,8 @@ Result<std::shared_ptr<BackupSession>> Service::Backup(const Principal& p, const
 
 Result<FinishedBackup> Service::FinishBackup(const std::shared_ptr<BackupSession>& s,
                                              nlohmann::json client) {
-  CAIRN_ASSIGN_OR_RETURN(storage::Manifest m, s->Finish(std::move(client)));
-  (void)m;  // the catalog learned of the commit from the datastore
+  // The catalog learns of the commit from the datastore (CatalogSync).
+  CAIRN_RETURN_IF_ERROR(s->Finish(std::move(client)).status());
   FinishedBackup out{s->ref(), s->stats()};
   server_->sessions()->EndBackup(s->id());
   // "Verify new snapshots right after backup", when the store asks for it.
