@@ -89,7 +89,7 @@ AuthStore::~AuthStore() { sqlite3_close(db_); }
 
 Status AuthStore::AddUser(const std::string& user) {
   CAIRN_RETURN_IF_ERROR(ValidateAuthPart(user, "user"));
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   Stmt st(db_, "INSERT INTO users (name, created) VALUES (?, ?)");
   st.Text(1, user).Int(2, static_cast<int64_t>(std::time(nullptr)));
   Status s = st.Run();
@@ -98,7 +98,7 @@ Status AuthStore::AddUser(const std::string& user) {
 }
 
 Result<std::vector<std::string>> AuthStore::ListUsers() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   Stmt st(db_, "SELECT name FROM users ORDER BY name");
   return storage::ReadTextColumn(st);
 }
@@ -110,7 +110,7 @@ Result<std::string> AuthStore::CreateToken(const std::string& auth_id) {
   if (RAND_bytes(secret, sizeof(secret)) != 1) return Status::IOError("RAND_bytes failed");
   std::string secret_hex = HexOf(secret, sizeof(secret));
   std::string hash = storage::Sha256(secret_hex).ToHex();
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   Stmt exists(db_, "SELECT 1 FROM users WHERE name = ?");
   exists.Text(1, user);
   CAIRN_ASSIGN_OR_RETURN(bool found, exists.Step());
@@ -124,7 +124,7 @@ Result<std::string> AuthStore::CreateToken(const std::string& auth_id) {
 }
 
 Result<std::vector<std::string>> AuthStore::ListTokens() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   Stmt st(db_, "SELECT user || '!' || name FROM tokens ORDER BY user, name");
   return storage::ReadTextColumn(st);
 }
@@ -141,7 +141,7 @@ Result<Principal> AuthStore::Authenticate(const std::string& header) {
   std::string user, token;
   if (!SplitTokenId(auth_id, &user, &token).ok() || secret.size() != 64) return denied;
   std::string hash = storage::Sha256(secret).ToHex();
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   Stmt st(db_, "SELECT secret_sha256 FROM tokens WHERE user = ? AND name = ?");
   st.Text(1, user).Text(2, token);
   auto row = st.Step();
@@ -162,7 +162,7 @@ Status AuthStore::SetAcl(const std::string& store, const std::string& auth_id, R
   } else {
     CAIRN_RETURN_IF_ERROR(ValidateAuthPart(auth_id, "user"));
   }
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   Stmt st(db_, "INSERT INTO acl (store, auth_id, role) VALUES (?, ?, ?) "
                "ON CONFLICT (store, auth_id) DO UPDATE SET role = excluded.role");
   st.Text(1, store).Text(2, auth_id).Text(3, RoleName(role));
@@ -170,7 +170,7 @@ Status AuthStore::SetAcl(const std::string& store, const std::string& auth_id, R
 }
 
 Result<std::vector<AclEntry>> AuthStore::ListAcl() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   Stmt st(db_, "SELECT store, auth_id, role FROM acl ORDER BY store, auth_id");
   std::vector<AclEntry> out;
   while (true) {
@@ -184,7 +184,7 @@ Result<std::vector<AclEntry>> AuthStore::ListAcl() {
 }
 
 RoleSet AuthStore::RolesOn(const Principal& p, const std::string& store) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   Stmt st(db_, "SELECT role FROM acl WHERE auth_id = ? AND (store = ? OR store = '*')");
   st.Text(1, p.auth_id).Text(2, store);
   RoleSet roles;

@@ -17,11 +17,11 @@
 // thread-safe (one connection behind a mutex).
 
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "storage/mutex.h"
 #include "storage/status.h"
 
 struct sqlite3;
@@ -87,8 +87,8 @@ class AuthStore {
 
  private:
   explicit AuthStore(sqlite3* db) : db_(db) {}
-  std::mutex mu_;
-  sqlite3* db_;  // GUARDED_BY(mu_)
+  Mutex mu_;
+  sqlite3* db_ CAIRN_GUARDED_BY(mu_);
 };
 
 // True when `owner` (an auth id) is owned by `p`: the same auth id, or `p` is a

@@ -36,7 +36,7 @@ Result<std::string> BackupSession::PreviousIndex(const std::string& archive) {
   CAIRN_RETURN_IF_ERROR(storage::ValidateName(storage::NameKind::kArchive, archive));
   if (!EndsWith(archive, ".fidx")) return Status::InvalidArgument("not an index archive: " + archive);
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     CAIRN_RETURN_IF_ERROR(CheckOpenLocked());
   }
   if (!previous_) return Status::NotFound("this group has no previous snapshot to build on");
@@ -52,7 +52,7 @@ Result<std::string> BackupSession::PreviousIndex(const std::string& archive) {
   }
   std::string bytes = std::move(read).value();
   CAIRN_ASSIGN_OR_RETURN(storage::FixedIndex index, storage::FixedIndex::Parse(bytes));
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   CAIRN_RETURN_IF_ERROR(CheckOpenLocked());
   for (uint64_t i = 0; i < index.chunk_count(); ++i) {
     if (known_.insert(index.digest(i)).second) ++stats_.chunks_known;
@@ -63,14 +63,14 @@ Result<std::string> BackupSession::PreviousIndex(const std::string& archive) {
 Result<storage::InsertResult> BackupSession::UploadChunk(const Digest& digest, uint64_t size,
                                                          std::string_view blob) {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     CAIRN_RETURN_IF_ERROR(CheckOpenLocked());
   }
   // Verification (decode + SHA-256) is the expensive part: run it unlocked so
   // uploads on several connections proceed in parallel.
   CAIRN_ASSIGN_OR_RETURN(storage::InsertResult result,
                          store_->chunk_store()->InsertBlob(digest, blob, size, &dirty_));
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   known_.insert(digest);
   ++stats_.chunks_uploaded;
   if (result == storage::InsertResult::kInserted) ++stats_.chunks_new;
@@ -83,7 +83,7 @@ Status BackupSession::WriteIndex(const std::string& archive, std::string_view by
   if (!EndsWith(archive, ".fidx")) return Status::InvalidArgument("index archive names end in .fidx");
   if (bytes.size() > kMaxIndexUploadBytes) return Status::InvalidArgument("index too large");
   CAIRN_ASSIGN_OR_RETURN(storage::FixedIndex index, storage::FixedIndex::Parse(bytes));
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   CAIRN_RETURN_IF_ERROR(CheckOpenLocked());
   // The rule that keeps a client from referencing chunks it has not proven
   // to hold (DESIGN §3.4).
@@ -108,7 +108,7 @@ Status BackupSession::WriteBlob(const std::string& archive, std::string_view byt
   if (!EndsWith(archive, ".blob")) return Status::InvalidArgument("blob archive names end in .blob");
   auto kind = storage::CheckBlob(bytes);
   if (!kind.ok()) return kind.status();
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   CAIRN_RETURN_IF_ERROR(CheckOpenLocked());
   CAIRN_RETURN_IF_ERROR(staged_->WriteArchive(archive, bytes));
   std::erase_if(archives_, [&](const storage::ArchiveInfo& a) { return a.name == archive; });
@@ -118,7 +118,7 @@ Status BackupSession::WriteBlob(const std::string& archive, std::string_view byt
 }
 
 Result<storage::Manifest> BackupSession::Finish(const nlohmann::json& client) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   CAIRN_RETURN_IF_ERROR(CheckOpenLocked());
   if (archives_.empty()) return Status::InvalidArgument("nothing to commit: no archive was written");
   // Chunk folder entries first: the snapshot must never become visible
@@ -145,7 +145,7 @@ Result<storage::Manifest> BackupSession::Finish(const nlohmann::json& client) {
 }
 
 void BackupSession::Abort() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   closed_ = true;
   if (staged_) {
     staged_->Abort();
@@ -154,17 +154,17 @@ void BackupSession::Abort() {
 }
 
 bool BackupSession::closed() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return closed_;
 }
 
 BackupStats BackupSession::stats() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return stats_;
 }
 
 std::vector<Digest> BackupSession::KnownDigests() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return {known_.begin(), known_.end()};
 }
 

@@ -17,7 +17,6 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <unordered_set>
@@ -29,6 +28,7 @@
 #include "storage/datastore.h"
 #include "storage/fixed_index.h"
 #include "storage/manifest.h"
+#include "storage/mutex.h"
 #include "storage/names.h"
 
 namespace cairn::server {
@@ -102,7 +102,7 @@ class BackupSession {
   void Touch(int64_t now) { last_active_.store(now); }
 
  private:
-  Status CheckOpenLocked() const;
+  Status CheckOpenLocked() const CAIRN_REQUIRES(mu_);
 
   const std::string id_;
   const std::string store_name_;
@@ -113,12 +113,12 @@ class BackupSession {
   std::atomic<int64_t> last_active_;
   storage::DirtyFolders dirty_;
 
-  std::mutex mu_;
-  std::unique_ptr<storage::StagedSnapshot> staged_;                    // GUARDED_BY(mu_)
-  std::unordered_set<Digest, storage::DigestHash> known_;              // GUARDED_BY(mu_)
-  std::vector<storage::ArchiveInfo> archives_;                         // GUARDED_BY(mu_)
-  BackupStats stats_;                                                  // GUARDED_BY(mu_)
-  bool closed_ = false;                                                // GUARDED_BY(mu_)
+  Mutex mu_;
+  std::unique_ptr<storage::StagedSnapshot> staged_ CAIRN_GUARDED_BY(mu_);
+  std::unordered_set<Digest, storage::DigestHash> known_ CAIRN_GUARDED_BY(mu_);
+  std::vector<storage::ArchiveInfo> archives_ CAIRN_GUARDED_BY(mu_);
+  BackupStats stats_ CAIRN_GUARDED_BY(mu_);
+  bool closed_ CAIRN_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace cairn::server

@@ -16,16 +16,16 @@
 
 #include <algorithm>
 #include <chrono>
-#include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <map>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <thread>
 #include <unordered_map>
+
+#include "storage/mutex.h"
 
 namespace cairn::server {
 
@@ -410,15 +410,15 @@ class HttpGate::Impl {
     (void)!::write(stop_fd_, &one, sizeof(one));
     (void)!::write(wake_fd_, &one, sizeof(one));
     {
-      std::lock_guard lock(queue_mu_);
-      for (Worker* w : idle_workers_) w->cv.notify_one();
+      MutexLock lock(&queue_mu_);
+      for (Worker* w : idle_workers_) w->cv.Signal();
     }
     if (loop_.joinable()) loop_.join();
     for (auto& t : workers_) {
       if (t.joinable()) t.join();
     }
     // Connections handed back after the loop ended.
-    std::lock_guard lock(queue_mu_);
+    MutexLock lock(&queue_mu_);
     for (Conn* c : returned_) FreeConn(c);
     returned_.clear();
     for (Conn* c : ready_) FreeConn(c);
@@ -723,7 +723,7 @@ class HttpGate::Impl {
     c->phase = Phase::kWorker;
     Unwatch(c);
     active_.fetch_add(1);
-    std::lock_guard lock(queue_mu_);
+    MutexLock lock(&queue_mu_);
     if (idle_workers_.empty()) {
       ready_.push_back(c);
       return;
@@ -734,7 +734,7 @@ class HttpGate::Impl {
     Worker* w = idle_workers_.back();
     idle_workers_.pop_back();
     w->conn = c;
-    w->cv.notify_one();
+    w->cv.Signal();
   }
 
   // Answers `status` without reading the body, then closes the connection.
@@ -792,7 +792,7 @@ class HttpGate::Impl {
   void TakeReturned() {
     std::deque<Conn*> back;
     {
-      std::lock_guard lock(queue_mu_);
+      MutexLock lock(&queue_mu_);
       back.swap(returned_);
     }
     for (Conn* c : back) {
@@ -818,8 +818,11 @@ class HttpGate::Impl {
   class WorkerStream;
 
   struct Worker {
-    std::condition_variable cv;
-    Conn* conn = nullptr;  // GUARDED_BY(queue_mu_): handed over by Dispatch
+    CondVar cv;
+    // Handed over by Dispatch; read and written under the Impl's queue_mu_.
+    // Not CAIRN_GUARDED_BY: an annotation on a member of this nested struct
+    // cannot name a member of the enclosing Impl object.
+    Conn* conn = nullptr;
   };
 
   void Work() {
@@ -827,10 +830,10 @@ class HttpGate::Impl {
     for (;;) {
       Conn* c = nullptr;
       {
-        std::unique_lock lock(queue_mu_);
+        MutexLock lock(&queue_mu_);
         if (ready_.empty() && !stopping_.load()) {
           idle_workers_.push_back(&self);
-          self.cv.wait(lock, [&] { return stopping_.load() || self.conn != nullptr; });
+          while (!stopping_.load() && self.conn == nullptr) self.cv.Wait(&queue_mu_);
           std::erase(idle_workers_, &self);
         }
         if (stopping_.load()) {
@@ -846,7 +849,7 @@ class HttpGate::Impl {
         }
       }
       Serve(c);
-      std::lock_guard lock(queue_mu_);
+      MutexLock lock(&queue_mu_);
       if (stopping_.load()) {
         FreeConn(c);
         continue;
@@ -882,10 +885,11 @@ class HttpGate::Impl {
   std::unordered_map<std::string, PerAddress> per_address_;
   uint64_t seq_ = 0;
 
-  std::mutex queue_mu_;
-  std::vector<Worker*> idle_workers_;  // GUARDED_BY(queue_mu_): waiting workers, last idle at the back
-  std::deque<Conn*> ready_;     // GUARDED_BY(queue_mu_): admitted, no worker free yet
-  std::deque<Conn*> returned_;  // GUARDED_BY(queue_mu_): served, back to the loop
+  Mutex queue_mu_;
+  // Waiting workers, last idle at the back.
+  std::vector<Worker*> idle_workers_ CAIRN_GUARDED_BY(queue_mu_);
+  std::deque<Conn*> ready_ CAIRN_GUARDED_BY(queue_mu_);     // admitted, no worker free yet
+  std::deque<Conn*> returned_ CAIRN_GUARDED_BY(queue_mu_);  // served, back to the loop
 
   std::atomic<int64_t> open_{0}, handshake_{0}, unadmitted_{0}, idle_{0}, active_{0};
   std::atomic<uint64_t> accepted_{0}, refused_{0}, timed_out_{0}, evicted_{0};

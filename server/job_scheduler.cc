@@ -64,7 +64,7 @@ Status JobScheduler::Add(JobConfig job) {
   if (!event.ok()) return event.status().WithContext("schedule");
   if (!job.options.is_object()) return Status::InvalidArgument("job options must be an object");
   if (job.created == 0) job.created = Now();
-  std::lock_guard lock(db_mu_);
+  MutexLock lock(&db_mu_);
   Stmt st(db_, "INSERT INTO jobs (id, kind, store, schedule, options, enabled, created, last_run) "
                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
   st.Text(1, job.id).Text(2, job.kind).Text(3, job.store).Text(4, job.schedule)
@@ -76,7 +76,7 @@ Status JobScheduler::Add(JobConfig job) {
 }
 
 Status JobScheduler::Remove(const std::string& id) {
-  std::lock_guard lock(db_mu_);
+  MutexLock lock(&db_mu_);
   Stmt st(db_, "DELETE FROM jobs WHERE id = ?");
   st.Text(1, id);
   CAIRN_RETURN_IF_ERROR(st.Run());
@@ -85,7 +85,7 @@ Status JobScheduler::Remove(const std::string& id) {
 }
 
 Result<std::vector<JobConfig>> JobScheduler::List() {
-  std::lock_guard lock(db_mu_);
+  MutexLock lock(&db_mu_);
   std::string sql = std::string("SELECT ") + kColumns + " FROM jobs ORDER BY id";
   Stmt st(db_, sql.c_str());
   std::vector<JobConfig> out;
@@ -99,7 +99,7 @@ Result<std::vector<JobConfig>> JobScheduler::List() {
 }
 
 Result<JobConfig> JobScheduler::Get(const std::string& id) {
-  std::lock_guard lock(db_mu_);
+  MutexLock lock(&db_mu_);
   std::string sql = std::string("SELECT ") + kColumns + " FROM jobs WHERE id = ?";
   Stmt st(db_, sql.c_str());
   st.Text(1, id);
@@ -115,7 +115,7 @@ std::optional<int64_t> JobScheduler::NextRun(const JobConfig& job) const {
 }
 
 Status JobScheduler::SetLastRun(const std::string& id, int64_t when) {
-  std::lock_guard lock(db_mu_);
+  MutexLock lock(&db_mu_);
   Stmt st(db_, "UPDATE jobs SET last_run = ? WHERE id = ?");
   st.Int(1, when).Text(2, id);
   return st.Run();
@@ -124,7 +124,7 @@ Status JobScheduler::SetLastRun(const std::string& id, int64_t when) {
 Result<std::string> JobScheduler::Launch(const JobConfig& job, const std::string& auth_id,
                                          int64_t now) {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     if (stopping_) return Status::Busy("the server is stopping");
     if (running_.contains(job.id)) return Status::Conflict("job " + job.id + " is running already");
     running_.insert(job.id);
@@ -138,12 +138,12 @@ Result<std::string> JobScheduler::Launch(const JobConfig& job, const std::string
         return {s, "job " + job.id + " done", nullptr};
       },
       [this, id = job.id] {
-        std::lock_guard lock(mu_);
+        MutexLock lock(&mu_);
         running_.erase(id);
-        cv_.notify_all();
+        cv_.SignalAll();
       });
   if (!task_id.ok()) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     running_.erase(job.id);
     return task_id.status();
   }
@@ -170,7 +170,7 @@ std::vector<std::string> JobScheduler::Tick(int64_t now) {
     auto next = NextRun(job);
     if (!next || *next > now) continue;
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(&mu_);
       if (running_.contains(job.id)) continue;  // never two runs at once
     }
     auto r = Launch(job, "scheduler", now);
@@ -185,26 +185,33 @@ std::vector<std::string> JobScheduler::Tick(int64_t now) {
 
 void JobScheduler::Start() {
   thread_ = std::thread([this] {
-    std::unique_lock lock(mu_);
+    mu_.Lock();
     while (!stopping_) {
-      lock.unlock();
+      mu_.Unlock();
       Tick(Now());
-      lock.lock();
-      cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; });
+      mu_.Lock();
+      // Sleeps a second, or until Stop.
+      const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+      while (!stopping_) {
+        const auto left = until - std::chrono::steady_clock::now();
+        if (left <= left.zero()) break;
+        cv_.WaitFor(&mu_, left);
+      }
     }
+    mu_.Unlock();
   });
 }
 
 void JobScheduler::Stop() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     stopping_ = true;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
   if (thread_.joinable()) thread_.join();
   // The runs themselves are the task runner's; Stop waits for them to end.
-  std::unique_lock lock(mu_);
-  cv_.wait(lock, [this] { return running_.empty(); });
+  MutexLock lock(&mu_);
+  while (!running_.empty()) cv_.Wait(&mu_);
 }
 
 }  // namespace cairn::server

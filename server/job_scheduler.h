@@ -14,11 +14,9 @@
 // Thread safety: all methods are thread-safe.
 
 #include <atomic>
-#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
@@ -29,6 +27,7 @@
 
 #include "server/calendar_event.h"
 #include "server/task_runner.h"
+#include "storage/mutex.h"
 #include "storage/status.h"
 
 struct sqlite3;
@@ -88,16 +87,16 @@ class JobScheduler {
   Result<std::string> Launch(const JobConfig& job, const std::string& auth_id, int64_t now);
   Status SetLastRun(const std::string& id, int64_t when);
 
-  std::mutex db_mu_;
-  sqlite3* db_;  // GUARDED_BY(db_mu_)
+  Mutex db_mu_;
+  sqlite3* db_ CAIRN_GUARDED_BY(db_mu_);
   TaskRunner* const runner_pool_;
   const JobRunner runner_;
   const TimeZone tz_;
 
-  std::mutex mu_;
-  std::set<std::string> running_;           // GUARDED_BY(mu_)
-  std::condition_variable cv_;              // running_ shrank, or stopping_
-  bool stopping_ = false;                   // GUARDED_BY(mu_)
+  Mutex mu_;
+  std::set<std::string> running_ CAIRN_GUARDED_BY(mu_);
+  CondVar cv_;  // running_ shrank, or stopping_
+  bool stopping_ CAIRN_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
 

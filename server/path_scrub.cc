@@ -5,9 +5,10 @@
 
 #include <algorithm>
 #include <cctype>
-#include <mutex>
 #include <string_view>
 #include <vector>
+
+#include "storage/mutex.h"
 
 namespace cairn::server {
 
@@ -18,7 +19,7 @@ class KnownPaths {
  public:
   void Add(const std::string& path) {
     if (path.empty() || path == "/" || path == ".") return;
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     if (std::find(paths_.begin(), paths_.end(), path) != paths_.end()) return;
     paths_.push_back(path);
     // Longest first, so a datastore inside the data folder is replaced whole.
@@ -26,13 +27,13 @@ class KnownPaths {
               [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
   }
   std::vector<std::string> Get() {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     return paths_;
   }
 
  private:
-  std::mutex mu_;
-  std::vector<std::string> paths_;  // GUARDED_BY(mu_)
+  Mutex mu_;
+  std::vector<std::string> paths_ CAIRN_GUARDED_BY(mu_);
 };
 
 KnownPaths& ServerPaths() {

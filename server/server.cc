@@ -106,7 +106,7 @@ Status Server::OpenStores() {
   CAIRN_ASSIGN_OR_RETURN(auto rows, catalog_->ListDatastores());
   storage::DatastoreOptions opts;
   opts.chunks.sync = options_.sync_chunks;
-  std::lock_guard lock(stores_mu_);
+  MutexLock lock(&stores_mu_);
   for (const auto& row : rows) {
     auto ds = storage::Datastore::Open(storage::Env::Default(), row.path, opts);
     if (!ds.ok()) return ds.status().WithContext("datastore " + row.name);
@@ -138,14 +138,14 @@ Server::Server(ServerOptions options)
 Server::~Server() { Stop(); }
 
 Result<storage::Datastore*> Server::Store(const std::string& name) {
-  std::lock_guard lock(stores_mu_);
+  MutexLock lock(&stores_mu_);
   auto it = stores_.find(name);
   if (it == stores_.end()) return Status::NotFound("no datastore " + name);
   return it->second.store.get();
 }
 
 Result<storage::CatalogSync*> Server::Sync(const std::string& name) {
-  std::lock_guard lock(stores_mu_);
+  MutexLock lock(&stores_mu_);
   auto it = stores_.find(name);
   if (it == stores_.end()) return Status::NotFound("no datastore " + name);
   return it->second.sync.get();
@@ -181,7 +181,7 @@ Admission Server::AdmitRequest(const RequestHead& head) {
 GateCounts Server::connection_counts() const { return gate_ ? gate_->counts() : GateCounts{}; }
 
 std::vector<std::string> Server::StoreNames() {
-  std::lock_guard lock(stores_mu_);
+  MutexLock lock(&stores_mu_);
   std::vector<std::string> out;
   for (const auto& [name, ds] : stores_) out.push_back(name);
   return out;
@@ -237,7 +237,7 @@ void Server::Stop() {
   sessions_.Shutdown();
   // Nothing changes the stores any more: each catalog is recorded in step
   // (unless an update failed), so the next start needs no reindex.
-  std::lock_guard lock(stores_mu_);
+  MutexLock lock(&stores_mu_);
   for (auto& [name, open] : stores_) {
     if (open.sync) open.sync->Detach();
   }

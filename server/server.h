@@ -18,7 +18,6 @@
 #include <atomic>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 
@@ -35,6 +34,7 @@
 #include "storage/blob.h"
 #include "storage/catalog.h"
 #include "storage/datastore.h"
+#include "storage/mutex.h"
 #include "storage/time_zone.h"
 
 namespace cairn::server {
@@ -114,12 +114,12 @@ class Server {
   std::unique_ptr<AuthStore> auth_;
   std::unique_ptr<storage::Catalog> catalog_;
   SessionManager sessions_;
-  std::mutex stores_mu_;
+  Mutex stores_mu_;
   struct OpenStore {
     std::unique_ptr<storage::Datastore> store;
     std::unique_ptr<storage::CatalogSync> sync;  // the store's one catalog writer
   };
-  std::map<std::string, OpenStore> stores_;  // GUARDED_BY(stores_mu_)
+  std::map<std::string, OpenStore> stores_ CAIRN_GUARDED_BY(stores_mu_);
   std::unique_ptr<Service> service_;
   std::unique_ptr<TaskLog> tasks_;
   std::unique_ptr<StoreSettings> settings_;

@@ -49,7 +49,7 @@ storage::Result<std::unique_ptr<StoreSettings>> StoreSettings::Open(const std::s
 StoreSettings::~StoreSettings() { sqlite3_close(db_); }
 
 storage::Result<bool> StoreSettings::VerifyNew(const std::string& store) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   storage::Stmt st(db_, "SELECT verify_new FROM store_settings WHERE store = ?");
   st.Text(1, store);
   CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
@@ -58,7 +58,7 @@ storage::Result<bool> StoreSettings::VerifyNew(const std::string& store) {
 
 storage::Status StoreSettings::SetVerifyNew(const std::string& store, bool on) {
   CAIRN_RETURN_IF_ERROR(storage::ValidateName(storage::NameKind::kStore, store));
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   storage::Stmt st(db_, "INSERT INTO store_settings (store, verify_new) VALUES (?, ?) "
                         "ON CONFLICT (store) DO UPDATE SET verify_new = excluded.verify_new");
   st.Text(1, store).Int(2, on ? 1 : 0);

@@ -5,9 +5,9 @@
 // auth.db holds users, tokens and roles.) Versioned with PRAGMA user_version.
 
 #include <memory>
-#include <mutex>
 #include <string>
 
+#include "storage/mutex.h"
 #include "storage/status.h"
 
 struct sqlite3;
@@ -29,8 +29,8 @@ class StoreSettings {
 
  private:
   explicit StoreSettings(sqlite3* db) : db_(db) {}
-  std::mutex mu_;
-  sqlite3* db_;  // GUARDED_BY(mu_)
+  Mutex mu_;
+  sqlite3* db_ CAIRN_GUARDED_BY(mu_);
 };
 
 }  // namespace cairn::server

@@ -46,7 +46,7 @@ Result<StartBackupResult> SessionManager::StartBackup(const std::string& store_n
   const std::string key = store_name + "|" + group.ToString();
   const std::string id = NewSessionId();
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     if (busy_groups_.contains(key)) {
       return Status::Conflict("a backup of " + group.ToString() + " is already running");
     }
@@ -58,7 +58,7 @@ Result<StartBackupResult> SessionManager::StartBackup(const std::string& store_n
     busy_groups_[key] = id;  // reserved; released below on any failure
   }
   auto release = [&] {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     busy_groups_.erase(key);
     ReleaseSlotLocked(&backups_per_token_, auth_id);
   };
@@ -83,7 +83,7 @@ Result<StartBackupResult> SessionManager::StartBackup(const std::string& store_n
     // it (one being deleted is simply not offered).
     bool pinned;
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(&mu_);
       pinned = PinLocked(store_name, last);
     }
     if (pinned) {
@@ -108,7 +108,7 @@ Result<StartBackupResult> SessionManager::StartBackup(const std::string& store_n
     return staged.status();
   }
   out.session = std::make_shared<BackupSession>(id, store_name, store, ref, previous, std::move(*staged), now);
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   backups_[id] = BackupEntry{store_name, key, auth_id, out.session};
   return out;
 }
@@ -116,7 +116,7 @@ Result<StartBackupResult> SessionManager::StartBackup(const std::string& store_n
 Result<std::shared_ptr<BackupSession>> SessionManager::GetBackup(const std::string& id,
                                                                  const std::string& auth_id,
                                                                  int64_t now) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   auto it = backups_.find(id);
   if (it == backups_.end() || it->second.auth_id != auth_id) {
     return Status::NotFound("no backup session " + id);
@@ -128,7 +128,7 @@ Result<std::shared_ptr<BackupSession>> SessionManager::GetBackup(const std::stri
 void SessionManager::EndBackup(const std::string& id) {
   std::shared_ptr<BackupSession> s;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     auto it = backups_.find(id);
     if (it == backups_.end()) return;
     s = it->second.session;
@@ -147,7 +147,7 @@ Result<std::shared_ptr<ReaderSession>> SessionManager::StartReader(const std::st
                                                                    int64_t now) {
   CAIRN_RETURN_IF_ERROR(ref.Validate());
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     if (!TakeSlotLocked(&readers_per_token_, auth_id, limits_.readers_per_token)) {
       return Status::TooManyRequests(
           auth_id + " has " + std::to_string(limits_.readers_per_token) +
@@ -162,7 +162,7 @@ Result<std::shared_ptr<ReaderSession>> SessionManager::StartReader(const std::st
   if (pinned_hook_) pinned_hook_(ref);
   std::string id = NewSessionId();
   auto r = ReaderSession::Open(id, store, ref, now);
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   if (!r.ok()) {
     ReleaseSlotLocked(&readers_per_token_, auth_id);
     UnpinLocked(store_name, ref);
@@ -176,7 +176,7 @@ Result<std::shared_ptr<ReaderSession>> SessionManager::StartReader(const std::st
 Result<std::shared_ptr<ReaderSession>> SessionManager::GetReader(const std::string& id,
                                                                  const std::string& auth_id,
                                                                  int64_t now) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   auto it = readers_.find(id);
   if (it == readers_.end() || it->second.auth_id != auth_id) {
     return Status::NotFound("no reader session " + id);
@@ -186,7 +186,7 @@ Result<std::shared_ptr<ReaderSession>> SessionManager::GetReader(const std::stri
 }
 
 void SessionManager::EndReader(const std::string& id) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   auto it = readers_.find(id);
   if (it == readers_.end()) return;
   ReleaseSlotLocked(&readers_per_token_, it->second.auth_id);
@@ -213,18 +213,18 @@ void SessionManager::UnpinLocked(const std::string& store_name, const SnapshotRe
 }
 
 void SessionManager::Unpin(const std::string& store_name, const SnapshotRef& ref) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   UnpinLocked(store_name, ref);
 }
 
 bool SessionManager::IsInUse(const std::string& store_name, const SnapshotRef& ref) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return pins_.contains(PinKey(store_name, ref));
 }
 
 Status SessionManager::BeginDelete(const std::string& store_name, const SnapshotRef& ref) {
   const std::string key = PinKey(store_name, ref);
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   if (pins_.contains(key)) {
     return Status::Conflict("snapshot " + ref.ToString() + " is in use by a running session");
   }
@@ -235,7 +235,7 @@ Status SessionManager::BeginDelete(const std::string& store_name, const Snapshot
 }
 
 void SessionManager::EndDelete(const std::string& store_name, const SnapshotRef& ref) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   deleting_.erase(PinKey(store_name, ref));
 }
 
@@ -243,7 +243,7 @@ std::vector<Digest> SessionManager::KnownDigests(const std::string& store_name,
                                                  int64_t* oldest_start) {
   std::vector<std::shared_ptr<BackupSession>> sessions;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     for (const auto& [id, e] : backups_) {
       if (e.store == store_name) sessions.push_back(e.session);
     }
@@ -262,7 +262,7 @@ std::vector<Digest> SessionManager::KnownDigests(const std::string& store_name,
 size_t SessionManager::ReapIdle(int64_t now) {
   std::vector<std::string> idle_backups;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     for (const auto& [id, e] : backups_) {
       if (now - e.session->last_active() > idle_timeout_) idle_backups.push_back(id);
     }
@@ -283,7 +283,7 @@ size_t SessionManager::ReapIdle(int64_t now) {
 void SessionManager::Shutdown() {
   std::vector<std::string> ids;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     for (const auto& [id, e] : backups_) ids.push_back(id);
     for (const auto& [id, e] : readers_) UnpinLocked(e.store, e.session->ref());
     readers_.clear();
@@ -293,12 +293,12 @@ void SessionManager::Shutdown() {
 }
 
 size_t SessionManager::backup_count() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return backups_.size();
 }
 
 size_t SessionManager::reader_count() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return readers_.size();
 }
 

@@ -17,7 +17,6 @@
 #include <map>
 #include <set>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -25,6 +24,7 @@
 #include "server/backup_session.h"
 #include "server/reader_session.h"
 #include "storage/datastore.h"
+#include "storage/mutex.h"
 
 namespace cairn::server {
 
@@ -115,30 +115,30 @@ class SessionManager {
     std::shared_ptr<ReaderSession> session;
   };
 
-  // Takes one of `auth_id`'s slots in `counts` unless it holds `limit`
-  // already. REQUIRES: mu_ held.
-  static bool TakeSlotLocked(std::map<std::string, int>* counts, const std::string& auth_id,
-                             int limit);
-  // Gives one back. REQUIRES: mu_ held.
-  static void ReleaseSlotLocked(std::map<std::string, int>* counts, const std::string& auth_id);
+  // Takes one of `auth_id`'s slots in `counts` (one of the per-token maps
+  // below) unless it holds `limit` already.
+  bool TakeSlotLocked(std::map<std::string, int>* counts, const std::string& auth_id, int limit)
+      CAIRN_REQUIRES(mu_);
+  // Gives one back.
+  void ReleaseSlotLocked(std::map<std::string, int>* counts, const std::string& auth_id)
+      CAIRN_REQUIRES(mu_);
   // Pins `ref` against deletion; false when a delete has claimed it.
-  // REQUIRES: mu_ held.
-  bool PinLocked(const std::string& store_name, const SnapshotRef& ref);
-  void UnpinLocked(const std::string& store_name, const SnapshotRef& ref);
+  bool PinLocked(const std::string& store_name, const SnapshotRef& ref) CAIRN_REQUIRES(mu_);
+  void UnpinLocked(const std::string& store_name, const SnapshotRef& ref) CAIRN_REQUIRES(mu_);
   void Unpin(const std::string& store_name, const SnapshotRef& ref);
 
   const int64_t idle_timeout_;
   const SessionLimits limits_;
-  std::mutex mu_;
-  std::map<std::string, BackupEntry> backups_;   // GUARDED_BY(mu_), by session id
-  std::map<std::string, std::string> busy_groups_;  // GUARDED_BY(mu_), "store|group" -> id
-  std::map<std::string, ReaderEntry> readers_;   // GUARDED_BY(mu_)
+  Mutex mu_;
+  std::map<std::string, BackupEntry> backups_ CAIRN_GUARDED_BY(mu_);  // by session id
+  std::map<std::string, std::string> busy_groups_ CAIRN_GUARDED_BY(mu_);  // "store|group" -> id
+  std::map<std::string, ReaderEntry> readers_ CAIRN_GUARDED_BY(mu_);
   // Sessions held (or being started) per auth id.
-  std::map<std::string, int> backups_per_token_;  // GUARDED_BY(mu_)
-  std::map<std::string, int> readers_per_token_;  // GUARDED_BY(mu_)
+  std::map<std::string, int> backups_per_token_ CAIRN_GUARDED_BY(mu_);
+  std::map<std::string, int> readers_per_token_ CAIRN_GUARDED_BY(mu_);
   // "store|snapshot" -> sessions using it, and the snapshots being deleted.
-  std::map<std::string, int> pins_;  // GUARDED_BY(mu_)
-  std::set<std::string> deleting_;   // GUARDED_BY(mu_)
+  std::map<std::string, int> pins_ CAIRN_GUARDED_BY(mu_);
+  std::set<std::string> deleting_ CAIRN_GUARDED_BY(mu_);
   std::function<void(const SnapshotRef&)> pinned_hook_;  // set before use, tests only
 };
 

@@ -85,11 +85,11 @@ nlohmann::json TaskInfo::ToJson() const {
 Task::~Task() {
   bool finished;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     finished = finished_;
   }
   if (!finished) Finish(Status::IOError("the task ended without a result"), "aborted");
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   if (fd_ >= 0) ::close(fd_);
 }
 
@@ -105,12 +105,12 @@ void Task::WriteLine(std::string_view line) {
 // Task logs are read by clients: server paths are scrubbed as lines are
 // written (later, offsets into the log would shift).
 void Task::Log(std::string_view line) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   WriteLine(ScrubPaths(std::string(line)));
 }
 
 void Task::Warn(std::string_view line) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   warned_ = true;
   WriteLine("WARNING: " + ScrubPaths(std::string(line)));
 }
@@ -118,7 +118,7 @@ void Task::Warn(std::string_view line) {
 void Task::Finish(const Status& status, const std::string& summary, nlohmann::json result) {
   TaskInfo info;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     if (finished_) return;
     finished_ = true;
     info_.end = Now();
@@ -150,7 +150,7 @@ TaskLog::~TaskLog() { sqlite3_close(db_); }
 std::string TaskLog::LogPath(const std::string& id) const { return storage::JoinPath(dir_, id + ".log"); }
 
 Status TaskLog::Save(const TaskInfo& t) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   Stmt st(db_, "INSERT INTO tasks (id, kind, store, auth_id, start, end, state, summary, result) "
                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
                "end = excluded.end, state = excluded.state, summary = excluded.summary, "
@@ -185,7 +185,7 @@ Result<std::shared_ptr<Task>> TaskLog::Start(const std::string& kind, const std:
 }
 
 Result<std::vector<TaskInfo>> TaskLog::List(size_t limit) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   std::string sql = std::string("SELECT ") + kColumns + " FROM tasks ORDER BY start DESC, id DESC LIMIT ?";
   Stmt st(db_, sql.c_str());
   st.Int(1, static_cast<int64_t>(limit));
@@ -201,7 +201,7 @@ Result<std::vector<TaskInfo>> TaskLog::List(size_t limit) {
 
 Result<TaskInfo> TaskLog::Get(const std::string& id) {
   if (!ValidTaskId(id)) return Status::NotFound("no task " + id);
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   std::string sql = std::string("SELECT ") + kColumns + " FROM tasks WHERE id = ?";
   Stmt st(db_, sql.c_str());
   st.Text(1, id);
@@ -239,7 +239,7 @@ Result<std::string> TaskLog::ReadLog(const std::string& id, uint64_t offset, uin
 Result<size_t> TaskLog::Trim(int64_t before) {
   std::vector<std::string> ids;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     Stmt st(db_, "SELECT id FROM tasks WHERE state != 'running' AND end < ?");
     st.Int(1, before);
     while (true) {

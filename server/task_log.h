@@ -13,13 +13,13 @@
 
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "storage/mutex.h"
 #include "storage/status.h"
 
 struct sqlite3;
@@ -54,7 +54,7 @@ class TaskLog;
 class Task {
  public:
   ~Task();
-  const std::string& id() const { return info_.id; }
+  const std::string& id() const { return id_; }
   // Appends "<UTC time> <line>" to the log file, flushed at once.
   void Log(std::string_view line);
   // As Log, prefixed "WARNING: "; the task ends as `warnings` (unless failed).
@@ -66,15 +66,17 @@ class Task {
 
  private:
   friend class TaskLog;
-  Task(TaskLog* log, TaskInfo info, int fd) : log_(log), info_(std::move(info)), fd_(fd) {}
-  void WriteLine(std::string_view line);
+  Task(TaskLog* log, TaskInfo info, int fd)
+      : log_(log), id_(info.id), info_(std::move(info)), fd_(fd) {}
+  void WriteLine(std::string_view line) CAIRN_REQUIRES(mu_);
 
   TaskLog* const log_;
-  std::mutex mu_;
-  TaskInfo info_;  // GUARDED_BY(mu_)
-  int fd_;         // GUARDED_BY(mu_)
-  bool warned_ = false;
-  bool finished_ = false;
+  const std::string id_;  // info_.id, which never changes: readable without mu_
+  Mutex mu_;
+  TaskInfo info_ CAIRN_GUARDED_BY(mu_);
+  int fd_ CAIRN_GUARDED_BY(mu_);
+  bool warned_ CAIRN_GUARDED_BY(mu_) = false;
+  bool finished_ CAIRN_GUARDED_BY(mu_) = false;
 };
 
 class TaskLog {
@@ -104,8 +106,8 @@ class TaskLog {
   TaskLog(sqlite3* db, std::string dir) : db_(db), dir_(std::move(dir)) {}
   Status Save(const TaskInfo& info);
 
-  std::mutex mu_;
-  sqlite3* db_;  // GUARDED_BY(mu_)
+  Mutex mu_;
+  sqlite3* db_ CAIRN_GUARDED_BY(mu_);
   const std::string dir_;
 };
 

@@ -20,7 +20,7 @@ Result<std::string> TaskRunner::Submit(const std::string& kind, const std::strin
   const bool per_token = auth_id.find('!') != std::string::npos;
   std::shared_ptr<Task> task;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     if (stopping_) return Status::Busy("the server is stopping");
     if (queue_.size() >= options_.max_queued) {
       return Status::Busy(fmt::format("{} tasks are waiting already; try again later",
@@ -35,21 +35,23 @@ Result<std::string> TaskRunner::Submit(const std::string& kind, const std::strin
     if (per_token) ++per_token_[auth_id];
     queue_.push_back({task, per_token ? auth_id : std::string(), std::move(fn), std::move(on_done)});
   }
-  cv_.notify_one();
+  cv_.Signal();
   return task->id();
 }
 
 void TaskRunner::Work() {
-  std::unique_lock lock(mu_);
   while (true) {
-    cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-    if (queue_.empty()) return;  // stopping, nothing left
-    Item item = std::move(queue_.front());
-    queue_.pop_front();
-    ++running_;
-    lock.unlock();
+    Item item;
+    {
+      MutexLock lock(&mu_);
+      while (!stopping_ && queue_.empty()) cv_.Wait(&mu_);
+      if (queue_.empty()) return;  // stopping, nothing left
+      item = std::move(queue_.front());
+      queue_.pop_front();
+      ++running_;
+    }
     Execute(item);
-    lock.lock();
+    MutexLock lock(&mu_);
     --running_;
   }
 }
@@ -74,39 +76,39 @@ void TaskRunner::Execute(Item& item) {
 
 void TaskRunner::Release(const std::string& auth_id) {
   if (auth_id.empty()) return;
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   if (--per_token_[auth_id] <= 0) per_token_.erase(auth_id);
 }
 
 void TaskRunner::Stop() {
   std::deque<Item> dropped;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     if (stopping_ && workers_.empty()) return;
     stopping_ = true;
     cancel_.store(true);
     dropped.swap(queue_);
   }
-  cv_.notify_all();
+  cv_.SignalAll();
   for (Item& item : dropped) {
     item.task->Finish(Status::Busy("the server stopped before the task ran"), "");
     if (item.on_done) item.on_done();
   }
   std::vector<std::thread> workers;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     workers.swap(workers_);
   }
   for (auto& w : workers) w.join();
 }
 
 size_t TaskRunner::queued() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return queue_.size();
 }
 
 size_t TaskRunner::running() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return running_;
 }
 

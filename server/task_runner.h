@@ -14,13 +14,11 @@
 // Thread safety: all methods are thread-safe.
 
 #include <atomic>
-#include <condition_variable>
 #include <cstddef>
 #include <deque>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -28,6 +26,7 @@
 #include <nlohmann/json.hpp>
 
 #include "server/task_log.h"
+#include "storage/mutex.h"
 
 namespace cairn::server {
 
@@ -85,12 +84,12 @@ class TaskRunner {
   TaskLog* const log_;
   const TaskRunnerOptions options_;
   std::atomic<bool> cancel_{false};
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<Item> queue_;                 // GUARDED_BY(mu_)
-  std::map<std::string, int> per_token_;   // GUARDED_BY(mu_): queued + running
-  size_t running_ = 0;                     // GUARDED_BY(mu_)
-  bool stopping_ = false;                  // GUARDED_BY(mu_)
+  Mutex mu_;
+  CondVar cv_;
+  std::deque<Item> queue_ CAIRN_GUARDED_BY(mu_);
+  std::map<std::string, int> per_token_ CAIRN_GUARDED_BY(mu_);  // queued + running
+  size_t running_ CAIRN_GUARDED_BY(mu_) = 0;
+  bool stopping_ CAIRN_GUARDED_BY(mu_) = false;
   std::vector<std::thread> workers_;       // set in the constructor, joined by Stop
 };
 
