@@ -68,10 +68,12 @@ void TaskRunner::Execute(Item& item) {
     }
   }
   if (!out.status.ok()) spdlog::warn("task {} failed: {}", item.task->id(), out.status.ToString());
-  item.task->Finish(out.status, out.summary.empty() ? "done" : out.summary, std::move(out.result));
-  item.task.reset();
+  // The slot and the job are free before the task shows as finished: whoever
+  // sees it finished may start the next one at once.
   if (item.on_done) item.on_done();
   Release(item.auth_id);
+  item.task->Finish(out.status, out.summary.empty() ? "done" : out.summary, std::move(out.result));
+  item.task.reset();
 }
 
 void TaskRunner::Release(const std::string& auth_id) {
@@ -91,8 +93,8 @@ void TaskRunner::Stop() {
   }
   cv_.SignalAll();
   for (Item& item : dropped) {
-    item.task->Finish(Status::Busy("the server stopped before the task ran"), "");
     if (item.on_done) item.on_done();
+    item.task->Finish(Status::Busy("the server stopped before the task ran"), "");
   }
   std::vector<std::thread> workers;
   {

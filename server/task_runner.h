@@ -53,7 +53,8 @@ class TaskRunner {
   TaskRunner& operator=(const TaskRunner&) = delete;
 
   // Creates the task and queues `fn`; `on_done` (may be empty) runs on the
-  // worker after the task finished. Busy while stopping or with a full
+  // worker after `fn`, before the task is marked finished (and the token's
+  // slot is free by then too). Busy while stopping or with a full
   // queue; TooManyRequests over the token's limit. An exception from `fn`
   // fails the task with its message.
   Result<std::string> Submit(const std::string& kind, const std::string& store,

@@ -122,6 +122,25 @@ TEST_F(TaskRunnerTest, TokenLimitQueueLimitAndBoundedWorkers) {
   EXPECT_EQ(WaitFor(*later).state, TaskState::kOk);
 }
 
+// Whoever sees a task finished may start the next one at once: its on_done
+// (the scheduler's "job no longer running") and the token's slot come first.
+TEST_F(TaskRunnerTest, AFinishedTaskHasFreedItsJobAndSlot) {
+  TaskRunner runner(log_.get(), {.workers = 1, .max_queued = 4, .max_per_token = 1});
+  std::atomic<bool> released{false};
+  auto id = runner.Submit(
+      "verify", "s", "u!a", [](Task&) { return TaskOutcome{}; },
+      [&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        released = true;
+      });
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  EXPECT_EQ(WaitFor(*id).state, TaskState::kOk);
+  EXPECT_TRUE(released.load());
+  auto next = runner.Submit("verify", "s", "u!a", [](Task&) { return TaskOutcome{}; });
+  ASSERT_TRUE(next.ok()) << next.status().ToString();
+  EXPECT_EQ(WaitFor(*next).state, TaskState::kOk);
+}
+
 TEST_F(TaskRunnerTest, StopFailsQueuedTasksAndCancelsRunningOnes) {
   TaskRunner runner(log_.get(), {.workers = 1});
   std::atomic<bool> started{false};
