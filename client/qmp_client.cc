@@ -64,6 +64,13 @@ Result<std::unique_ptr<QmpClient>> QmpClient::Connect(const std::string& socket_
 
   auto deadline = Clock::now() + options.timeout;
   CAIRN_ASSIGN_OR_RETURN(json greeting, client->NextMessage(deadline, "the QMP greeting"));
+  // QEMU may put an event (RESUME, …) on the socket before the greeting when
+  // the monitor comes up while the guest changes state; it is kept for
+  // WaitEvent like any other.
+  while (IsEvent(greeting)) {
+    client->QueueEvent(std::move(greeting));
+    CAIRN_ASSIGN_OR_RETURN(greeting, client->NextMessage(deadline, "the QMP greeting"));
+  }
   auto qmp = greeting.find("QMP");
   if (qmp == greeting.end() || !qmp->is_object()) {
     return client->Fail(

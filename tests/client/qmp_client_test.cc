@@ -427,6 +427,21 @@ TEST_F(QmpClientFakeTest, ConnectFailures) {
   }
 }
 
+// Seen with QEMU 7.2 on a loaded machine: a RESUME event on the socket before
+// the greeting. It is an event like any other, not a broken peer.
+TEST_F(QmpClientFakeTest, EventsBeforeTheGreetingAreQueued) {
+  FakeQmpServer server(Path(), [](FakePeer& p) {
+    p.Send("{\"timestamp\": {\"seconds\": 1, \"microseconds\": 2}, \"event\": \"RESUME\"}\r\n");
+    p.Negotiate();
+    p.ReadCommand();
+  });
+  auto c = Connect();
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ((*c)->version().major, 7);
+  auto e = (*c)->WaitEvent("RESUME", milliseconds(1000));
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+}
+
 TEST_F(QmpClientFakeTest, ConnectWaitsForASocketThatAppearsLater) {
   FakeQmpServer server(
       Path(),
