@@ -125,6 +125,25 @@ Result<std::unique_ptr<cairn::storage::Datastore>> OpenStore(const Admin& admin,
 
 // --- run ---
 
+// Overdue backups and where they are announced (server/overdue.h).
+void AddNotifyOptions(CLI::App* cmd, ServerOptions& opts) {
+  cmd->add_option("--stale-after", opts.stale_after,
+                  "seconds after a group's newest snapshot that it counts as overdue "
+                  "(default 93600, 26 h)")
+      ->check(CLI::Range(int64_t{60}, int64_t{400} * 86400));
+  cmd->add_option("--overdue-check-interval", opts.overdue_check_seconds,
+                  "seconds between looks for overdue groups (default 60)")
+      ->check(CLI::Range(1, 86400));
+  cmd->add_option("--notify-webhook", opts.notify.webhook_url,
+                  "https:// URL that gets a JSON POST for each overdue group");
+  cmd->add_option("--notify-webhook-ca", opts.notify.webhook_ca_file,
+                  "PEM file of the CAs the webhook's certificate must chain to "
+                  "(default: the system's)")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--notify-mail", opts.notify.mail_to,
+                  "address mailed through the local sendmail for each overdue group");
+}
+
 struct RunCommand {
   CLI::App* cmd = nullptr;
   std::string listen = "127.0.0.1:8107";
@@ -177,6 +196,7 @@ struct RunCommand {
     cmd->add_option("--max-readers-per-token", opts.session_limits.readers_per_token,
                     "reader sessions one token may hold at once (default 16)")
         ->check(CLI::Range(1, 10000));
+    AddNotifyOptions(cmd, opts);
   }
 
   int Execute(const std::string& data) {

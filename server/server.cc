@@ -87,6 +87,9 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerOptions& options, Start
   CAIRN_ASSIGN_OR_RETURN(s->tasks_, TaskLog::Open(data));
   s->runner_ = std::make_unique<TaskRunner>(s->tasks_.get(), s->options_.tasks);
   CAIRN_ASSIGN_OR_RETURN(s->settings_, StoreSettings::Open(data));
+  CAIRN_ASSIGN_OR_RETURN(Notifier notifier, Notifier::Create(s->options_.notify));
+  s->notifier_.emplace(std::move(notifier));
+  CAIRN_ASSIGN_OR_RETURN(s->overdue_notices_, OverdueNotices::Open(data));
   Server* self = s.get();
   CAIRN_ASSIGN_OR_RETURN(
       s->jobs_, JobScheduler::Open(
@@ -161,6 +164,31 @@ Result<MaintenanceContext> Server::Maintenance(const std::string& store_name) {
   return ctx;
 }
 
+int64_t Server::StaleAfter(const std::string& /*store*/, const std::string& /*group*/) const {
+  return options_.stale_after;
+}
+
+std::vector<OverdueGroup> Server::OverdueGroups(int64_t now) {
+  std::vector<OverdueGroup> out;
+  for (const auto& name : StoreNames()) {
+    auto sync = Sync(name);
+    if (!sync.ok() || !(*sync)->Refresh().ok()) continue;
+    auto groups = catalog_->ListGroups(name);
+    if (!groups.ok()) {
+      spdlog::error("overdue check of {}: {}", name, groups.status().ToString());
+      continue;
+    }
+    for (const auto& row : *groups) {
+      const std::string group = row.group.ToString();
+      const int64_t stale_after = StaleAfter(name, group);
+      if (IsOverdue(row.last_snapshot, stale_after, now)) {
+        out.push_back({name, group, row.last_snapshot, stale_after});
+      }
+    }
+  }
+  return out;
+}
+
 Admission Server::AdmitRequest(const RequestHead& head) {
   if (head.path == "/api/v1/version") return Admission::Admit(0);
   const std::string* header = head.Find("Authorization");
@@ -207,12 +235,18 @@ Status Server::Start() {
   jobs_->Start();
   reaper_ = std::thread([this] {
     int64_t last_trim = 0;
+    int64_t last_overdue_check = 0;
     while (!stopping_.load()) {
       for (int i = 0; i < 10 && !stopping_.load(); ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
       }
       size_t n = sessions_.ReapIdle(Now());
       if (n > 0) spdlog::warn("aborted {} idle backup session(s)", n);
+      if (Now() - last_overdue_check >= options_.overdue_check_seconds) {
+        last_overdue_check = Now();
+        AnnounceOverdue(OverdueGroups(last_overdue_check), *notifier_, overdue_notices_.get(),
+                        last_overdue_check);
+      }
       // Tasks are kept for kTaskRetentionDays; trimmed once an hour.
       if (Now() - last_trim >= 3600) {
         last_trim = Now();

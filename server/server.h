@@ -18,6 +18,7 @@
 #include <atomic>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -25,6 +26,8 @@
 #include "server/http_gate.h"
 #include "server/job_scheduler.h"
 #include "server/maintenance.h"
+#include "server/notifier.h"
+#include "server/overdue.h"
 #include "server/server_db.h"
 #include "server/service.h"
 #include "server/session_manager.h"
@@ -55,6 +58,9 @@ struct ServerOptions {
   int64_t idle_timeout_seconds = 900;
   bool sync_chunks = true;          // fsync every new chunk before its rename
   std::string time_zone = "UTC";    // prune periods (storage/time_zone.h names)
+  NotifierOptions notify;           // where overdue groups are announced (none by default)
+  int64_t stale_after = kDefaultStaleAfterSeconds;  // a group without a newer backup is overdue
+  int overdue_check_seconds = 60;   // how often overdue groups are looked for
 };
 
 // What the first start prints.
@@ -97,6 +103,10 @@ class Server {
   JobScheduler* jobs() { return jobs_.get(); }
   // The context for maintenance on `store_name` (NotFound for an unknown store).
   Result<MaintenanceContext> Maintenance(const std::string& store_name);
+  // Every group of every datastore that is overdue at `now` (server/overdue.h).
+  std::vector<OverdueGroup> OverdueGroups(int64_t now);
+  // The expected interval of a group's backups, in seconds.
+  int64_t StaleAfter(const std::string& store, const std::string& group) const;
   // Where prune, GC, verify and job runs go (server/task_runner.h).
   TaskRunner* runner() { return runner_.get(); }
   const storage::TimeZone& time_zone() const { return tz_; }
@@ -124,6 +134,8 @@ class Server {
   std::unique_ptr<TaskLog> tasks_;
   std::unique_ptr<StoreSettings> settings_;
   std::unique_ptr<JobScheduler> jobs_;
+  std::optional<Notifier> notifier_;
+  std::unique_ptr<OverdueNotices> overdue_notices_;
   std::unique_ptr<TaskRunner> runner_;
   std::unique_ptr<HttpCore> core_;
   std::unique_ptr<HttpGate> gate_;

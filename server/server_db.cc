@@ -26,6 +26,12 @@ CREATE TABLE store_settings(store TEXT PRIMARY KEY, verify_new INTEGER NOT NULL)
     R"sql(
 ALTER TABLE tasks ADD COLUMN result TEXT NOT NULL DEFAULT '';
 )sql",
+    // Overdue groups announced (server/overdue.h): one row per group, the
+    // episode (its newest snapshot's time) last announced.
+    R"sql(
+CREATE TABLE overdue_notices(store TEXT NOT NULL, grp TEXT NOT NULL,
+  last_backup INTEGER NOT NULL, announced INTEGER NOT NULL, PRIMARY KEY (store, grp));
+)sql",
 };
 
 }  // namespace

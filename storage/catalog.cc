@@ -68,6 +68,38 @@ ALTER TABLE snapshots ADD COLUMN client TEXT NOT NULL DEFAULT '{}';
 ALTER TABLE snapshots ADD COLUMN error TEXT;
 ALTER TABLE datastores ADD COLUMN in_step INTEGER NOT NULL DEFAULT 0;
 )sql",
+    // 3: each group's summary (snapshot count, newest time, total size) kept
+    // in its row by triggers, so the groups view reads 600 rows, not an
+    // aggregate over every snapshot. The triggers see every write, whoever
+    // makes it (sync, reindex, cascade); CatalogTest.GroupSummaryEqualsTheAggregate
+    // checks them against the aggregate.
+    R"sql(
+ALTER TABLE groups ADD COLUMN snapshot_count INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE groups ADD COLUMN last_snapshot INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE groups ADD COLUMN total_size INTEGER NOT NULL DEFAULT 0;
+UPDATE groups SET
+  snapshot_count = (SELECT COUNT(*) FROM snapshots s WHERE s.store = groups.store
+                    AND s.ns = groups.ns AND s.type = groups.type AND s.id = groups.id),
+  last_snapshot = (SELECT COALESCE(MAX(s.time), 0) FROM snapshots s WHERE s.store = groups.store
+                   AND s.ns = groups.ns AND s.type = groups.type AND s.id = groups.id),
+  total_size = (SELECT COALESCE(SUM(s.size), 0) FROM snapshots s WHERE s.store = groups.store
+                AND s.ns = groups.ns AND s.type = groups.type AND s.id = groups.id);
+CREATE TRIGGER snapshots_summary_insert AFTER INSERT ON snapshots BEGIN
+  UPDATE groups SET snapshot_count = snapshot_count + 1, total_size = total_size + NEW.size,
+    last_snapshot = MAX(last_snapshot, NEW.time)
+  WHERE store = NEW.store AND ns = NEW.ns AND type = NEW.type AND id = NEW.id;
+END;
+CREATE TRIGGER snapshots_summary_delete AFTER DELETE ON snapshots BEGIN
+  UPDATE groups SET snapshot_count = snapshot_count - 1, total_size = total_size - OLD.size,
+    last_snapshot = COALESCE((SELECT MAX(s.time) FROM snapshots s WHERE s.store = OLD.store
+                              AND s.ns = OLD.ns AND s.type = OLD.type AND s.id = OLD.id), 0)
+  WHERE store = OLD.store AND ns = OLD.ns AND type = OLD.type AND id = OLD.id;
+END;
+CREATE TRIGGER snapshots_summary_size AFTER UPDATE OF size ON snapshots BEGIN
+  UPDATE groups SET total_size = total_size - OLD.size + NEW.size
+  WHERE store = NEW.store AND ns = NEW.ns AND type = NEW.type AND id = NEW.id;
+END;
+)sql",
 };
 static_assert(std::size(kMigrations) == kCatalogSchemaVersion,
               "kCatalogSchemaVersion must equal the number of migrations");
@@ -342,11 +374,8 @@ Result<std::vector<GroupRow>> Catalog::ListGroups(const std::string& store) {
   MutexLock lock(&mu_);
   CAIRN_RETURN_IF_ERROR(RequireStoreLocked(store));
   Stmt st(db_,
-          "SELECT g.ns, g.type, g.id, g.owner, COUNT(s.sid), COALESCE(MAX(s.time), 0), "
-          "COALESCE(SUM(s.size), 0) "
-          "FROM groups g LEFT JOIN snapshots s ON s.store = g.store AND s.ns = g.ns "
-          "AND s.type = g.type AND s.id = g.id "
-          "WHERE g.store = ?1 GROUP BY g.ns, g.type, g.id");
+          "SELECT ns, type, id, owner, snapshot_count, last_snapshot, total_size "
+          "FROM groups WHERE store = ?1");
   st.Text(1, store);
   std::vector<GroupRow> out;
   for (;;) {
@@ -606,13 +635,17 @@ Result<std::string> Catalog::Dump(const std::string& store) {
     out += "datastore " + Quote(st.ColText(0)) + " path=" + Quote(st.ColText(1)) + "\n";
   }
   {
-    Stmt st(db_, "SELECT ns, type, id, owner FROM groups WHERE store = ?1 ORDER BY ns, type, id");
+    Stmt st(db_,
+            "SELECT ns, type, id, owner, snapshot_count, last_snapshot, total_size FROM groups "
+            "WHERE store = ?1 ORDER BY ns, type, id");
     st.Text(1, store);
     for (;;) {
       CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
       if (!row) break;
       out += "group " + Quote(st.ColText(0)) + " " + Quote(st.ColText(1)) + " " +
-             Quote(st.ColText(2)) + " owner=" + Quote(st.ColText(3)) + "\n";
+             Quote(st.ColText(2)) + " owner=" + Quote(st.ColText(3)) +
+             " count=" + std::to_string(st.ColInt(4)) + " last=" + std::to_string(st.ColInt(5)) +
+             " size=" + std::to_string(st.ColInt(6)) + "\n";
     }
   }
   {

@@ -38,7 +38,7 @@ struct sqlite3;
 namespace cairn::storage {
 
 // The schema version this build creates and understands.
-inline constexpr int kCatalogSchemaVersion = 2;
+inline constexpr int kCatalogSchemaVersion = 3;
 
 struct DatastoreRow {
   std::string name;

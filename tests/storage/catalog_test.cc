@@ -117,6 +117,70 @@ TEST_F(CatalogTest, MigrationsOnFreshDatabase) {
   EXPECT_EQ(cat_->ListDatastores()->size(), 1u);
 }
 
+// The summary the triggers keep in each group row (schema 3) equals the
+// aggregate over its snapshots after every kind of write: insert, upsert
+// with a new size, remove (newest and not), group delete (cascade), and a
+// schema-2 database migrated with rows in it.
+TEST_F(CatalogTest, GroupSummaryEqualsTheAggregate) {
+  constexpr const char* kMismatches =
+      "SELECT COUNT(*) FROM groups g WHERE g.snapshot_count != (SELECT COUNT(*) FROM snapshots s "
+      "WHERE s.store = g.store AND s.ns = g.ns AND s.type = g.type AND s.id = g.id) "
+      "OR g.last_snapshot != (SELECT COALESCE(MAX(s.time), 0) FROM snapshots s "
+      "WHERE s.store = g.store AND s.ns = g.ns AND s.type = g.type AND s.id = g.id) "
+      "OR g.total_size != (SELECT COALESCE(SUM(s.size), 0) FROM snapshots s "
+      "WHERE s.store = g.store AND s.ns = g.ns AND s.type = g.type AND s.id = g.id)";
+  OpenCatalog();
+  ASSERT_TRUE(cat_->AddDatastore("main", "/srv/main").ok());
+  ASSERT_TRUE(cat_->AddDatastore("other", "/srv/other").ok());
+  const GroupRef g{{}, "vm", "100"};
+  for (int i = 0; i < 6; ++i) {
+    const SnapshotRef r = Ref({}, "vm", "100", kT0 + i);
+    ASSERT_TRUE(cat_->UpsertSnapshot("main", r, MakeManifest(r, Archives(i))).ok());
+    ASSERT_TRUE(cat_->UpsertSnapshot("other", r, MakeManifest(r, Archives(i))).ok());
+  }
+  const SnapshotRef b = Ref({"prod"}, "ct", "7", kT0);
+  ASSERT_TRUE(cat_->UpsertSnapshot("main", b, MakeManifest(b, Archives(9))).ok());
+  EXPECT_EQ(Pragma(db_path_, kMismatches), 0);
+  // Upsert of an existing snapshot with other archives: a new size.
+  const SnapshotRef r2 = Ref({}, "vm", "100", kT0 + 2);
+  ASSERT_TRUE(cat_->UpsertSnapshot("main", r2, MakeManifest(r2, Archives(7))).ok());
+  EXPECT_EQ(Pragma(db_path_, kMismatches), 0);
+  // The newest goes (last_snapshot moves back), then one in the middle.
+  ASSERT_TRUE(cat_->RemoveSnapshot("main", Ref({}, "vm", "100", kT0 + 5)).ok());
+  ASSERT_TRUE(cat_->RemoveSnapshot("main", Ref({}, "vm", "100", kT0 + 1)).ok());
+  EXPECT_EQ(Pragma(db_path_, kMismatches), 0);
+  auto groups = cat_->ListGroups("main");
+  ASSERT_TRUE(groups.ok());
+  ASSERT_EQ(groups->size(), 2u);
+  EXPECT_EQ((*groups)[0].group, g);
+  EXPECT_EQ((*groups)[0].snapshot_count, 4);
+  EXPECT_EQ((*groups)[0].last_snapshot, kT0 + 4);
+  ASSERT_TRUE(cat_->RemoveGroup("main", g).ok());
+  EXPECT_EQ(Pragma(db_path_, kMismatches), 0);
+  EXPECT_EQ(Pragma(db_path_, "SELECT snapshot_count FROM groups WHERE store = 'other'"), 6);
+  EXPECT_EQ(Pragma(db_path_, "SELECT last_snapshot FROM groups WHERE store = 'other'"), kT0 + 5);
+
+  // A schema-2 database with rows: the migration fills the summary.
+  cat_.reset();
+  EXPECT_EQ(Pragma(db_path_,
+                   "UPDATE groups SET snapshot_count = 0, last_snapshot = 0, total_size = 0 "
+                   "RETURNING 0"),
+            0);
+  EXPECT_GT(Pragma(db_path_, kMismatches), 0);
+  for (const char* sql :
+       {"DROP TRIGGER snapshots_summary_insert", "DROP TRIGGER snapshots_summary_delete",
+        "DROP TRIGGER snapshots_summary_size", "ALTER TABLE groups DROP COLUMN snapshot_count",
+        "ALTER TABLE groups DROP COLUMN last_snapshot", "ALTER TABLE groups DROP COLUMN total_size",
+        "PRAGMA user_version = 2"}) {
+    Pragma(db_path_, sql);
+  }
+  EXPECT_EQ(Pragma(db_path_, "PRAGMA user_version"), 2);
+  OpenCatalog();
+  EXPECT_EQ(Pragma(db_path_, "PRAGMA user_version"), kCatalogSchemaVersion);
+  EXPECT_EQ(Pragma(db_path_, kMismatches), 0);
+  EXPECT_EQ(Pragma(db_path_, "SELECT snapshot_count FROM groups WHERE store = 'other'"), 6);
+}
+
 TEST_F(CatalogTest, RefusesNewerSchema) {
   OpenCatalog();
   cat_.reset();
