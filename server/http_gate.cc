@@ -29,9 +29,9 @@
 
 namespace cairn::server {
 
-bool HttpCore::ServeOne(httplib::Stream& stream, bool* connection_closed) {
+bool HttpCore::ServeOne(httplib::Stream& stream, bool close, bool* connection_closed) {
   bool closed = false;
-  bool ok = process_request(stream, /*close_connection=*/false, closed,
+  bool ok = process_request(stream, close, closed,
                             [](httplib::Request&) {});
   *connection_closed = closed;
   return ok;
@@ -231,6 +231,7 @@ struct Conn {
   uint64_t body_budget = 0;  // bytes after the head (chunked: framing included)
   bool chunked = false;
   bool close_after = false;  // set by the worker: do not keep alive
+  bool stranger = false;     // served an anonymous admission without ever being admitted
 };
 
 // Thread-local per request, for the error handler: why the worker's body
@@ -347,6 +348,8 @@ class HttpGate::Impl {
       if (fd >= 0) ::close(fd);
     }
   }
+
+  void SetAnswerHeaders(std::string lines) { answer_headers_ = std::move(lines); }
 
   Status Init(const TlsPaths& tls) {
     ctx_ = SSL_CTX_new(TLS_server_method());
@@ -704,6 +707,10 @@ class HttpGate::Impl {
                                 std::to_string(a.body_limit), "Http",
                     std::min<uint64_t>(framing.length + 64 * 1024, kMaxDrainBytes));
     }
+    // A stranger's anonymous request is served on a connection closed after
+    // it (c->stranger); it still counts as admitted while a worker has it,
+    // so eviction never closes it under the worker.
+    c->stranger = a.anonymous && !c->admitted;
     if (!c->admitted) {
       auto& per = per_address_[c->addr];
       if (per.admitted >= limits_.max_admitted_per_address) {
@@ -747,6 +754,7 @@ class HttpGate::Impl {
              "\r\nContent-Type: application/json\r\nContent-Length: " +
              std::to_string(body.size()) + "\r\nConnection: close\r\n";
     if (status == 401) c->out += "WWW-Authenticate: CairnToken\r\n";
+    c->out += answer_headers_;
     c->out += "\r\n" + body;
     c->in.clear();
     c->phase = Phase::kClosing;
@@ -870,6 +878,7 @@ class HttpGate::Impl {
   const GateLimits limits_;
   HttpCore* const core_;
   const AdmitFn admit_;
+  std::string answer_headers_;  // "Name: value\r\n"…; set before Start, then only read
   SSL_CTX* ctx_ = nullptr;
   int listen_fd_ = -1;
   int epoll_fd_ = -1;
@@ -1024,12 +1033,12 @@ void HttpGate::Impl::Serve(Conn* c) {
   bool closed = false;
   bool ok = false;
   try {
-    ok = core_->ServeOne(stream, &closed);
+    ok = core_->ServeOne(stream, c->stranger, &closed);
   } catch (const std::exception& e) {
     spdlog::error("request from {} failed: {}", c->addr, e.what());
   }
   stream.Consume();
-  c->close_after = !ok || closed || stream.failed() || t_body_error != 0;
+  c->close_after = !ok || closed || c->stranger || stream.failed() || t_body_error != 0;
 }
 
 // --- HttpGate ---
@@ -1047,6 +1056,12 @@ Result<std::unique_ptr<HttpGate>> HttpGate::Create(const TlsPaths& tls, GateLimi
 }
 
 Result<int> HttpGate::Bind(const std::string& host, int port) { return impl_->Bind(host, port); }
+void HttpGate::SetAnswerHeaders(std::vector<std::pair<std::string, std::string>> headers) {
+  std::string lines;
+  for (const auto& [name, value] : headers) lines += name + ": " + value + "\r\n";
+  impl_->SetAnswerHeaders(std::move(lines));
+}
+
 void HttpGate::Start() { impl_->Start(); }
 void HttpGate::Stop() {
   if (impl_) impl_->Stop();

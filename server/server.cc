@@ -10,6 +10,7 @@
 
 #include <fmt/format.h>
 
+#include "server/request_auth.h"
 #include "storage/env.h"
 
 namespace cairn::server {
@@ -136,6 +137,7 @@ Status Server::OpenStores() {
 Server::Server(ServerOptions options)
     : options_(std::move(options)),
       sessions_(options_.idle_timeout_seconds, options_.session_limits),
+      web_sessions_(options_.web_session_idle_seconds),
       service_(std::make_unique<Service>(this)) {}
 
 Server::~Server() { Stop(); }
@@ -191,14 +193,29 @@ std::vector<OverdueGroup> Server::OverdueGroups(int64_t now) {
 
 Admission Server::AdmitRequest(const RequestHead& head) {
   if (head.path == "/api/v1/version") return Admission::Admit(0);
-  const std::string* header = head.Find("Authorization");
-  if (!header) {
-    return Admission::Refuse(401, "missing Authorization header", "Unauthenticated");
+  // Routing sees the percent-decoded path: a path is the API's when either
+  // form says so.
+  const std::string decoded = httplib::detail::decode_url(head.path, false);
+  const bool api = IsApiPath(head.path) || IsApiPath(decoded);
+  if (head.method == "POST" && decoded == "/api/v1/login") {
+    return Admission::AdmitAnonymous(kMaxJsonBodyBytes);
   }
-  auto principal = auth_->Authenticate(*header);
+  // The static web UI needs no login to be fetched; it has no body.
+  if ((head.method == "GET" || head.method == "HEAD") && !api) return Admission::AdmitAnonymous(0);
+  Credentials creds;
+  creds.authorization = head.Find("Authorization");
+  if (const std::string* cookie = head.Find("Cookie")) {
+    creds.session_id = CookieValue(*cookie, kSessionCookie);
+  }
+  creds.csrf = head.Find(kCsrfHeader);
+  creds.method = head.method;
+  auto principal = AuthenticateRequest(*auth_, web_sessions_, creds, Now());
   if (!principal.ok()) {
-    if (principal.status().code() == Status::Code::kUnauthenticated) {
-      return Admission::Refuse(401, "authentication failed", "Unauthenticated");
+    if (principal.status().IsUnauthenticated()) {
+      return Admission::Refuse(401, principal.status().message(), "Unauthenticated");
+    }
+    if (principal.status().IsPermissionDenied()) {
+      return Admission::Refuse(403, principal.status().message(), "PermissionDenied");
     }
     spdlog::error("authentication: {}", principal.status().ToString());
     return Admission::Refuse(503, "authentication is unavailable; see the server log", "Busy");
@@ -225,33 +242,49 @@ Status Server::Start() {
   core_->set_keep_alive_max_count(100000);
   RegisterRoutes(this, core_.get());
   HttpGate::InstallErrorHandler(core_.get());
+  // Every answer httplib writes (handlers, 404s, errors) carries the security
+  // headers; ours replace any a handler set.
+  core_->set_post_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+    for (const auto& [name, value] : SecurityHeaders(IsApiPath(req.path) || IsApiPath(req.target))) {
+      res.headers.erase(name);
+      res.set_header(name, value);
+    }
+  });
   CAIRN_ASSIGN_OR_RETURN(gate_, HttpGate::Create(tls_, options_.gate, core_.get(),
                                                  [this](const RequestHead& head) {
                                                    return AdmitRequest(head);
                                                  }));
+  // The gate's own refusals carry them too (as /api/ answers: they are JSON).
+  gate_->SetAnswerHeaders(SecurityHeaders(/*api=*/true));
   CAIRN_ASSIGN_OR_RETURN(bound_port_, gate_->Bind(options_.host, options_.port));
   gate_->Start();
   start_time_ = Now();
   jobs_->Start();
   reaper_ = std::thread([this] {
     int64_t last_trim = 0;
-    int64_t last_overdue_check = 0;
     while (!stopping_.load()) {
       for (int i = 0; i < 10 && !stopping_.load(); ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
       }
       size_t n = sessions_.ReapIdle(Now());
       if (n > 0) spdlog::warn("aborted {} idle backup session(s)", n);
-      if (Now() - last_overdue_check >= options_.overdue_check_seconds) {
-        last_overdue_check = Now();
-        AnnounceOverdue(OverdueGroups(last_overdue_check), *notifier_, overdue_notices_.get(),
-                        last_overdue_check);
-      }
+      web_sessions_.ReapIdle(Now());
       // Tasks are kept for kTaskRetentionDays; trimmed once an hour.
       if (Now() - last_trim >= 3600) {
         last_trim = Now();
         auto trimmed = tasks_->Trim(last_trim - kTaskRetentionDays * 86400);
         if (trimmed.ok() && *trimmed > 0) spdlog::info("trimmed {} old task(s)", *trimmed);
+      }
+    }
+  });
+  // Overdue groups: a thread of their own, since a webhook that does not
+  // answer may take its timeout for every group.
+  overdue_ = std::thread([this] {
+    while (!stopping_.load()) {
+      const int64_t now = Now();
+      AnnounceOverdue(OverdueGroups(now), *notifier_, overdue_notices_.get(), now);
+      for (int i = 0; i < options_.overdue_check_seconds * 10 && !stopping_.load(); ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
       }
     }
   });
@@ -262,6 +295,7 @@ void Server::Stop() {
   if (stopping_.exchange(true)) return;
   if (gate_) gate_->Stop();
   if (reaper_.joinable()) reaper_.join();
+  if (overdue_.joinable()) overdue_.join();
   // The runner first: long tasks see its cancel flag and end early, queued
   // ones end as failed, and the scheduler's runs with them; a run the
   // scheduler tries to start meanwhile is refused.
