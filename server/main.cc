@@ -139,6 +139,8 @@ struct RunCommand {
     cmd->add_option("--session-timeout", opts.idle_timeout_seconds,
                     "abort a session after this many idle seconds (default 900)")
         ->check(CLI::Range(int64_t{1}, int64_t{86400}));
+    cmd->add_option("--web-dir", opts.web_dir,
+                    "folder of the web UI's static files (default: " + opts.web_dir + ")");
     cmd->add_option("--time-zone", opts.time_zone,
                     "zone for prune periods: UTC, +02:00, Europe/Vienna");
     // Connection limits (server/API.md, "Limits"); timeouts in milliseconds.
