@@ -83,7 +83,7 @@ Result<std::string> ResolveFile(const std::string& root, const std::string& name
   const std::string real = RealPath(root + "/" + name);
   if (real.empty() || real.compare(0, root.size() + 1, root + "/") != 0 ||
       stat(real.c_str(), st) != 0 || !S_ISREG(st->st_mode)) {
-    return Status::NotFound("no such file: /" + name);
+    return Status::NotFound("no such file in the web UI");
   }
   return real;
 }
@@ -91,7 +91,7 @@ Result<std::string> ResolveFile(const std::string& root, const std::string& name
 Status ServeFile(const std::string& root, const httplib::Request& req, httplib::Response& res) {
   CAIRN_ASSIGN_OR_RETURN(std::string name, RelativeName(req.path));
   const std::string type = ContentType(name);
-  if (type.empty()) return Status::NotFound("no such file: /" + name);
+  if (type.empty()) return Status::NotFound("no such file in the web UI");
   struct stat st {};
   CAIRN_ASSIGN_OR_RETURN(std::string file, ResolveFile(root, name, &st));
   const std::string etag = "\"" + std::to_string(st.st_mtime) + "-" + std::to_string(st.st_size) +
@@ -106,7 +106,7 @@ Status ServeFile(const std::string& root, const httplib::Request& req, httplib::
   std::ifstream in(file, std::ios::binary);
   std::ostringstream body;
   body << in.rdbuf();
-  if (!in) return Status::NotFound("no such file: /" + name);
+  if (!in) return Status::NotFound("no such file in the web UI");
   res.status = 200;
   res.set_content(body.str(), type.c_str());
   return Status::OK();

@@ -72,7 +72,8 @@ class Server:
         deadline = time.time() + 30
         out = ""
         while time.time() < deadline:
-            out = open(self.log_path, encoding="utf-8", errors="replace").read()
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                out = f.read()
             m = re.search(r"listening on https://127\.0\.0\.1:(\d+)/", out)
             f = re.search(r"fingerprint \(SHA-256\): ([0-9A-F:]{95})", out)
             if m and f:
@@ -104,7 +105,8 @@ class Server:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def server_log(self):
-        return open(self.log_path, encoding="utf-8", errors="replace").read()
+        with open(self.log_path, encoding="utf-8", errors="replace") as f:
+            return f.read()
 
     def request(self, method, path, body=None, token=None, headers=None):
         """One HTTPS request; `token` None means the admin token, "" none."""
@@ -192,8 +194,11 @@ class BrowserTest(unittest.TestCase):
 
     # --- waiting and finding ---
     def wait(self, cond, timeout=20, message=""):
+        from selenium.common.exceptions import StaleElementReferenceException
         from selenium.webdriver.support.ui import WebDriverWait
-        return WebDriverWait(self.driver, timeout, poll_frequency=0.1).until(cond, message)
+        # The views re-render: an element read in `cond` may be replaced meanwhile.
+        return WebDriverWait(self.driver, timeout, poll_frequency=0.1,
+                             ignored_exceptions=(StaleElementReferenceException,)).until(cond, message)
 
     def css(self, selector, timeout=20):
         from selenium.webdriver.common.by import By
@@ -217,7 +222,9 @@ class BrowserTest(unittest.TestCase):
 
     def login(self):
         self.driver.get(self.server.url + "/")
-        self.view("login")
+        main = self.css('main[data-view="login"]:not([aria-busy]), main[data-view="dashboard"]:not([aria-busy])')
+        if main.get_attribute("data-view") == "dashboard":
+            return  # the browser's session is still valid
         self.css('[data-testid="login-tab-token"]').click()
         self.css('[data-testid="login-token"]').send_keys(self.server.admin_token)
         self.css('[data-testid="login-submit"]').click()

@@ -60,7 +60,7 @@ class ContentTest(cairn_browser.BrowserTest):
         self.assertTrue(name.endswith(".fidx"), name)
         cmd = arch.find_element("css selector", '[data-testid="restore-cmd"]').text
         self.assertEqual(cmd, f"cairn --repo https://127.0.0.1:{self.server.port}/default restore "
-                              f"{self.snaps[1]} {name} {name[:-5]}.raw")
+                              f"{self.snaps[1]} {name} {name[:-5]}")
         href = arch.find_element("css selector", '[data-testid="download"]').get_attribute("href")
         self.assertIn("/api/v1/datastores/default/download?", href)
         self.assertIn("snapshot=" + urllib.parse.quote(self.snaps[1], safe=""), href)

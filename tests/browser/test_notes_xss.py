@@ -31,6 +31,7 @@ class NotesXssTest(cairn_browser.BrowserTest):
         self.css(f'tr[data-snapshot="{snap}"] [data-testid="edit-notes"]').click()
         area = self.css('[data-testid="notes-input"]')
         self.assertEqual(area.get_property("value"), NOTES)
+        self.screenshot("notes-editor")
         # Group search over notes finds it by text, markup included.
         self.open("content?store=default")
         self.view("content")

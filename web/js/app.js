@@ -4,7 +4,7 @@
 // with `app.onLeave(fn)`, called when the route changes.
 
 import * as api from './api.js';
-import { toast } from './dom.js';
+import { h, toast } from './dom.js';
 import * as login from './views/login.js';
 import * as dashboard from './views/dashboard.js';
 import * as content from './views/content.js';
@@ -42,6 +42,8 @@ const app = {
     for (const fn of this.leaveFns.splice(0)) {
       try { fn(); } catch (_) { /* a cleanup never stops navigation */ }
     }
+    // A dialog of the view being left is cancelled (its promise resolves null).
+    for (const d of document.querySelectorAll('dialog')) d.dispatchEvent(new Event('cancel'));
     const main = document.getElementById('main');
     let { name, params } = this.route();
     if (!this.session) name = 'login';
@@ -58,7 +60,9 @@ const app = {
       await views[name].render(main, params, this);
     } catch (e) {
       if (e instanceof api.ApiError && e.status === 401) return;
-      toast(e.message, true);
+      main.append(h('p', { class: 'error', role: 'alert', 'data-testid': 'view-error' },
+        e instanceof api.ApiError && e.status === 404
+          ? `This server does not offer this view yet (${e.message}).` : e.message));
     } finally {
       main.removeAttribute('aria-busy');
     }

@@ -58,8 +58,14 @@ function snapshotTime(snapshot) {
 }
 
 export function restoreCommand(store, snapshot, archive) {
-  const disk = archive.replace(/\.fidx$/, '');
-  return `cairn --repo https://${location.host}/${store} restore ${snapshot} ${archive} ${disk}.raw`;
+  const target = restoreTarget(archive);
+  return `cairn --repo https://${location.host}/${store} restore ${snapshot} ${archive} ${target}`;
+}
+
+// The file a disk archive is restored to: its name without .fidx, as .raw.
+function restoreTarget(archive) {
+  const base = archive.replace(/\.fidx$/, '');
+  return /\.(raw|img)$/.test(base) ? base : base + '.raw';
 }
 
 async function startTask(promise, what) {
@@ -222,7 +228,7 @@ function archivesRow(store, snap, colspan) {
     const cmd = isDisk ? restoreCommand(store, snap.snapshot, a.name) : null;
     return h('li', { 'data-testid': 'archive', 'data-archive': a.name },
       h('strong', {}, a.name), ` ${formatBytes(a.size)} `,
-      isDisk ? h('a', { href: api.downloadUrl(store, snap.snapshot, a.name), download: a.name.replace(/\.fidx$/, '.raw'),
+      isDisk ? h('a', { href: api.downloadUrl(store, snap.snapshot, a.name), download: restoreTarget(a.name),
                         'data-testid': 'download' }, 'Download') : null,
       cmd ? h('div', { class: 'cmd' },
         h('code', { 'data-testid': 'restore-cmd' }, cmd),
