@@ -51,7 +51,10 @@ void Run(const httplib::Request& req, httplib::Response& res,
 using Handler = std::function<Status(const httplib::Request&, httplib::Response&)>;
 httplib::Server::Handler Wrap(Handler fn);
 
-// The caller, from the request's Authorization header.
+// What `req` carries to authenticate itself (pointers into `req`).
+Credentials CredentialsOf(const httplib::Request& req);
+// The caller, from the request's Authorization header or session cookie
+// (server/request_auth.h).
 Result<Principal> Caller(Service& service, const httplib::Request& req);
 // The caller on the datastore named by the first path match.
 Result<StoreCaller> StoreFromPath(Service& service, const httplib::Request& req);
@@ -68,6 +71,7 @@ void RegisterMaintenanceRoutes(Service* service, httplib::Server* http);
 void RegisterTaskRoutes(Service* service, httplib::Server* http);
 void RegisterBackupRoutes(Service* service, httplib::Server* http);
 void RegisterReaderRoutes(Service* service, httplib::Server* http);
+void RegisterLoginRoutes(Server* server, httplib::Server* http);
 // The web UI's static files under `web_dir` (server/api_web.cc); nothing
 // when it is empty.
 void RegisterWebRoutes(const std::string& web_dir, httplib::Server* http);

@@ -23,9 +23,9 @@ TaskOutcome Outcome(Status s, std::string summary, nlohmann::json result) {
 
 }  // namespace
 
-Result<Principal> Service::Authenticate(const std::string& authorization) {
-  if (authorization.empty()) return Status::Unauthenticated("missing Authorization header");
-  return server_->auth()->Authenticate(authorization);
+Result<Principal> Service::Authenticate(const Credentials& creds, WebSession* session) {
+  return AuthenticateRequest(*server_->auth(), *server_->web_sessions(), creds,
+                             static_cast<int64_t>(std::time(nullptr)), session);
 }
 
 Result<StoreCaller> Service::OnStore(const Principal& p, const std::string& store_name) {
