@@ -108,6 +108,22 @@ class Server:
         with open(self.log_path, encoding="utf-8", errors="replace") as f:
             return f.read()
 
+    def admin_command(self, *args):
+        """`cairn-server --data DATA ARGS…` (works while the server runs)."""
+        r = subprocess.run([os.path.join(BINARY_DIR, "server", "cairn-server"), "--data", self.data, *args],
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise AssertionError(f"cairn-server {' '.join(args)} failed:\n{r.stdout}{r.stderr}")
+        return r.stdout
+
+    def add_user(self, name, password, store="*", role="Reader"):
+        pw_file = os.path.join(self.tmp, name + ".pw")
+        with open(pw_file, "w") as f:
+            f.write(password + "\n")
+        self.admin_command("user", "add", name)
+        self.admin_command("user", "passwd", name, "--password-file", pw_file)
+        self.admin_command("acl", "set", "--store", store, "--role", role, "--auth", name)
+
     def request(self, method, path, body=None, token=None, headers=None):
         """One HTTPS request; `token` None means the admin token, "" none."""
         h = dict(headers or {})
