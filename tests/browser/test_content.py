@@ -132,6 +132,10 @@ class ContentTest(cairn_browser.BrowserTest):
         self.css('[data-testid="logout"]').click()
         self.view("login")
         self.screenshot("login")
+        # Nothing the pages did broke the CSP or threw.
+        errors = [m for m in self.severe_console_errors()
+                  if "Content Security Policy" in m or "Uncaught" in m]
+        self.assertEqual(errors, [])
 
 
 if __name__ == "__main__":

@@ -61,7 +61,8 @@ async function renderLog(main, id, app) {
   const status = h('p', { class: 'muted', 'data-testid': 'log-status' });
   const drawHead = (t) => replace(head,
     h('a', { href: '#/tasks' }, '← All tasks'), ' ',
-    h('strong', {}, t.summary || t.id), ' ', stateBadge(t.state), ' started ', timeEl(t.start),
+    h('strong', {}, t.summary || t.id), ` (${orDash(t.kind)} on ${orDash(t.store)}) `, stateBadge(t.state),
+    ' started ', timeEl(t.start),
     ' by ', orDash(t['auth-id']), ', ', duration(t));
   drawHead(task);
   main.append(h('h1', {}, 'Task log'), head, pre, status);
