@@ -66,6 +66,25 @@ class ContentTest(cairn_browser.BrowserTest):
         self.assertIn("snapshot=" + urllib.parse.quote(self.snaps[1], safe=""), href)
         self.screenshot("content-snapshots")
 
+    def test_1b_paging(self):
+        self.server.backup_image(101, "2026-05-02T06:00:00Z", seed=4)
+        try:
+            self.open("content?store=default&group=vm%2F101&size=2")
+            self.view("content")
+            rows = lambda: [r.get_attribute("data-snapshot") for r in self.all('[data-testid="snapshot-row"]')]
+            self.assertEqual(rows(), ["vm/101/2026-05-02T06:00:00Z", self.snaps[1]])
+            self.assertIn("1–2 of 3", self.css('[data-testid="page-info"]').text)
+            self.assertFalse(self.css('[data-testid="page-prev"]').is_enabled())
+            self.css('[data-testid="page-next"]').click()
+            self.wait(lambda d: rows() == [self.snaps[0]])
+            self.assertIn("3–3 of 3", self.css('[data-testid="page-info"]').text)
+            self.assertFalse(self.css('[data-testid="page-next"]').is_enabled())
+            self.css('[data-testid="page-prev"]').click()
+            self.wait(lambda d: len(rows()) == 2)
+        finally:
+            self.server.api("DELETE", "/datastores/default/snapshots?snapshot=" +
+                            urllib.parse.quote("vm/101/2026-05-02T06:00:00Z", safe=""))
+
     def test_2_search_filters(self):
         self.open("content?store=default")
         self.view("content")

@@ -5,7 +5,7 @@
 // (server/authorizer.h); a server that does not send `roles` leaves the
 // decision to the server, which answers 403 with its own message.
 //
-// Route: #/content?store=S[&group=G][&page=N][&q=TEXT]
+// Route: #/content?store=S[&group=G][&page=N][&size=PER_PAGE][&q=TEXT]
 
 import * as api from '../api.js';
 import { h, append, clear, replace, DASH, formatBytes, timeEl, orDash, dialog,
@@ -279,8 +279,9 @@ function snapshotActions(store, storeName, snap, app, refresh) {
 async function snapshotsView(store, group, params, app) {
   const name = store.name;
   const page = Math.max(0, Number(params.get('page') || 0) | 0);
+  const size = Math.min(500, Math.max(1, Number(params.get('size') || PAGE) | 0));
   const r = await api.request('GET', `/datastores/${api.enc(name)}/snapshots`,
-    { query: { group, limit: PAGE, offset: page * PAGE, order: 'desc' } });
+    { query: { group, limit: size, offset: page * size, order: 'desc' } });
   const snaps = r.data;
   const total = Number(r.headers.get('X-Total-Count') ?? snaps.length);
   const refresh = () => app.render();
@@ -317,13 +318,14 @@ async function snapshotsView(store, group, params, app) {
     });
     append(tbody, [row]);
   }
-  const go = (p) => app.go('content', { store: name, group, page: p || null });
+  const go = (p) => app.go('content', { store: name, group, page: p || null,
+                                         size: size === PAGE ? null : size });
   const pager = h('div', { class: 'pager', 'data-testid': 'pager' },
     h('button', { type: 'button', class: 'secondary', disabled: page === 0, 'data-testid': 'page-prev',
                   onclick: () => go(page - 1) }, '‹ Newer'),
     h('span', { 'data-testid': 'page-info' },
-      total ? ` ${page * PAGE + 1}–${page * PAGE + snaps.length} of ${total} ` : ' none '),
-    h('button', { type: 'button', class: 'secondary', disabled: (page + 1) * PAGE >= total,
+      total ? ` ${page * size + 1}–${page * size + snaps.length} of ${total} ` : ' none '),
+    h('button', { type: 'button', class: 'secondary', disabled: (page + 1) * size >= total,
                   'data-testid': 'page-next', onclick: () => go(page + 1) }, 'Older ›'));
   const owner = snaps.length ? snaps[0].owner : null;
   const groupActions = h('div', { class: 'toolbar' },
