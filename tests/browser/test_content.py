@@ -148,6 +148,17 @@ class ContentTest(cairn_browser.BrowserTest):
                 self.screenshot(view + "-phone")
         finally:
             self.driver.set_window_size(1280, 800)
+        # Dark colours (prefers-color-scheme), emulated through DevTools.
+        self.driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {
+            "features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+        try:
+            self.open("content?store=default&group=vm%2F101")
+            self.view("content")
+            bg = self.driver.execute_script("return getComputedStyle(document.body).backgroundColor")
+            self.assertEqual(bg, "rgb(15, 19, 24)")
+            self.screenshot("content-snapshots-dark")
+        finally:
+            self.driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
         self.css('[data-testid="logout"]').click()
         self.view("login")
         self.screenshot("login")
