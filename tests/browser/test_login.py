@@ -1,6 +1,7 @@
 """Login: a wrong password shows the server's error and makes no session;
 the right one opens the dashboard as that user; the session survives a
-reload (cookie) and ends with Log out, server-side too."""
+reload (cookie); a Reader is offered only the actions its role allows; Log
+out ends the session, server-side too."""
 
 import os
 import sys
@@ -47,6 +48,19 @@ class LoginTest(cairn_browser.BrowserTest):
         self.driver.refresh()
         self.view("dashboard")
         self.assertEqual(self.css('[data-testid="who"]').text, "alice")
+
+        # Actions follow the roles the server reports: a Reader may verify,
+        # not protect, edit notes, delete or prune (server/authorizer.h).
+        snap = self.server.backup_image(3, "2026-09-01T00:00:00Z", size_mib=2)
+        if "roles" in self.server.api("GET", "/datastores")[0]:
+            self.open("content?store=default&group=vm%2F3")
+            self.view("content")
+            row = self.css(f'tr[data-snapshot="{snap}"]')
+            buttons = [b.get_attribute("data-testid") for b in row.find_elements("css selector", "td.actions button")]
+            self.assertEqual(buttons, ["verify-snapshot"])
+            self.assertEqual(self.all('[data-testid="prune-group"]'), [])
+            self.assertEqual(len(self.all('[data-testid="verify-group"]')), 1)
+            self.screenshot("content-as-reader")
 
         session = cookies["cairn_session"]["value"]
         self.css('[data-testid="logout"]').click()
