@@ -29,9 +29,9 @@
 
 namespace cairn::server {
 
-bool HttpCore::ServeOne(httplib::Stream& stream, bool* connection_closed) {
+bool HttpCore::ServeOne(httplib::Stream& stream, bool close, bool* connection_closed) {
   bool closed = false;
-  bool ok = process_request(stream, /*close_connection=*/false, closed,
+  bool ok = process_request(stream, close, closed,
                             [](httplib::Request&) {});
   *connection_closed = closed;
   return ok;
@@ -231,6 +231,7 @@ struct Conn {
   uint64_t body_budget = 0;  // bytes after the head (chunked: framing included)
   bool chunked = false;
   bool close_after = false;  // set by the worker: do not keep alive
+  bool stranger = false;     // served an anonymous admission without ever being admitted
 };
 
 // Thread-local per request, for the error handler: why the worker's body
@@ -706,6 +707,10 @@ class HttpGate::Impl {
                                 std::to_string(a.body_limit), "Http",
                     std::min<uint64_t>(framing.length + 64 * 1024, kMaxDrainBytes));
     }
+    // A stranger's anonymous request is served on a connection closed after
+    // it (c->stranger); it still counts as admitted while a worker has it,
+    // so eviction never closes it under the worker.
+    c->stranger = a.anonymous && !c->admitted;
     if (!c->admitted) {
       auto& per = per_address_[c->addr];
       if (per.admitted >= limits_.max_admitted_per_address) {
@@ -1028,12 +1033,12 @@ void HttpGate::Impl::Serve(Conn* c) {
   bool closed = false;
   bool ok = false;
   try {
-    ok = core_->ServeOne(stream, &closed);
+    ok = core_->ServeOne(stream, c->stranger, &closed);
   } catch (const std::exception& e) {
     spdlog::error("request from {} failed: {}", c->addr, e.what());
   }
   stream.Consume();
-  c->close_after = !ok || closed || stream.failed() || t_body_error != 0;
+  c->close_after = !ok || closed || c->stranger || stream.failed() || t_body_error != 0;
 }
 
 // --- HttpGate ---

@@ -72,15 +72,21 @@ struct RequestHead {
 
 // The server's answer to a request head: admitted with a body limit, or
 // refused with a status and a message (sent as {"error","code"} JSON).
+// An anonymous admission (a request anybody may make: the static UI, the
+// login) serves the request but does not make a stranger's connection an
+// admitted one: such a connection is closed after its answer, so strangers
+// cannot park idle connections where only authenticated clients may.
 struct Admission {
   int status = 0;  // 0: admitted
   std::string message;
   std::string code;
   uint64_t body_limit = 0;
+  bool anonymous = false;
 
-  static Admission Admit(uint64_t body_limit) { return {0, "", "", body_limit}; }
+  static Admission Admit(uint64_t body_limit) { return {0, "", "", body_limit, false}; }
+  static Admission AdmitAnonymous(uint64_t body_limit) { return {0, "", "", body_limit, true}; }
   static Admission Refuse(int status, std::string message, std::string code) {
-    return {status, std::move(message), std::move(code), 0};
+    return {status, std::move(message), std::move(code), 0, false};
   }
 };
 using AdmitFn = std::function<Admission(const RequestHead&)>;
@@ -101,9 +107,10 @@ struct GateCounts {
 // httplib's request processing, run by the gate's workers on one request.
 class HttpCore : public httplib::Server {
  public:
-  // Reads one request from `stream`, routes it and writes the answer.
-  // False when the connection must be closed.
-  bool ServeOne(httplib::Stream& stream, bool* connection_closed);
+  // Reads one request from `stream`, routes it and writes the answer
+  // (saying "Connection: close" when `close` is set). False when the
+  // connection must be closed.
+  bool ServeOne(httplib::Stream& stream, bool close, bool* connection_closed);
 };
 
 class HttpGate {

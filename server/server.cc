@@ -169,9 +169,11 @@ Admission Server::AdmitRequest(const RequestHead& head) {
   // form says so.
   const std::string decoded = httplib::detail::decode_url(head.path, false);
   const bool api = IsApiPath(head.path) || IsApiPath(decoded);
-  if (head.method == "POST" && decoded == "/api/v1/login") return Admission::Admit(kMaxJsonBodyBytes);
+  if (head.method == "POST" && decoded == "/api/v1/login") {
+    return Admission::AdmitAnonymous(kMaxJsonBodyBytes);
+  }
   // The static web UI needs no login to be fetched; it has no body.
-  if ((head.method == "GET" || head.method == "HEAD") && !api) return Admission::Admit(0);
+  if ((head.method == "GET" || head.method == "HEAD") && !api) return Admission::AdmitAnonymous(0);
   Credentials creds;
   creds.authorization = head.Find("Authorization");
   if (const std::string* cookie = head.Find("Cookie")) {

@@ -26,6 +26,7 @@ class RawClient {
   explicit RawClient(int port) : cli_("127.0.0.1", port) {
     cli_.enable_server_certificate_verification(false);
     cli_.set_read_timeout(60, 0);
+    cli_.set_keep_alive(true);
   }
   httplib::Result Get(const std::string& path, const httplib::Headers& h = {}) {
     return cli_.Get(path.c_str(), h);
@@ -306,6 +307,15 @@ TEST_F(ServerLoginTest, StaticPathsNeedNoLoginButApiPathsDo) {
     ASSERT_TRUE(r) << path;
     EXPECT_EQ(r->status, 401) << path;
   }
+  // A stranger's connection is closed after an anonymous answer (it cannot
+  // park connections meant for authenticated clients); others are kept.
+  auto stranger = raw_->Get("/index.html");
+  ASSERT_TRUE(stranger);
+  EXPECT_EQ(stranger->get_header_value("Connection"), "close");
+  const httplib::Headers token = {{"Authorization", "CairnToken " + server_->AdminToken()}};
+  auto known = raw_->Get("/api/v1/status", token);
+  ASSERT_TRUE(known);
+  EXPECT_NE(known->get_header_value("Connection"), "close");
   auto bogus_cookie = raw_->Get("/api/v1/status", {{"Cookie", "cairn_session=" + std::string(64, 'a')}});
   ASSERT_TRUE(bogus_cookie);
   EXPECT_EQ(bogus_cookie->status, 401);
