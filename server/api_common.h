@@ -72,5 +72,8 @@ void RegisterTaskRoutes(Service* service, httplib::Server* http);
 void RegisterBackupRoutes(Service* service, httplib::Server* http);
 void RegisterReaderRoutes(Service* service, httplib::Server* http);
 void RegisterLoginRoutes(Server* server, httplib::Server* http);
+// The web UI's static files under `web_dir` (server/api_web.cc); nothing
+// when it is empty.
+void RegisterWebRoutes(const std::string& web_dir, httplib::Server* http);
 
 }  // namespace cairn::server::api

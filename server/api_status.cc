@@ -71,6 +71,7 @@ void RegisterRoutes(Server* server, httplib::Server* http) {
   api::RegisterBackupRoutes(service, http);
   api::RegisterReaderRoutes(service, http);
   api::RegisterLoginRoutes(server, http);
+  api::RegisterWebRoutes(server->web_dir(), http);
   // Errors httplib answers itself (no route, unreadable body) get their JSON
   // from the gate's error handler (HttpGate::InstallErrorHandler).
 }

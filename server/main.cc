@@ -160,6 +160,8 @@ struct RunCommand {
     cmd->add_option("--session-timeout", opts.idle_timeout_seconds,
                     "abort a session after this many idle seconds (default 900)")
         ->check(CLI::Range(int64_t{1}, int64_t{86400}));
+    cmd->add_option("--web-dir", opts.web_dir,
+                    "folder of the web UI's static files (default: " + opts.web_dir + ")");
     cmd->add_option("--session-idle", opts.web_session_idle_seconds,
                     "log a web UI session out after this many idle seconds (default 7200)")
         ->check(CLI::Range(int64_t{1}, int64_t{365} * 86400));

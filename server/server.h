@@ -50,6 +50,10 @@ inline constexpr uint64_t kMaxChunkBodyBytes = storage::kMaxBlobFileSize;
 inline constexpr uint64_t kMaxIndexBodyBytes = kMaxIndexUploadBytes;  // server/backup_session.h
 inline constexpr uint64_t kMaxJsonBodyBytes = uint64_t{1} << 20;
 
+// The web UI's folder compiled in: the source tree's web/ for a build tree
+// (CMake's CAIRN_WEB_DIR), the installed one for a package.
+std::string DefaultWebDir();
+
 struct ServerOptions {
   std::string data_dir;             // created if missing
   std::string host = "127.0.0.1";
@@ -64,6 +68,7 @@ struct ServerOptions {
   NotifierOptions notify;           // where overdue groups are announced (none by default)
   int64_t stale_after = kDefaultStaleAfterSeconds;  // a group without a newer backup is overdue
   int overdue_check_seconds = 60;   // how often overdue groups are looked for
+  std::string web_dir = DefaultWebDir();  // the UI's static files; empty: no UI
 };
 
 // What the first start prints.
@@ -116,6 +121,7 @@ class Server {
   // Where prune, GC, verify and job runs go (server/task_runner.h).
   TaskRunner* runner() { return runner_.get(); }
   const storage::TimeZone& time_zone() const { return tz_; }
+  const std::string& web_dir() const { return options_.web_dir; }
 
  private:
   explicit Server(ServerOptions options);
