@@ -27,6 +27,9 @@
 #   GROUP_COUNT, SNAPSHOT_COUNT  size of the datastore (default 600 and 1000)
 #   GROUP            the group whose snapshots are listed (default vm/400)
 #   REPS             timed repetitions after the first request (default 5)
+#   BROWSER=1        also time the web UI's groups view in headless Chromium
+#                    (bench/webui_render.py; needs chromium, chromium-driver
+#                    and python3-selenium)
 #   SERVER_ARGS      extra arguments for `cairn-server run`
 #
 # The datastore is made once by listing_store_gen (through Datastore::Stage/
@@ -167,11 +170,14 @@ start_server
 token=$(head -1 "$data/srv/admin.token")
 echo "== cairn-server pid $pid on port $port"
 
-# One request: prints "seconds bytes" (time_total of curl, TLS handshake
-# included) and keeps the body in $data/body.
+# One request: prints "seconds server-seconds bytes" (time_total of curl,
+# TLS handshake included; then the server's part: from the request sent to
+# the answer's first byte, time_starttransfer - time_pretransfer) and keeps
+# the body in $data/body.
 request() {
   local code
-  code=$(curl -sk -o "$data/body" -w '%{http_code} %{time_total} %{size_download}' \
+  code=$(curl -sk -o "$data/body" \
+    -w '%{http_code} %{time_total} %{time_pretransfer} %{time_starttransfer} %{size_download}' \
     -H "Authorization: CairnToken $token" "https://127.0.0.1:$port$1")
   if [ "${code%% *}" != 200 ]; then
     echo "GET $1 answered ${code%% *}:" >&2
@@ -179,7 +185,7 @@ request() {
     echo >&2
     exit 1
   fi
-  echo "${code#* }"
+  echo "${code#* }" | awk '{ printf "%s %.6f %s\n", $1, $3 - $2, $4 }'
 }
 
 entries() {
@@ -188,21 +194,25 @@ entries() {
 
 rows=()
 measure() {
-  local path=$1 first times=() hwm median bytes n
+  local path=$1 first times=() stimes=() hwm median smedian bytes n one
   echo 5 >"/proc/$pid/clear_refs"  # VmHWM starts again from the current RSS
   first=$(request "$path")
   n=$(entries)
   for _ in $(seq "$reps"); do
-    times+=("$(request "$path" | cut -d' ' -f1)")
+    one=$(request "$path")
+    times+=("$(echo "$one" | cut -d' ' -f1)")
+    stimes+=("$(echo "$one" | cut -d' ' -f2)")
   done
   hwm=$(awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$pid/status")
   median=$(printf '%s\n' "${times[@]}" | sort -g | awk '{ a[NR] = $1 } END {
     print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2) }')
-  bytes=${first#* }
-  printf 'GET %s\n  first %.3f s, median of %d %.3f s (all: %s), %s bytes, %s entries, server VmHWM %s MiB\n' \
-    "$path" "${first%% *}" "$reps" "$median" "${times[*]}" "$bytes" "$n" "$hwm"
+  smedian=$(printf '%s\n' "${stimes[@]}" | sort -g | awk '{ a[NR] = $1 } END {
+    print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2) }')
+  bytes=${first##* }
+  printf 'GET %s\n  first %.3f s, median of %d %.3f s (all: %s), server part %.3f s, %s bytes, %s entries, server VmHWM %s MiB\n' \
+    "$path" "${first%% *}" "$reps" "$median" "${times[*]}" "$smedian" "$bytes" "$n" "$hwm"
   # shellcheck disable=SC2016  # the backquotes are Markdown
-  rows+=("$(printf '| `%s` | %.3f | %.3f | %s | %s | %s |' "$path" "${first%% *}" "$median" \
+  rows+=("$(printf '| `%s` | %.3f | %.3f | %.3f | %s | %s | %s |' "$path" "${first%% *}" "$median" "$smedian" \
     "$(awk -v b="$bytes" 'BEGIN { if (b < 1e6) printf "%.1f kB", b / 1e3; else printf "%.2f MB", b / 1e6 }')" "$n" "$hwm")")
 }
 
@@ -213,6 +223,14 @@ measure "$base/snapshots?group=$group&limit=50"
 
 echo "== load after: $(cut -d' ' -f1-3 /proc/loadavg), CPU pressure $(awk '/^some/ { print $2 }' /proc/pressure/cpu 2>/dev/null)"
 echo
-echo "| request | first s | median s | answer | entries | server VmHWM MiB |"
-echo "|---|---:|---:|---:|---:|---:|"
+echo "| request | first s | median s | server s (median) | answer | entries | server VmHWM MiB |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
 printf '%s\n' "${rows[@]}"
+
+# The web UI's groups view in headless Chromium (issue 15): time from the
+# navigation's start to a rendered, filterable table of every group.
+if [ "${BROWSER:-0}" = 1 ]; then
+  echo
+  echo "== web UI in headless Chromium: #/content?store=default"
+  /usr/bin/python3 "$repo/bench/webui_render.py" "https://127.0.0.1:$port" "$token" "$reps" "$groups"
+fi
