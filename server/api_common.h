@@ -68,5 +68,6 @@ void RegisterMaintenanceRoutes(Service* service, httplib::Server* http);
 void RegisterTaskRoutes(Service* service, httplib::Server* http);
 void RegisterBackupRoutes(Service* service, httplib::Server* http);
 void RegisterReaderRoutes(Service* service, httplib::Server* http);
+void RegisterJobRoutes(Service* service, httplib::Server* http);
 
 }  // namespace cairn::server::api

@@ -93,9 +93,16 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerOptions& options, Start
                     data, s->runner_.get(),
                     [self](const JobConfig& job, Task& task) -> Status {
                       CAIRN_ASSIGN_OR_RETURN(MaintenanceContext ctx, self->Maintenance(job.store));
-                      return RunJob(ctx, job, task);
+                      Status ran = RunJob(ctx, job, task);
+                      // A prune or GC changes what groups hold alone.
+                      if (job.kind != "verify") self->usage()->MarkDirty(job.store);
+                      return ran;
                     },
                     s->tz_));
+  CAIRN_ASSIGN_OR_RETURN(
+      s->usage_, GroupUsage::Open(data, s->catalog_.get(),
+                                  [self](const std::string& name) { return self->Store(name); },
+                                  s->options_.usage_settle_ms));
   if (info) {
     CAIRN_ASSIGN_OR_RETURN(info->fingerprint, CertificateFingerprint(s->tls_.cert));
   }
@@ -205,6 +212,7 @@ Status Server::Start() {
   gate_->Start();
   start_time_ = Now();
   jobs_->Start();
+  usage_->Start(StoreNames());
   reaper_ = std::thread([this] {
     int64_t last_trim = 0;
     while (!stopping_.load()) {
@@ -233,6 +241,7 @@ void Server::Stop() {
   // scheduler tries to start meanwhile is refused.
   if (runner_) runner_->Stop();
   if (jobs_) jobs_->Stop();
+  if (usage_) usage_->Stop();
   // Nothing half-committed: unfinished backups lose their staging folder.
   sessions_.Shutdown();
   // Nothing changes the stores any more: each catalog is recorded in step

@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "server/auth_store.h"
+#include "server/group_usage.h"
 #include "server/http_gate.h"
 #include "server/job_scheduler.h"
 #include "server/maintenance.h"
@@ -55,6 +56,7 @@ struct ServerOptions {
   int64_t idle_timeout_seconds = 900;
   bool sync_chunks = true;          // fsync every new chunk before its rename
   std::string time_zone = "UTC";    // prune periods (storage/time_zone.h names)
+  int64_t usage_settle_ms = 5000;   // quiet time before unique bytes are recomputed
 };
 
 // What the first start prints.
@@ -95,6 +97,8 @@ class Server {
   TaskLog* tasks() { return tasks_.get(); }
   StoreSettings* settings() { return settings_.get(); }
   JobScheduler* jobs() { return jobs_.get(); }
+  // Groups' unique bytes, computed in the background (server/group_usage.h).
+  GroupUsage* usage() { return usage_.get(); }
   // The context for maintenance on `store_name` (NotFound for an unknown store).
   Result<MaintenanceContext> Maintenance(const std::string& store_name);
   // Where prune, GC, verify and job runs go (server/task_runner.h).
@@ -124,6 +128,7 @@ class Server {
   std::unique_ptr<TaskLog> tasks_;
   std::unique_ptr<StoreSettings> settings_;
   std::unique_ptr<JobScheduler> jobs_;
+  std::unique_ptr<GroupUsage> usage_;
   std::unique_ptr<TaskRunner> runner_;
   std::unique_ptr<HttpCore> core_;
   std::unique_ptr<HttpGate> gate_;
