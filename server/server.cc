@@ -202,6 +202,7 @@ Status Server::Start() {
   core_->set_payload_max_length(kMaxIndexBodyBytes);
   // Only the Keep-Alive header's "max": the gate serves any number.
   core_->set_keep_alive_max_count(100000);
+  CAIRN_RETURN_IF_ERROR(core_->EnableStreaming());  // downloads stream their bodies
   RegisterRoutes(this, core_.get());
   HttpGate::InstallErrorHandler(core_.get());
   CAIRN_ASSIGN_OR_RETURN(gate_, HttpGate::Create(tls_, options_.gate, core_.get(),
