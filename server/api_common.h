@@ -69,5 +69,6 @@ void RegisterTaskRoutes(Service* service, httplib::Server* http);
 void RegisterBackupRoutes(Service* service, httplib::Server* http);
 void RegisterReaderRoutes(Service* service, httplib::Server* http);
 void RegisterJobRoutes(Service* service, httplib::Server* http);
+void RegisterAccessRoutes(Service* service, httplib::Server* http);
 
 }  // namespace cairn::server::api

@@ -99,6 +99,7 @@ void RegisterRoutes(Server* server, httplib::Server* http) {
   api::RegisterBackupRoutes(service, http);
   api::RegisterReaderRoutes(service, http);
   api::RegisterJobRoutes(service, http);
+  api::RegisterAccessRoutes(service, http);
   // Errors httplib answers itself (no route, unreadable body) get their JSON
   // from the gate's error handler (HttpGate::InstallErrorHandler).
 }

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/statvfs.h>
 
+#include <algorithm>
 #include <ctime>
 
 #include "server/server.h"
@@ -19,6 +20,18 @@ int64_t Now() { return static_cast<int64_t>(std::time(nullptr)); }
 // structured result.
 TaskOutcome Outcome(Status s, std::string summary, nlohmann::json result) {
   return TaskOutcome{std::move(s), std::move(summary), std::move(result)};
+}
+
+// "USER" or "USER!TOKEN", each part a valid name; InvalidArgument otherwise.
+Status ValidateAuthId(const std::string& auth_id) {
+  const size_t bang = auth_id.find('!');
+  const bool ok =
+      bang == std::string::npos
+          ? storage::ValidateName(storage::NameKind::kStore, auth_id).ok()
+          : storage::ValidateName(storage::NameKind::kStore, auth_id.substr(0, bang)).ok() &&
+                storage::ValidateName(storage::NameKind::kStore, auth_id.substr(bang + 1)).ok();
+  if (!ok) return Status::InvalidArgument("auth id must be USER or USER!TOKEN (names of A-Z a-z 0-9 _ . -)");
+  return Status::OK();
 }
 
 }  // namespace
@@ -360,6 +373,82 @@ Result<std::vector<int64_t>> Service::NextRuns(const Principal& p, const std::st
   if (count < 1 || count > 100) return Status::InvalidArgument("count must be 1 to 100");
   CAIRN_ASSIGN_OR_RETURN(CalendarEvent event, CalendarEvent::Parse(schedule));
   return cairn::server::NextRuns(event, from, count, server_->time_zone());
+}
+
+// ---------------------------------------------------------------------------
+// Access
+
+Status Service::CheckAccessAdmin(const Principal& p) {
+  return Authorizer(server_->auth()->RolesOn(p, "*")).Check(Action::kAccess);
+}
+
+Result<std::vector<std::string>> Service::ListUsers(const Principal& p) {
+  CAIRN_RETURN_IF_ERROR(CheckAccessAdmin(p));
+  return server_->auth()->ListUsers();
+}
+
+Status Service::AddUser(const Principal& p, const std::string& user,
+                        const std::optional<std::string>& password) {
+  CAIRN_RETURN_IF_ERROR(CheckAccessAdmin(p));
+  if (password) {
+    return Status::InvalidArgument("passwords cannot be set yet (needs the login work of issue 15)");
+  }
+  CAIRN_RETURN_IF_ERROR(server_->auth()->AddUser(user));
+  spdlog::info("user {} added by {}", user, p.auth_id);
+  return Status::OK();
+}
+
+Status Service::SetPassword(const Principal& p, const std::string&, const std::string&) {
+  CAIRN_RETURN_IF_ERROR(CheckAccessAdmin(p));
+  return Status::InvalidArgument("passwords cannot be set yet (needs the login work of issue 15)");
+}
+
+Result<std::vector<std::string>> Service::ListTokens(const Principal& p) {
+  CAIRN_RETURN_IF_ERROR(CheckAccessAdmin(p));
+  return server_->auth()->ListTokens();
+}
+
+Result<std::string> Service::CreateToken(const Principal& p, const std::string& auth_id) {
+  CAIRN_RETURN_IF_ERROR(CheckAccessAdmin(p));
+  CAIRN_ASSIGN_OR_RETURN(std::string secret, server_->auth()->CreateToken(auth_id));
+  spdlog::info("token {} created by {}", auth_id, p.auth_id);
+  return secret;
+}
+
+Status Service::DeleteToken(const Principal& p, const std::string& auth_id) {
+  CAIRN_RETURN_IF_ERROR(CheckAccessAdmin(p));
+  CAIRN_RETURN_IF_ERROR(server_->auth()->DeleteToken(auth_id));
+  spdlog::info("token {} deleted by {}", auth_id, p.auth_id);
+  return Status::OK();
+}
+
+Result<std::vector<AclEntry>> Service::ListAcl(const Principal& p) {
+  CAIRN_RETURN_IF_ERROR(CheckAccessAdmin(p));
+  return server_->auth()->ListAcl();
+}
+
+Status Service::SetAcl(const Principal& p, const std::string& store, const std::string& auth_id,
+                       std::optional<Role> role) {
+  CAIRN_RETURN_IF_ERROR(CheckAccessAdmin(p));
+  if (store != "*") {
+    CAIRN_RETURN_IF_ERROR(storage::ValidateName(storage::NameKind::kStore, store));
+    CAIRN_RETURN_IF_ERROR(server_->Store(store).status());
+  }
+  CAIRN_RETURN_IF_ERROR(ValidateAuthId(auth_id));
+  AuthStore* auth = server_->auth();
+  const bool is_token = auth_id.find('!') != std::string::npos;
+  CAIRN_ASSIGN_OR_RETURN(auto known, is_token ? auth->ListTokens() : auth->ListUsers());
+  if (std::find(known.begin(), known.end(), auth_id) == known.end()) {
+    return Status::NotFound(std::string(is_token ? "no token " : "no user ") + auth_id);
+  }
+  if (!role) {
+    CAIRN_RETURN_IF_ERROR(auth->RemoveAcl(store, auth_id));
+    spdlog::info("role of {} on {} removed by {}", auth_id, store, p.auth_id);
+    return Status::OK();
+  }
+  CAIRN_RETURN_IF_ERROR(auth->SetAcl(store, auth_id, *role));
+  spdlog::info("{} granted {} on {} by {}", auth_id, RoleName(*role), store, p.auth_id);
+  return Status::OK();
 }
 
 // ---------------------------------------------------------------------------

@@ -153,6 +153,24 @@ class Service {
   Result<std::vector<int64_t>> NextRuns(const Principal& p, const std::string& schedule,
                                         int64_t from, int count);
 
+  // --- Access: users, tokens, roles. Admin on "*" only (PermissionDenied) ---
+  Result<std::vector<std::string>> ListUsers(const Principal& p);
+  // AlreadyExists for a taken name. With a password, also sets it.
+  Status AddUser(const Principal& p, const std::string& user,
+                 const std::optional<std::string>& password);
+  Status SetPassword(const Principal& p, const std::string& user, const std::string& password);
+  Result<std::vector<std::string>> ListTokens(const Principal& p);
+  // The new token's secret (shown once).
+  Result<std::string> CreateToken(const Principal& p, const std::string& auth_id);
+  // Also removes the token's roles. NotFound for an unknown token.
+  Status DeleteToken(const Principal& p, const std::string& auth_id);
+  Result<std::vector<AclEntry>> ListAcl(const Principal& p);
+  // Grants `role` on `store` ("*" or a datastore) to an existing user or
+  // token; no role removes the entry. NotFound for an unknown store, user,
+  // token or (removing) entry.
+  Status SetAcl(const Principal& p, const std::string& store, const std::string& auth_id,
+                std::optional<Role> role);
+
   // --- Backup sessions ---
   // Checks the role, makes the caller the owner of a new group (exclusive
   // create: of two first backups exactly one owns it), and starts the session.
@@ -182,6 +200,8 @@ class Service {
   Status CheckGroup(const StoreCaller& c, Action action, const storage::GroupRef& group);
   Result<storage::SnapshotRow> Row(const StoreCaller& c, const SnapshotRef& ref);
   bool MaySeeTask(const Principal& p, const TaskInfo& t);
+  // PermissionDenied unless `p` is Admin on "*".
+  Status CheckAccessAdmin(const Principal& p);
   // PermissionDenied unless `p` is Admin on `store`; NotFound for an unknown store.
   Status CheckJobStore(const Principal& p, const std::string& store);
 

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <fstream>
@@ -408,6 +409,119 @@ TEST_F(ServerDownloadTest, ACorruptChunkAbortsTheDownload) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   EXPECT_EQ(ReaderSessions(), 0);
+}
+
+// ---------------------------------------------------------------------------
+// Access: users, tokens, roles
+
+TEST_F(ServerDataApiTest, UsersTokensAndRoles) {
+  auto users = admin_->Get("/api/v1/access/users");
+  ASSERT_EQ(users.status, 200) << users.body;
+  EXPECT_EQ(users.Json(), json::array({{{"user", "admin"}}}));
+  auto added = admin_->PostJson("/api/v1/access/users", {{"user", "carol"}});
+  ASSERT_EQ(added.status, 201) << added.body;
+  EXPECT_EQ(admin_->PostJson("/api/v1/access/users", {{"user", "carol"}}).status, 409);
+
+  auto token = admin_->PostJson("/api/v1/access/tokens", {{"auth_id", "carol!ui"}});
+  ASSERT_EQ(token.status, 201) << token.body;
+  EXPECT_EQ(token.Json()["auth_id"], "carol!ui");
+  const std::string secret = token.Json()["secret"];
+  EXPECT_EQ(secret.size(), 64u);
+  EXPECT_EQ(admin_->PostJson("/api/v1/access/tokens", {{"auth_id", "carol!ui"}}).status, 409);
+  auto tokens = admin_->Get("/api/v1/access/tokens").Json();
+  EXPECT_NE(std::find(tokens.begin(), tokens.end(), json({{"auth_id", "carol!ui"}, {"user", "carol"}})),
+            tokens.end()) << tokens.dump();
+  EXPECT_EQ(tokens.dump().find(secret), std::string::npos);  // shown once only
+
+  // Without a role the token sees no datastore; with Reader it does.
+  ApiClient carol(server_->port(), "carol!ui:" + secret);
+  ASSERT_EQ(carol.Get("/api/v1/datastores").status, 200);
+  EXPECT_EQ(carol.Get("/api/v1/datastores").Json(), json::array());
+  auto granted = admin_->Put("/api/v1/access/acl",
+                             {{"store", "default"}, {"auth_id", "carol!ui"}, {"role", "Reader"}});
+  ASSERT_EQ(granted.status, 200) << granted.body;
+  EXPECT_EQ(Store(carol)["roles"], json::array({"Reader"}));
+  auto acl = admin_->Get("/api/v1/access/acl").Json();
+  EXPECT_NE(std::find(acl.begin(), acl.end(),
+                      json({{"store", "default"}, {"auth_id", "carol!ui"}, {"role", "Reader"}})),
+            acl.end()) << acl.dump();
+  // role null removes the entry.
+  ASSERT_EQ(admin_->Put("/api/v1/access/acl",
+                        {{"store", "default"}, {"auth_id", "carol!ui"}, {"role", nullptr}}).status,
+            200);
+  EXPECT_EQ(carol.Get("/api/v1/datastores").Json(), json::array());
+  EXPECT_EQ(admin_->Put("/api/v1/access/acl",
+                        {{"store", "default"}, {"auth_id", "carol!ui"}, {"role", nullptr}}).status,
+            404);
+
+  // Deleting a token ends its access and its roles: a new token of the same
+  // name starts without any.
+  ASSERT_EQ(admin_->Put("/api/v1/access/acl",
+                        {{"store", "*"}, {"auth_id", "carol!ui"}, {"role", "Audit"}}).status, 200);
+  ASSERT_EQ(admin_->Delete("/api/v1/access/tokens/carol!ui").status, 200);
+  EXPECT_EQ(carol.Get("/api/v1/datastores").status, 401);
+  EXPECT_EQ(admin_->Delete("/api/v1/access/tokens/carol!ui").status, 404);
+  acl = admin_->Get("/api/v1/access/acl").Json();
+  EXPECT_EQ(acl.dump().find("carol!ui"), std::string::npos) << acl.dump();
+  auto again = admin_->PostJson("/api/v1/access/tokens", {{"auth_id", "carol!ui"}});
+  ASSERT_EQ(again.status, 201);
+  ApiClient carol2(server_->port(), "carol!ui:" + again.Json()["secret"].get<std::string>());
+  EXPECT_EQ(carol2.Get("/api/v1/datastores").Json(), json::array());
+}
+
+TEST_F(ServerDataApiTest, BadAccessRequestsChangeNothing) {
+  ASSERT_EQ(admin_->PostJson("/api/v1/access/users", {{"user", "carol"}}).status, 201);
+  ASSERT_EQ(admin_->PostJson("/api/v1/access/tokens", {{"auth_id", "carol!t"}}).status, 201);
+  auto state = [&] {
+    return json{admin_->Get("/api/v1/access/users").Json(),
+                admin_->Get("/api/v1/access/tokens").Json(),
+                admin_->Get("/api/v1/access/acl").Json()};
+  };
+  const json before = state();
+  struct Case { std::string method, path; json body; int code; };
+  const Case cases[] = {
+      {"POST", "/api/v1/access/users", {{"user", "../x"}}, 400},
+      {"POST", "/api/v1/access/users", {{"user", 5}}, 400},
+      {"POST", "/api/v1/access/users", json::object(), 400},
+      {"POST", "/api/v1/access/users", {{"user", "dave"}, {"admin", true}}, 400},
+      {"POST", "/api/v1/access/tokens", {{"auth_id", "carol"}}, 400},
+      {"POST", "/api/v1/access/tokens", {{"auth_id", "carol!../x"}}, 400},
+      {"POST", "/api/v1/access/tokens", {{"auth_id", "ghost!t"}}, 404},
+      {"DELETE", "/api/v1/access/tokens/carol", nullptr, 400},
+      {"DELETE", "/api/v1/access/tokens/carol!nope", nullptr, 404},
+      {"PUT", "/api/v1/access/acl", {{"store", "default"}, {"auth_id", "carol!t"}, {"role", "God"}}, 400},
+      {"PUT", "/api/v1/access/acl", {{"store", "default"}, {"auth_id", "carol!t"}}, 400},
+      {"PUT", "/api/v1/access/acl", {{"store", "nosuch"}, {"auth_id", "carol!t"}, {"role", "Admin"}}, 404},
+      {"PUT", "/api/v1/access/acl", {{"store", "../x"}, {"auth_id", "carol!t"}, {"role", "Admin"}}, 400},
+      {"PUT", "/api/v1/access/acl", {{"store", "default"}, {"auth_id", "ghost"}, {"role", "Admin"}}, 404},
+      {"PUT", "/api/v1/access/acl", {{"store", "default"}, {"auth_id", "a!../b"}, {"role", "Admin"}}, 400},
+  };
+  for (const Case& c : cases) {
+    ApiClient::Response r;
+    if (c.method == "POST") r = admin_->PostJson(c.path, c.body);
+    if (c.method == "PUT") r = admin_->Put(c.path, c.body);
+    if (c.method == "DELETE") r = admin_->Delete(c.path);
+    EXPECT_EQ(r.status, c.code) << c.method << " " << c.path << " " << c.body.dump() << " → " << r.body;
+  }
+  EXPECT_EQ(state(), before);
+
+  // Only Admin on "*": Admin on one store, Backup, Reader, Audit are refused.
+  for (const char* role : {"Admin", "Backup", "Reader", "Audit"}) {
+    auto c = ClientAs(std::string("u") + role, role);
+    EXPECT_EQ(c->Get("/api/v1/access/users").status, 403) << role;
+    EXPECT_EQ(c->PostJson("/api/v1/access/users", {{"user", "eve"}}).status, 403) << role;
+    EXPECT_EQ(c->Get("/api/v1/access/tokens").status, 403) << role;
+    EXPECT_EQ(c->PostJson("/api/v1/access/tokens", {{"auth_id", "carol!x"}}).status, 403) << role;
+    EXPECT_EQ(c->Delete("/api/v1/access/tokens/carol!t").status, 403) << role;
+    EXPECT_EQ(c->Get("/api/v1/access/acl").status, 403) << role;
+    EXPECT_EQ(c->Put("/api/v1/access/acl", {{"store", "*"}, {"auth_id", std::string("u") + role + "!t"},
+                                            {"role", "Admin"}}).status, 403) << role;
+  }
+  ApiClient nobody(server_->port(), "");
+  EXPECT_EQ(nobody.Get("/api/v1/access/users").status, 401);
+  auto users = admin_->Get("/api/v1/access/users").Json();
+  EXPECT_EQ(users.dump().find("eve"), std::string::npos);
+  EXPECT_EQ(admin_->Get("/api/v1/access/tokens").Json().dump().find("carol!x"), std::string::npos);
 }
 
 // ---------------------------------------------------------------------------
