@@ -105,8 +105,21 @@ httplib::Server::Handler Wrap(Handler fn) {
   };
 }
 
+Credentials CredentialsOf(const httplib::Request& req) {
+  Credentials c;
+  if (auto it = req.headers.find("Authorization"); it != req.headers.end()) {
+    c.authorization = &it->second;
+  }
+  if (auto it = req.headers.find("Cookie"); it != req.headers.end()) {
+    c.session_id = CookieValue(it->second, kSessionCookie);
+  }
+  if (auto it = req.headers.find(kCsrfHeader); it != req.headers.end()) c.csrf = &it->second;
+  c.method = req.method;
+  return c;
+}
+
 Result<Principal> Caller(Service& service, const httplib::Request& req) {
-  return service.Authenticate(req.get_header_value("Authorization"));
+  return service.Authenticate(CredentialsOf(req));
 }
 
 Result<StoreCaller> StoreFromPath(Service& service, const httplib::Request& req) {

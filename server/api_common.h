@@ -51,7 +51,10 @@ void Run(const httplib::Request& req, httplib::Response& res,
 using Handler = std::function<Status(const httplib::Request&, httplib::Response&)>;
 httplib::Server::Handler Wrap(Handler fn);
 
-// The caller, from the request's Authorization header.
+// What `req` carries to authenticate itself (pointers into `req`).
+Credentials CredentialsOf(const httplib::Request& req);
+// The caller, from the request's Authorization header or session cookie
+// (server/request_auth.h).
 Result<Principal> Caller(Service& service, const httplib::Request& req);
 // The caller on the datastore named by the first path match.
 Result<StoreCaller> StoreFromPath(Service& service, const httplib::Request& req);
@@ -70,5 +73,6 @@ void RegisterBackupRoutes(Service* service, httplib::Server* http);
 void RegisterReaderRoutes(Service* service, httplib::Server* http);
 void RegisterJobRoutes(Service* service, httplib::Server* http);
 void RegisterAccessRoutes(Service* service, httplib::Server* http);
+void RegisterLoginRoutes(Server* server, httplib::Server* http);
 
 }  // namespace cairn::server::api

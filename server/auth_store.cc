@@ -6,6 +6,7 @@
 
 #include <ctime>
 
+#include "server/password_hash.h"
 #include "storage/digest.h"
 #include "storage/names.h"
 #include "storage/sqlite_db.h"
@@ -23,6 +24,8 @@ constexpr const char* kMigrations[] = {
                             created INTEGER NOT NULL, PRIMARY KEY (user, name));
        CREATE TABLE acl (store TEXT NOT NULL, auth_id TEXT NOT NULL, role TEXT NOT NULL,
                          PRIMARY KEY (store, auth_id));)",
+    // A user's password record (server/password_hash.h); '' for none.
+    R"(ALTER TABLE users ADD COLUMN password TEXT NOT NULL DEFAULT '';)",
 };
 
 std::string HexOf(const unsigned char* p, size_t n) {
@@ -50,6 +53,16 @@ Status SplitTokenId(const std::string& auth_id, std::string* user, std::string* 
   *token = auth_id.substr(bang + 1);
   CAIRN_RETURN_IF_ERROR(ValidateAuthPart(*user, "user"));
   return ValidateAuthPart(*token, "token");
+}
+
+// A record no password matches in practice, checked for unknown users so
+// that a login takes about as long whether or not the user exists.
+const std::string& DummyRecord() {
+  static const std::string record = [] {
+    auto r = HashPassword("no user has this password", kDefaultScrypt);
+    return r.ok() ? *r : std::string();
+  }();
+  return record;
 }
 
 }  // namespace
@@ -145,6 +158,66 @@ Status AuthStore::DeleteToken(const std::string& auth_id) {
   }
   CAIRN_RETURN_IF_ERROR(storage::Exec(db_, s.ok() ? "COMMIT" : "ROLLBACK"));
   return s;
+}
+
+Status AuthStore::SetPassword(const std::string& user, const std::string& password) {
+  CAIRN_RETURN_IF_ERROR(ValidateAuthPart(user, "user"));
+  CAIRN_ASSIGN_OR_RETURN(std::string record, HashPassword(password));
+  MutexLock lock(&mu_);
+  Stmt exists(db_, "SELECT 1 FROM users WHERE name = ?");
+  exists.Text(1, user);
+  CAIRN_ASSIGN_OR_RETURN(bool found, exists.Step());
+  if (!found) return Status::NotFound("no user " + user);
+  Stmt st(db_, "UPDATE users SET password = ? WHERE name = ?");
+  st.Text(1, record).Text(2, user);
+  return st.Run();
+}
+
+Result<Principal> AuthStore::CheckPassword(const std::string& user, const std::string& password) {
+  const Status denied = Status::Unauthenticated("authentication failed");
+  std::string record;
+  if (ValidateAuthPart(user, "user").ok()) {
+    MutexLock lock(&mu_);
+    Stmt st(db_, "SELECT password FROM users WHERE name = ?");
+    st.Text(1, user);
+    CAIRN_ASSIGN_OR_RETURN(bool found, st.Step());
+    if (found) record = st.ColText(0);
+  }
+  if (record.empty()) {
+    VerifyPassword(password, DummyRecord());
+    return denied;
+  }
+  if (!VerifyPassword(password, record)) return denied;
+  if (NeedsRehash(record)) {
+    // Only if nobody changed the password meanwhile; a failure here keeps the
+    // old (still valid) record and costs nothing but the upgrade.
+    auto upgraded = HashPassword(password);
+    if (upgraded.ok()) {
+      MutexLock lock(&mu_);
+      Stmt st(db_, "UPDATE users SET password = ? WHERE name = ? AND password = ?");
+      st.Text(1, *upgraded).Text(2, user).Text(3, record);
+      (void)st.Run();
+    }
+  }
+  return Principal{user, user};
+}
+
+Result<std::string> AuthStore::CredentialStamp(const Principal& p) {
+  const Status gone = Status::Unauthenticated("authentication failed");
+  std::string user, token;
+  const bool is_token = p.auth_id.find('!') != std::string::npos;
+  if (is_token && !SplitTokenId(p.auth_id, &user, &token).ok()) return gone;
+  MutexLock lock(&mu_);
+  Stmt st(db_, is_token ? "SELECT secret_sha256 FROM tokens WHERE user = ? AND name = ?"
+                        : "SELECT password FROM users WHERE name = ?");
+  if (is_token) {
+    st.Text(1, user).Text(2, token);
+  } else {
+    st.Text(1, p.auth_id);
+  }
+  CAIRN_ASSIGN_OR_RETURN(bool found, st.Step());
+  if (!found || st.ColText(0).empty()) return gone;
+  return st.ColText(0);
 }
 
 Result<Principal> AuthStore::Authenticate(const std::string& header) {

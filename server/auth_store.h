@@ -5,6 +5,9 @@
 // Auth ids: "USER" for a user, "USER!TOKEN" for one of its API tokens.
 // Token secrets are 32 random bytes shown once as 64 hex characters; only
 // their SHA-256 is stored (a secret of 256 random bits needs no slow hash).
+// A user may have a password (for the web UI's login), stored as a salted
+// scrypt record (server/password_hash.h); a user without one cannot log in
+// with a password.
 //
 // Roles per datastore ("*" applies to every datastore):
 //   Admin   everything
@@ -76,6 +79,21 @@ class AuthStore {
   // Deletes token "USER!NAME" and its ACL entries (so a new token of that
   // name starts without roles). NotFound when there is no such token.
   Status DeleteToken(const std::string& auth_id);
+
+  // Sets (or replaces) `user`'s password. NotFound for an unknown user,
+  // InvalidArgument for an empty or over-long password. Slow (one scrypt).
+  Status SetPassword(const std::string& user, const std::string& password);
+  // Checks `user`'s password: Principal{user, user}, or Unauthenticated for
+  // anything wrong (unknown user, no password, wrong password — same message,
+  // and about the same time). A good password stored with weaker parameters
+  // than the current ones is rehashed. Slow (one scrypt); the store's mutex
+  // is not held while hashing.
+  Result<Principal> CheckPassword(const std::string& user, const std::string& password);
+  // What `p` authenticated with: the user's password record, or the token's
+  // secret hash. A web session remembers it and ends when it changes (a new
+  // password, a deleted or recreated token). Unauthenticated when there is
+  // none any more.
+  Result<std::string> CredentialStamp(const Principal& p);
 
   // Checks an Authorization header value "CairnToken USER!TOKEN:SECRET".
   // Unauthenticated for anything wrong (same message whatever it was).

@@ -363,6 +363,8 @@ class HttpGate::Impl {
     }
   }
 
+  void SetAnswerHeaders(std::string lines) { answer_headers_ = std::move(lines); }
+
   Status Init(const TlsPaths& tls) {
     ctx_ = SSL_CTX_new(TLS_server_method());
     if (!ctx_) return Status::IOError("cannot create a TLS context");
@@ -762,6 +764,7 @@ class HttpGate::Impl {
              "\r\nContent-Type: application/json\r\nContent-Length: " +
              std::to_string(body.size()) + "\r\nConnection: close\r\n";
     if (status == 401) c->out += "WWW-Authenticate: CairnToken\r\n";
+    c->out += answer_headers_;
     c->out += "\r\n" + body;
     c->in.clear();
     c->phase = Phase::kClosing;
@@ -885,6 +888,7 @@ class HttpGate::Impl {
   const GateLimits limits_;
   HttpCore* const core_;
   const AdmitFn admit_;
+  std::string answer_headers_;  // "Name: value\r\n"…; set before Start, then only read
   SSL_CTX* ctx_ = nullptr;
   int listen_fd_ = -1;
   int epoll_fd_ = -1;
@@ -1062,6 +1066,12 @@ Result<std::unique_ptr<HttpGate>> HttpGate::Create(const TlsPaths& tls, GateLimi
 }
 
 Result<int> HttpGate::Bind(const std::string& host, int port) { return impl_->Bind(host, port); }
+void HttpGate::SetAnswerHeaders(std::vector<std::pair<std::string, std::string>> headers) {
+  std::string lines;
+  for (const auto& [name, value] : headers) lines += name + ": " + value + "\r\n";
+  impl_->SetAnswerHeaders(std::move(lines));
+}
+
 void HttpGate::Start() { impl_->Start(); }
 void HttpGate::Stop() {
   if (impl_) impl_->Stop();

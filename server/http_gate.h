@@ -127,6 +127,9 @@ class HttpGate {
 
   // Binds host:port (0: any free port); returns the bound port.
   Result<int> Bind(const std::string& host, int port);
+  // Headers added to every answer the gate writes itself (its refusals).
+  // REQUIRES: before Start.
+  void SetAnswerHeaders(std::vector<std::pair<std::string, std::string>> headers);
   // Starts the loop and the workers. REQUIRES: Bind succeeded.
   void Start();
   // Closes the listener and every connection; returns when all threads are done.

@@ -7,11 +7,13 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <termios.h>
 #include <unistd.h>
 
 #include <csignal>
 #include <ctime>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -139,6 +141,9 @@ struct RunCommand {
     cmd->add_option("--session-timeout", opts.idle_timeout_seconds,
                     "abort a session after this many idle seconds (default 900)")
         ->check(CLI::Range(int64_t{1}, int64_t{86400}));
+    cmd->add_option("--session-idle", opts.web_session_idle_seconds,
+                    "log a web UI session out after this many idle seconds (default 7200)")
+        ->check(CLI::Range(int64_t{1}, int64_t{365} * 86400));
     cmd->add_option("--time-zone", opts.time_zone,
                     "zone for prune periods: UTC, +02:00, Europe/Vienna");
     cmd->add_option("--usage-settle-ms", opts.usage_settle_ms,
@@ -280,22 +285,74 @@ struct DatastoreCommand {
   }
 };
 
-// --- user add, token create, acl set ---
+// --- user add | passwd, token create, acl set ---
+
+// One line from the terminal with echo off (the line is not shown).
+Result<std::string> ReadHidden(const std::string& prompt) {
+  if (!::isatty(STDIN_FILENO)) {
+    return Status::InvalidArgument("no terminal to read the password from; use --password-file");
+  }
+  std::cerr << prompt << std::flush;
+  termios old_mode{};
+  ::tcgetattr(STDIN_FILENO, &old_mode);
+  termios quiet = old_mode;
+  quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+  quiet.c_lflag |= ECHONL;
+  ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+  std::string line;
+  bool ok = static_cast<bool>(std::getline(std::cin, line));
+  ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &old_mode);
+  if (!ok) return Status::InvalidArgument("no password read");
+  return line;
+}
+
+// The new password: the first line of `file`, or typed twice at the terminal.
+Result<std::string> NewPassword(const std::string& file) {
+  std::string password;
+  if (!file.empty()) {
+    std::ifstream in(file);
+    if (!in) return Status::NotFound("cannot read " + file);
+    std::getline(in, password);
+    if (!password.empty() && password.back() == '\r') password.pop_back();
+  } else {
+    CAIRN_ASSIGN_OR_RETURN(password, ReadHidden("New password: "));
+    CAIRN_ASSIGN_OR_RETURN(std::string again, ReadHidden("Repeat it: "));
+    if (again != password) return Status::InvalidArgument("the passwords differ; nothing changed");
+  }
+  if (password.empty()) return Status::InvalidArgument("the password is empty; nothing changed");
+  return password;
+}
 
 struct UserCommand {
   CLI::App* add = nullptr;
+  CLI::App* passwd = nullptr;
   std::string name;
+  std::string password_file;
 
   void Add(CLI::App& app) {
     auto* user = app.add_subcommand("user", "manage users");
     user->require_subcommand(1);
     add = user->add_subcommand("add", "add a user");
     add->add_option("NAME", name)->required();
+    passwd = user->add_subcommand("passwd", "set a user's password (for the web UI's login)");
+    passwd->add_option("NAME", name)->required();
+    passwd->add_option("--password-file", password_file,
+                       "take the password from this file's first line (default: ask twice)");
   }
 
   int Execute(const Admin& admin) {
     if (Status s = admin.auth->AddUser(name); !s.ok()) return Fail(s);
     std::cout << "user " << name << " added\n";
+    return 0;
+  }
+
+  // Works while the server runs (auth.db is shared in WAL mode); the user's
+  // web sessions end at their next request (their credential stamp changed).
+  int Passwd(const Admin& admin) {
+    auto password = NewPassword(password_file);
+    if (!password.ok()) return Fail(password.status());
+    if (Status s = admin.auth->SetPassword(name, *password); !s.ok()) return Fail(s);
+    std::cout << "password of " << name << " set\n";
     return 0;
   }
 };
@@ -695,6 +752,7 @@ int main(int argc, char** argv) {
   if (Status s = OpenAdmin(data, &admin); !s.ok()) return Fail(s);
   if (datastore.parsed()) return datastore.Execute(admin);
   if (user.add->parsed()) return user.Execute(admin);
+  if (user.passwd->parsed()) return user.Passwd(admin);
   if (token.create->parsed()) return token.Execute(admin);
   if (acl.set->parsed()) return acl.Execute(admin);
   if (reindex.cmd->parsed()) return reindex.Execute(admin);

@@ -10,6 +10,7 @@
 
 #include <fmt/format.h>
 
+#include "server/request_auth.h"
 #include "storage/env.h"
 
 namespace cairn::server {
@@ -140,6 +141,7 @@ Status Server::OpenStores() {
 Server::Server(ServerOptions options)
     : options_(std::move(options)),
       sessions_(options_.idle_timeout_seconds, options_.session_limits),
+      web_sessions_(options_.web_session_idle_seconds),
       service_(std::make_unique<Service>(this)) {}
 
 Server::~Server() { Stop(); }
@@ -170,14 +172,27 @@ Result<MaintenanceContext> Server::Maintenance(const std::string& store_name) {
 
 Admission Server::AdmitRequest(const RequestHead& head) {
   if (head.path == "/api/v1/version") return Admission::Admit(0);
-  const std::string* header = head.Find("Authorization");
-  if (!header) {
-    return Admission::Refuse(401, "missing Authorization header", "Unauthenticated");
+  // Routing sees the percent-decoded path: a path is the API's when either
+  // form says so.
+  const std::string decoded = httplib::detail::decode_url(head.path, false);
+  const bool api = IsApiPath(head.path) || IsApiPath(decoded);
+  if (head.method == "POST" && decoded == "/api/v1/login") return Admission::Admit(kMaxJsonBodyBytes);
+  // The static web UI needs no login to be fetched; it has no body.
+  if ((head.method == "GET" || head.method == "HEAD") && !api) return Admission::Admit(0);
+  Credentials creds;
+  creds.authorization = head.Find("Authorization");
+  if (const std::string* cookie = head.Find("Cookie")) {
+    creds.session_id = CookieValue(*cookie, kSessionCookie);
   }
-  auto principal = auth_->Authenticate(*header);
+  creds.csrf = head.Find(kCsrfHeader);
+  creds.method = head.method;
+  auto principal = AuthenticateRequest(*auth_, web_sessions_, creds, Now());
   if (!principal.ok()) {
-    if (principal.status().code() == Status::Code::kUnauthenticated) {
-      return Admission::Refuse(401, "authentication failed", "Unauthenticated");
+    if (principal.status().IsUnauthenticated()) {
+      return Admission::Refuse(401, principal.status().message(), "Unauthenticated");
+    }
+    if (principal.status().IsPermissionDenied()) {
+      return Admission::Refuse(403, principal.status().message(), "PermissionDenied");
     }
     spdlog::error("authentication: {}", principal.status().ToString());
     return Admission::Refuse(503, "authentication is unavailable; see the server log", "Busy");
@@ -205,10 +220,20 @@ Status Server::Start() {
   CAIRN_RETURN_IF_ERROR(core_->EnableStreaming());  // downloads stream their bodies
   RegisterRoutes(this, core_.get());
   HttpGate::InstallErrorHandler(core_.get());
+  // Every answer httplib writes (handlers, 404s, errors) carries the security
+  // headers; ours replace any a handler set.
+  core_->set_post_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+    for (const auto& [name, value] : SecurityHeaders(IsApiPath(req.path) || IsApiPath(req.target))) {
+      res.headers.erase(name);
+      res.set_header(name, value);
+    }
+  });
   CAIRN_ASSIGN_OR_RETURN(gate_, HttpGate::Create(tls_, options_.gate, core_.get(),
                                                  [this](const RequestHead& head) {
                                                    return AdmitRequest(head);
                                                  }));
+  // The gate's own refusals carry them too (as /api/ answers: they are JSON).
+  gate_->SetAnswerHeaders(SecurityHeaders(/*api=*/true));
   CAIRN_ASSIGN_OR_RETURN(bound_port_, gate_->Bind(options_.host, options_.port));
   gate_->Start();
   start_time_ = Now();
@@ -222,6 +247,7 @@ Status Server::Start() {
       }
       size_t n = sessions_.ReapIdle(Now());
       if (n > 0) spdlog::warn("aborted {} idle backup session(s)", n);
+      web_sessions_.ReapIdle(Now());
       // Tasks are kept for kTaskRetentionDays; trimmed once an hour.
       if (Now() - last_trim >= 3600) {
         last_trim = Now();

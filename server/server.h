@@ -25,6 +25,7 @@
 #include "server/group_usage.h"
 #include "server/http_gate.h"
 #include "server/job_scheduler.h"
+#include "server/login_limiter.h"
 #include "server/maintenance.h"
 #include "server/server_db.h"
 #include "server/service.h"
@@ -32,6 +33,7 @@
 #include "server/task_log.h"
 #include "server/task_runner.h"
 #include "server/tls.h"
+#include "server/web_sessions.h"
 #include "storage/blob.h"
 #include "storage/catalog.h"
 #include "storage/datastore.h"
@@ -54,6 +56,7 @@ struct ServerOptions {
   TaskRunnerOptions tasks;          // background work: workers, queue, per token
   SessionLimits session_limits;     // backup and reader sessions per token
   int64_t idle_timeout_seconds = 900;
+  int64_t web_session_idle_seconds = kDefaultWebSessionIdleSeconds;  // web UI logins
   bool sync_chunks = true;          // fsync every new chunk before its rename
   std::string time_zone = "UTC";    // prune periods (storage/time_zone.h names)
   int64_t usage_settle_ms = 5000;   // quiet time before unique bytes are recomputed
@@ -86,6 +89,9 @@ class Server {
   AuthStore* auth() { return auth_.get(); }
   storage::Catalog* catalog() { return catalog_.get(); }
   SessionManager* sessions() { return &sessions_; }
+  // The web UI's login sessions and failed-login limits (server/api_login.cc).
+  WebSessions* web_sessions() { return &web_sessions_; }
+  LoginLimiter* login_limiter() { return &login_limiter_; }
   // NotFound for an unknown datastore name.
   Result<storage::Datastore*> Store(const std::string& name);
   // The catalog sync of a datastore (NotFound for an unknown name).
@@ -108,8 +114,9 @@ class Server {
  private:
   explicit Server(ServerOptions options);
   Status OpenStores();
-  // The gate's question for every request head: authenticated (but for the
-  // version), and how large a body its endpoint takes.
+  // The gate's question for every request head: authenticated (by token or
+  // session cookie, with the CSRF rule; but for the version, the login and
+  // the static UI), and how large a body its endpoint takes.
   Admission AdmitRequest(const RequestHead& head);
 
   const ServerOptions options_;
@@ -118,6 +125,8 @@ class Server {
   std::unique_ptr<AuthStore> auth_;
   std::unique_ptr<storage::Catalog> catalog_;
   SessionManager sessions_;
+  WebSessions web_sessions_;
+  LoginLimiter login_limiter_;
   Mutex stores_mu_;
   struct OpenStore {
     std::unique_ptr<storage::Datastore> store;

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <ctime>
 
+#include "server/password_hash.h"
 #include "server/server.h"
 
 namespace cairn::server {
@@ -34,11 +35,21 @@ Status ValidateAuthId(const std::string& auth_id) {
   return Status::OK();
 }
 
+// What HashPassword refuses, checked before anything is stored.
+Status CheckPasswordShape(const std::string& password) {
+  if (password.empty()) return Status::InvalidArgument("the password is empty");
+  if (password.size() > kMaxPasswordBytes) {
+    return Status::InvalidArgument("the password is longer than " +
+                                   std::to_string(kMaxPasswordBytes) + " bytes");
+  }
+  return Status::OK();
+}
+
 }  // namespace
 
-Result<Principal> Service::Authenticate(const std::string& authorization) {
-  if (authorization.empty()) return Status::Unauthenticated("missing Authorization header");
-  return server_->auth()->Authenticate(authorization);
+Result<Principal> Service::Authenticate(const Credentials& creds, WebSession* session) {
+  return AuthenticateRequest(*server_->auth(), *server_->web_sessions(), creds,
+                             static_cast<int64_t>(std::time(nullptr)), session);
 }
 
 Result<StoreCaller> Service::OnStore(const Principal& p, const std::string& store_name) {
@@ -390,17 +401,26 @@ Result<std::vector<std::string>> Service::ListUsers(const Principal& p) {
 Status Service::AddUser(const Principal& p, const std::string& user,
                         const std::optional<std::string>& password) {
   CAIRN_RETURN_IF_ERROR(CheckAccessAdmin(p));
-  if (password) {
-    return Status::InvalidArgument("passwords cannot be set yet (needs the login work of issue 15)");
-  }
+  // A bad password is refused before the user is added: nothing changes.
+  if (password) CAIRN_RETURN_IF_ERROR(CheckPasswordShape(*password));
   CAIRN_RETURN_IF_ERROR(server_->auth()->AddUser(user));
   spdlog::info("user {} added by {}", user, p.auth_id);
+  if (password) {
+    if (Status s = server_->auth()->SetPassword(user, *password); !s.ok()) {
+      spdlog::error("user {} added without a password: {}", user, s.ToString());
+      return s;
+    }
+  }
   return Status::OK();
 }
 
-Status Service::SetPassword(const Principal& p, const std::string&, const std::string&) {
+Status Service::SetPassword(const Principal& p, const std::string& user,
+                            const std::string& password) {
   CAIRN_RETURN_IF_ERROR(CheckAccessAdmin(p));
-  return Status::InvalidArgument("passwords cannot be set yet (needs the login work of issue 15)");
+  CAIRN_RETURN_IF_ERROR(CheckPasswordShape(password));
+  CAIRN_RETURN_IF_ERROR(server_->auth()->SetPassword(user, password));
+  spdlog::info("password of {} set by {}", user, p.auth_id);
+  return Status::OK();
 }
 
 Result<std::vector<std::string>> Service::ListTokens(const Principal& p) {

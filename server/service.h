@@ -24,6 +24,7 @@
 #include "server/authorizer.h"
 #include "server/image_download.h"
 #include "server/maintenance.h"
+#include "server/request_auth.h"
 #include "server/session_manager.h"
 #include "server/task_log.h"
 #include "storage/catalog.h"
@@ -95,8 +96,10 @@ class Service {
  public:
   explicit Service(Server* server) : server_(server) {}
 
-  // Unauthenticated for a missing or wrong Authorization header value.
-  Result<Principal> Authenticate(const std::string& authorization);
+  // Who sends a request with `creds` (server/request_auth.h): by its
+  // Authorization header, else by its session cookie (with the CSRF rule).
+  // `session` receives the web session when the cookie counted.
+  Result<Principal> Authenticate(const Credentials& creds, WebSession* session = nullptr);
   // The caller on `store_name`: InvalidArgument for a bad name,
   // PermissionDenied without any role there, NotFound for an unknown store.
   Result<StoreCaller> OnStore(const Principal& p, const std::string& store_name);

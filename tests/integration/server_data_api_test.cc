@@ -469,6 +469,34 @@ TEST_F(ServerDataApiTest, UsersTokensAndRoles) {
   EXPECT_EQ(carol2.Get("/api/v1/datastores").Json(), json::array());
 }
 
+TEST_F(ServerDataApiTest, PasswordsSetThroughTheApiLogIn) {
+  ApiClient anyone(server_->port(), "");
+  auto login = [&](const std::string& user, const std::string& password) {
+    return anyone.PostJson("/api/v1/login", {{"user", user}, {"password", password}}).status;
+  };
+  auto added = admin_->PostJson("/api/v1/access/users", {{"user", "dora"}, {"password", "first pw"}});
+  ASSERT_EQ(added.status, 201) << added.body;
+  EXPECT_EQ(login("dora", "first pw"), 200);
+  auto changed = admin_->Put("/api/v1/access/users/dora/password", {{"password", "second pw"}});
+  ASSERT_EQ(changed.status, 200) << changed.body;
+  EXPECT_EQ(login("dora", "first pw"), 401);
+  EXPECT_EQ(login("dora", "second pw"), 200);
+  // Bad passwords or users change nothing: no user made, no password changed.
+  EXPECT_EQ(admin_->PostJson("/api/v1/access/users", {{"user", "emil"}, {"password", ""}}).status, 400);
+  EXPECT_EQ(admin_->PostJson("/api/v1/access/users",
+                             {{"user", "emil"}, {"password", std::string(1025, 'x')}}).status, 400);
+  EXPECT_EQ(admin_->PostJson("/api/v1/access/users", {{"user", "emil"}, {"password", 7}}).status, 400);
+  EXPECT_EQ(admin_->Get("/api/v1/access/users").Json().dump().find("emil"), std::string::npos);
+  EXPECT_EQ(admin_->Put("/api/v1/access/users/dora/password", {{"password", ""}}).status, 400);
+  EXPECT_EQ(admin_->Put("/api/v1/access/users/dora/password", json::object()).status, 400);
+  EXPECT_EQ(admin_->Put("/api/v1/access/users/nobody/password", {{"password", "x"}}).status, 404);
+  EXPECT_EQ(admin_->Put("/api/v1/access/users/bad%20name/password", {{"password", "x"}}).status, 400);
+  EXPECT_EQ(login("dora", "second pw"), 200);
+  auto reader = ClientAs("rita", "Reader");
+  EXPECT_EQ(reader->Put("/api/v1/access/users/dora/password", {{"password", "mine"}}).status, 403);
+  EXPECT_EQ(login("dora", "second pw"), 200);
+}
+
 TEST_F(ServerDataApiTest, BadAccessRequestsChangeNothing) {
   ASSERT_EQ(admin_->PostJson("/api/v1/access/users", {{"user", "carol"}}).status, 201);
   ASSERT_EQ(admin_->PostJson("/api/v1/access/tokens", {{"auth_id", "carol!t"}}).status, 201);
