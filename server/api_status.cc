@@ -36,8 +36,8 @@ json DatastoreJson(const DatastoreUsage& u) {
   if (u.last_gc) {
     j["chunks"] = u.last_gc->disk_chunks;
     j["chunk_bytes"] = u.last_gc->disk_bytes;
-    if (u.last_gc->disk_bytes > 0) {
-      j["dedup"] = static_cast<double>(u.logical_bytes) / static_cast<double>(u.last_gc->disk_bytes);
+    if (u.last_gc->disk_bytes > 0 && u.logical_bytes) {
+      j["dedup"] = static_cast<double>(*u.logical_bytes) / static_cast<double>(u.last_gc->disk_bytes);
     }
     j["last_gc"] = u.last_gc->ToJson();
   }

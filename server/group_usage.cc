@@ -35,9 +35,11 @@ bool IsIndex(const std::string& name) {
 // failure to read an index is returned.
 Status ForEachDigest(storage::Catalog& catalog, const std::string& store_name,
                      storage::Datastore& store, const GroupRef& group,
-                     const std::atomic<bool>& cancel, const std::function<void(const Digest&)>& fn) {
+                     const std::atomic<bool>& cancel, const std::function<void(const Digest&)>& fn,
+                     uint64_t* logical_bytes = nullptr) {
   CAIRN_ASSIGN_OR_RETURN(auto snapshots, catalog.ListSnapshots(store_name, group));
   for (const storage::SnapshotRow& snap : snapshots) {
+    if (logical_bytes != nullptr) *logical_bytes += snap.size;
     for (const storage::ArchiveInfo& archive : snap.archives) {
       if (cancel.load()) return Status::Busy("stopping");
       if (!IsIndex(archive.name)) continue;
@@ -59,15 +61,17 @@ Status ForEachDigest(storage::Catalog& catalog, const std::string& store_name,
 
 Result<UniqueBytes> ComputeUniqueBytes(storage::Catalog& catalog, const std::string& store_name,
                                        storage::Datastore& store,
-                                       const std::atomic<bool>& cancel) {
+                                       const std::atomic<bool>& cancel, uint64_t* logical_bytes) {
   CAIRN_ASSIGN_OR_RETURN(std::vector<storage::GroupRow> groups, catalog.ListGroups(store_name));
+  if (logical_bytes != nullptr) *logical_bytes = 0;
   // Pass 1: (prefix, group) for every distinct chunk of every group.
   std::vector<std::pair<uint64_t, uint32_t>> pairs;
   std::vector<bool> readable(groups.size(), true);
   for (uint32_t g = 0; g < groups.size(); ++g) {
     std::vector<uint64_t> prefixes;
     Status s = ForEachDigest(catalog, store_name, store, groups[g].group, cancel,
-                             [&](const Digest& d) { prefixes.push_back(d.Prefix64()); });
+                             [&](const Digest& d) { prefixes.push_back(d.Prefix64()); },
+                             logical_bytes);
     if (cancel.load()) return Status::Busy("stopping");
     if (!s.ok()) {
       spdlog::warn("unique bytes of {} in {}: {}", groups[g].group.ToString(), store_name,
@@ -169,6 +173,13 @@ UniqueBytes GroupUsage::Get(const std::string& store) {
   return it == values_.end() ? UniqueBytes() : it->second;
 }
 
+std::optional<uint64_t> GroupUsage::LogicalBytes(const std::string& store) {
+  MutexLock lock(&mu_);
+  auto it = logical_.find(store);
+  if (it == logical_.end()) return std::nullopt;
+  return it->second;
+}
+
 int64_t GroupUsage::Computations(const std::string& store) {
   MutexLock lock(&mu_);
   auto it = computations_.find(store);
@@ -203,7 +214,8 @@ void GroupUsage::Recompute(const std::string& store) {
   auto ds = stores_(store);
   if (!ds.ok()) return;  // removed meanwhile
   const auto t0 = std::chrono::steady_clock::now();
-  auto values = ComputeUniqueBytes(*catalog_, store, **ds, cancel_);
+  uint64_t logical = 0;
+  auto values = ComputeUniqueBytes(*catalog_, store, **ds, cancel_, &logical);
   if (!values.ok()) {
     if (!cancel_.load()) {
       spdlog::warn("unique bytes of {}: {}", store, values.status().ToString());
@@ -219,6 +231,7 @@ void GroupUsage::Recompute(const std::string& store) {
                    .count());
   MutexLock lock(&mu_);
   values_[store] = std::move(*values);
+  logical_[store] = logical;
   ++computations_[store];
 }
 

@@ -50,7 +50,9 @@ struct DatastoreUsage {
   std::string name;
   RoleSet roles;                               // the caller's roles there
   std::optional<uint64_t> total, used, avail;  // unset when statvfs fails
-  uint64_t logical_bytes = 0;                  // sum of every snapshot's size (catalog)
+  // Sum of every snapshot's size, as of the last background pass
+  // (GroupUsage::LogicalBytes); unset before the first since start.
+  std::optional<uint64_t> logical_bytes;
   // The last GC's result and the last finished verify task: unset when there
   // is none, or when the caller may not see them (neither Admin nor Audit).
   std::optional<storage::GcResult> last_gc;

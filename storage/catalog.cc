@@ -442,15 +442,6 @@ Result<std::vector<SnapshotRow>> Catalog::ListSnapshots(const std::string& store
   return out;
 }
 
-Result<uint64_t> Catalog::TotalSize(const std::string& store) {
-  MutexLock lock(&mu_);
-  CAIRN_RETURN_IF_ERROR(RequireStoreLocked(store));
-  Stmt st(db_, "SELECT COALESCE(SUM(size), 0) FROM snapshots WHERE store = ?1");
-  st.Text(1, store);
-  CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
-  return row ? static_cast<uint64_t>(st.ColInt(0)) : 0;
-}
-
 Result<int64_t> Catalog::CountSnapshots(const std::string& store, const GroupRef& group) {
   MutexLock lock(&mu_);
   CAIRN_RETURN_IF_ERROR(RequireStoreLocked(store));

@@ -134,9 +134,6 @@ class Catalog {
   // range; empty for an unknown group.
   Result<std::vector<SnapshotRow>> ListSnapshots(const std::string& store, const GroupRef& group,
                                                  const SnapshotPage& page = {});
-  // The sum of the sizes of every snapshot of `store` (its logical bytes):
-  // one query over the rows, however many there are.
-  Result<uint64_t> TotalSize(const std::string& store);
   // How many snapshots the group has (0 for an unknown group).
   Result<int64_t> CountSnapshots(const std::string& store, const GroupRef& group);
   // NotFound when there is no such row.

@@ -64,9 +64,9 @@ class GroupUsageTest : public ::testing::Test {
     ASSERT_TRUE(ref.ok());
     ASSERT_TRUE(storage::CommitTestSnapshot(*store_, *ref, w).ok());
   }
-  UniqueBytes Compute() {
+  UniqueBytes Compute(uint64_t* logical_bytes = nullptr) {
     std::atomic<bool> cancel{false};
-    auto r = ComputeUniqueBytes(*catalog_, "s", *store_, cancel);
+    auto r = ComputeUniqueBytes(*catalog_, "s", *store_, cancel, logical_bytes);
     EXPECT_TRUE(r.ok()) << r.status().ToString();
     return r.ok() ? *r : UniqueBytes();
   }
@@ -84,8 +84,10 @@ TEST_F(GroupUsageTest, OwnChunksCountOnceSharedOnesNot) {
   Commit("vm/1/2026-01-02T00:00:00Z", {a});
   Commit("vm/2/2026-01-01T00:00:00Z", {b, shared});
   Commit("ct/3/2026-01-01T00:00:00Z", {shared});
-  UniqueBytes u = Compute();
+  uint64_t logical = 0;
+  UniqueBytes u = Compute(&logical);
   EXPECT_EQ(u, (UniqueBytes{{"vm/1", DiskSize(a)}, {"vm/2", DiskSize(b)}, {"ct/3", 0}}));
+  EXPECT_EQ(logical, 7 * storage::kChunkSize);  // 3 + 1 + 2 + 1 chunks of image
   // Without vm/2, the shared chunk is no longer shared by three groups but two.
   ASSERT_TRUE(store_->DeleteSnapshot(*storage::SnapshotRef::Parse("vm/2/2026-01-01T00:00:00Z")).ok());
   u = Compute();
