@@ -1,5 +1,10 @@
 // Routes: reader sessions — open, the manifest, archives, chunks, close.
 
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <ctime>
+
 #include "server/api_common.h"
 
 namespace cairn::server::api {
@@ -17,6 +22,35 @@ void RegisterReaderRoutes(Service* service, httplib::Server* http) {
                           owner.ok() ? *owner : "");
     j["session"] = r->id();
     SendJson(res, 201, j);
+    return Status::OK();
+  }));
+
+  // A disk image streamed chunk by chunk, each chunk's digest checked
+  // before its bytes go out. A chunk that fails ends the connection (the
+  // provider returns false): the client sees a short body, never wrong bytes.
+  http->Get(R"(/api/v1/datastores/([^/]+)/download)",
+            Wrap([service](const httplib::Request& req, httplib::Response& res) {
+    CAIRN_ASSIGN_OR_RETURN(StoreCaller c, StoreFromPath(*service, req));
+    CAIRN_ASSIGN_OR_RETURN(std::string text, Param(req, "snapshot"));
+    CAIRN_ASSIGN_OR_RETURN(SnapshotRef ref, SnapshotRef::Parse(text));
+    CAIRN_ASSIGN_OR_RETURN(std::string archive, Param(req, "archive"));
+    CAIRN_ASSIGN_OR_RETURN(std::shared_ptr<ImageDownload> image,
+                           service->OpenDownload(c, ref, archive));
+    res.status = 200;
+    res.set_header("Content-Disposition", "attachment; filename=\"" + image->FileName() + "\"");
+    res.set_content_provider(
+        image->size(), "application/octet-stream",
+        [image](size_t offset, size_t length, httplib::DataSink& sink) {
+          const uint64_t i = offset / image->chunk_size();
+          auto chunk = image->Chunk(i, static_cast<int64_t>(std::time(nullptr)));
+          if (!chunk.ok()) {
+            spdlog::error("download of {}: {}", image->FileName(), chunk.status().ToString());
+            return false;
+          }
+          const size_t within = offset - i * image->chunk_size();
+          const size_t n = std::min(length, chunk->size() - within);
+          return sink.write(chunk->data() + within, n);
+        });
     return Status::OK();
   }));
 

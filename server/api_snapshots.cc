@@ -34,9 +34,15 @@ void RegisterSnapshotRoutes(Service* service, httplib::Server* http) {
   http->Get(R"(/api/v1/datastores/([^/]+)/groups)",
             Wrap([service](const httplib::Request& req, httplib::Response& res) {
     CAIRN_ASSIGN_OR_RETURN(StoreCaller c, StoreFromPath(*service, req));
-    CAIRN_ASSIGN_OR_RETURN(auto groups, service->ListGroups(c));
+    CAIRN_ASSIGN_OR_RETURN(auto groups, service->ListGroupSummaries(c));
     json out = json::array();
-    for (const auto& g : groups) out.push_back(GroupJson(g));
+    for (const auto& g : groups) {
+      json j = GroupJson(g.row);
+      j["unique_bytes"] = g.unique_bytes ? json(*g.unique_bytes) : json(nullptr);
+      j["stale"] = g.stale;
+      j["stale_after"] = g.stale_after;
+      out.push_back(std::move(j));
+    }
     SendJson(res, 200, out);
     return Status::OK();
   }));

@@ -17,6 +17,38 @@ json ConnectionsJson(const GateCounts& c) {
           {"refused", c.refused},   {"timed-out", c.timed_out}, {"evicted", c.evicted}};
 }
 
+json RolesJson(RoleSet roles) {
+  json out = json::array();
+  for (Role r : {Role::kAdmin, Role::kBackup, Role::kReader, Role::kAudit}) {
+    if (roles.Has(r)) out.push_back(RoleName(r));
+  }
+  return out;
+}
+
+// Chunk counts are those of the last GC (the chunk store is never walked
+// for a listing): null before the first GC, or for a caller who may not see it.
+json DatastoreJson(const DatastoreUsage& u) {
+  json j = {{"name", u.name}, {"roles", RolesJson(u.roles)}, {"chunks", nullptr},
+            {"chunk_bytes", nullptr}, {"dedup", nullptr}, {"last_gc", nullptr},
+            {"last_verify", nullptr}, {"stale_after", u.stale_after}};
+  j["usage"] = u.total ? json{{"total", *u.total}, {"used", *u.used}, {"avail", *u.avail}}
+                       : json(nullptr);
+  if (u.last_gc) {
+    j["chunks"] = u.last_gc->disk_chunks;
+    j["chunk_bytes"] = u.last_gc->disk_bytes;
+    if (u.last_gc->disk_bytes > 0 && u.logical_bytes) {
+      j["dedup"] = static_cast<double>(*u.logical_bytes) / static_cast<double>(u.last_gc->disk_bytes);
+    }
+    j["last_gc"] = u.last_gc->ToJson();
+  }
+  if (u.last_verify) {
+    j["last_verify"] = {{"time", u.last_verify->end},
+                        {"state", u.last_verify->state == TaskState::kFailed ? "failed" : "ok"},
+                        {"task", u.last_verify->id}};
+  }
+  return j;
+}
+
 }  // namespace
 
 void RegisterStatusRoutes(Server* server, httplib::Server* http) {
@@ -44,11 +76,7 @@ void RegisterStatusRoutes(Server* server, httplib::Server* http) {
                                                   httplib::Response& res) {
     CAIRN_ASSIGN_OR_RETURN(Principal p, Caller(*service, req));
     json out = json::array();
-    for (const DatastoreUsage& u : service->ListDatastores(p)) {
-      json j = {{"name", u.name}};
-      if (u.total) j["usage"] = {{"total", *u.total}, {"used", *u.used}, {"avail", *u.avail}};
-      out.push_back(j);
-    }
+    for (const DatastoreUsage& u : service->ListDatastores(p)) out.push_back(DatastoreJson(u));
     SendJson(res, 200, out);
     return Status::OK();
   }));
@@ -70,6 +98,8 @@ void RegisterRoutes(Server* server, httplib::Server* http) {
   api::RegisterTaskRoutes(service, http);
   api::RegisterBackupRoutes(service, http);
   api::RegisterReaderRoutes(service, http);
+  api::RegisterJobRoutes(service, http);
+  api::RegisterAccessRoutes(service, http);
   api::RegisterLoginRoutes(server, http);
   api::RegisterWebRoutes(server->web_dir(), http);
   // Errors httplib answers itself (no route, unreadable body) get their JSON

@@ -142,6 +142,24 @@ Result<std::vector<std::string>> AuthStore::ListTokens() {
   return storage::ReadTextColumn(st);
 }
 
+Status AuthStore::DeleteToken(const std::string& auth_id) {
+  std::string user, token;
+  CAIRN_RETURN_IF_ERROR(SplitTokenId(auth_id, &user, &token));
+  MutexLock lock(&mu_);
+  CAIRN_RETURN_IF_ERROR(storage::Exec(db_, "BEGIN IMMEDIATE"));
+  Stmt del(db_, "DELETE FROM tokens WHERE user = ? AND name = ?");
+  del.Text(1, user).Text(2, token);
+  Status s = del.Run();
+  if (s.ok() && sqlite3_changes(db_) == 0) s = Status::NotFound("no token " + auth_id);
+  if (s.ok()) {
+    Stmt acl(db_, "DELETE FROM acl WHERE auth_id = ?");
+    acl.Text(1, auth_id);
+    s = acl.Run();
+  }
+  CAIRN_RETURN_IF_ERROR(storage::Exec(db_, s.ok() ? "COMMIT" : "ROLLBACK"));
+  return s;
+}
+
 Status AuthStore::SetPassword(const std::string& user, const std::string& password) {
   CAIRN_RETURN_IF_ERROR(ValidateAuthPart(user, "user"));
   CAIRN_ASSIGN_OR_RETURN(std::string record, HashPassword(password));
@@ -254,6 +272,15 @@ Result<std::vector<AclEntry>> AuthStore::ListAcl() {
     out.push_back({st.ColText(0), st.ColText(1), *role});
   }
   return out;
+}
+
+Status AuthStore::RemoveAcl(const std::string& store, const std::string& auth_id) {
+  MutexLock lock(&mu_);
+  Stmt st(db_, "DELETE FROM acl WHERE store = ? AND auth_id = ?");
+  st.Text(1, store).Text(2, auth_id);
+  CAIRN_RETURN_IF_ERROR(st.Run());
+  if (sqlite3_changes(db_) == 0) return Status::NotFound("no role of " + auth_id + " on " + store);
+  return Status::OK();
 }
 
 RoleSet AuthStore::RolesOn(const Principal& p, const std::string& store) {

@@ -76,6 +76,9 @@ class AuthStore {
   // NotFound when the user does not exist; AlreadyExists for a second token of that name.
   Result<std::string> CreateToken(const std::string& auth_id);
   Result<std::vector<std::string>> ListTokens();
+  // Deletes token "USER!NAME" and its ACL entries (so a new token of that
+  // name starts without roles). NotFound when there is no such token.
+  Status DeleteToken(const std::string& auth_id);
 
   // Sets (or replaces) `user`'s password. NotFound for an unknown user,
   // InvalidArgument for an empty or over-long password. Slow (one scrypt).
@@ -99,6 +102,8 @@ class AuthStore {
   // Grants `role` on `store` to `auth_id` (replacing an earlier role there).
   Status SetAcl(const std::string& store, const std::string& auth_id, Role role);
   Result<std::vector<AclEntry>> ListAcl();
+  // Removes `auth_id`'s entry on `store`. NotFound when there is none.
+  Status RemoveAcl(const std::string& store, const std::string& auth_id);
   // Every role `p` holds on `store`, directly or through "*". A token has
   // only its own entries; it does not inherit its user's.
   RoleSet RolesOn(const Principal& p, const std::string& store);

@@ -19,7 +19,9 @@ bool Authorizer::Allows(Action action, bool owner) const {
     case Action::kProtect:
     case Action::kPrune:
     case Action::kRunGc:
-    case Action::kRunJob: return roles_.Has(R::kAdmin);
+    case Action::kRunJob:
+    case Action::kEditJobs:
+    case Action::kAccess: return roles_.Has(R::kAdmin);
     case Action::kNotes: return roles_.Has(R::kAdmin) || backup_owner;
     case Action::kGcStatus:
     case Action::kListJobs:
@@ -54,6 +56,9 @@ Status Authorizer::Check(Action action, bool owner) const {
     case Action::kSeeTasks: return Status::PermissionDenied("seeing others' tasks needs the Admin or Audit role");
     case Action::kListJobs: return Status::PermissionDenied("jobs need the Admin or Audit role");
     case Action::kRunJob: return Status::PermissionDenied("running a job needs the Admin role");
+    case Action::kEditJobs: return Status::PermissionDenied("changing jobs needs the Admin role");
+    case Action::kAccess:
+      return Status::PermissionDenied("managing users, tokens and roles needs the Admin role on *");
   }
   return Status::PermissionDenied("not allowed");
 }

@@ -41,6 +41,8 @@ enum class Action {
   kSeeTasks,      // see every task of the store, not only one's own
   kListJobs,
   kRunJob,
+  kEditJobs,      // add, change or remove a job
+  kAccess,        // manage users, tokens and the ACL (asked on "*")
 };
 
 class Authorizer {

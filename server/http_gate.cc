@@ -29,6 +29,21 @@
 
 namespace cairn::server {
 
+HttpCore::~HttpCore() {
+  if (stream_guard_fd_ >= 0) ::close(stream_guard_fd_);
+}
+
+Status HttpCore::EnableStreaming() {
+  int fd = -1;
+  set_socket_options([&fd](socket_t sock) { fd = sock; });
+  const int port = bind_to_any_port("127.0.0.1");
+  set_socket_options([](socket_t) {});
+  if (port < 0 || fd < 0) return Status::IOError("cannot bind the core's guard socket");
+  ::shutdown(fd, SHUT_RDWR);  // stops listening: connections are refused
+  stream_guard_fd_ = fd;
+  return Status::OK();
+}
+
 bool HttpCore::ServeOne(httplib::Stream& stream, bool close, bool* connection_closed) {
   bool closed = false;
   bool ok = process_request(stream, close, closed,

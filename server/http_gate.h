@@ -107,10 +107,21 @@ struct GateCounts {
 // httplib's request processing, run by the gate's workers on one request.
 class HttpCore : public httplib::Server {
  public:
+  ~HttpCore() override;
   // Reads one request from `stream`, routes it and writes the answer
   // (saying "Connection: close" when `close` is set). False when the
   // connection must be closed.
   bool ServeOne(httplib::Stream& stream, bool close, bool* connection_closed);
+  // Lets answers with a content provider (streamed bodies) be written.
+  // httplib writes such a body only while its server "runs", i.e. while it
+  // holds a listening socket (Server::write_content_with_provider checks it
+  // between writes); the core never listens — the gate accepts. So this binds
+  // a loopback socket and shuts it down at once: httplib sees a socket,
+  // nothing can connect to it. Without it a streamed body is never written.
+  Status EnableStreaming();
+
+ private:
+  int stream_guard_fd_ = -1;
 };
 
 class HttpGate {

@@ -52,7 +52,7 @@ JobScheduler::~JobScheduler() {
   sqlite3_close(db_);
 }
 
-Status JobScheduler::Add(JobConfig job) {
+Status ValidateJob(const JobConfig& job) {
   if (!storage::ValidateName(storage::NameKind::kStore, job.id).ok()) {
     return Status::InvalidArgument("job id must be 1-32 of A-Z a-z 0-9 _ . - (not starting with . or -)");
   }
@@ -63,6 +63,11 @@ Status JobScheduler::Add(JobConfig job) {
   auto event = CalendarEvent::Parse(job.schedule);
   if (!event.ok()) return event.status().WithContext("schedule");
   if (!job.options.is_object()) return Status::InvalidArgument("job options must be an object");
+  return Status::OK();
+}
+
+Status JobScheduler::Add(JobConfig job) {
+  CAIRN_RETURN_IF_ERROR(ValidateJob(job));
   if (job.created == 0) job.created = Now();
   MutexLock lock(&db_mu_);
   Stmt st(db_, "INSERT INTO jobs (id, kind, store, schedule, options, enabled, created, last_run) "
@@ -73,6 +78,18 @@ Status JobScheduler::Add(JobConfig job) {
   Status s = st.Run();
   if (s.IsConflict()) return Status::AlreadyExists("job " + job.id + " exists already");
   return s;
+}
+
+Status JobScheduler::Update(const JobConfig& job) {
+  CAIRN_RETURN_IF_ERROR(ValidateJob(job));
+  MutexLock lock(&db_mu_);
+  Stmt st(db_, "UPDATE jobs SET kind = ?, store = ?, schedule = ?, options = ?, enabled = ? "
+               "WHERE id = ?");
+  st.Text(1, job.kind).Text(2, job.store).Text(3, job.schedule).Text(4, job.options.dump())
+      .Int(5, job.enabled ? 1 : 0).Text(6, job.id);
+  CAIRN_RETURN_IF_ERROR(st.Run());
+  if (sqlite3_changes(db_) == 0) return Status::NotFound("no job " + job.id);
+  return Status::OK();
 }
 
 Status JobScheduler::Remove(const std::string& id) {

@@ -46,6 +46,10 @@ struct JobConfig {
   nlohmann::json ToJson() const;
 };
 
+// OK when `job` could be added: id, kind, store name and schedule valid,
+// options an object. (Which options a kind takes: JobOptionsFromJson.)
+Status ValidateJob(const JobConfig& job);
+
 // Runs one job; its log goes to `task`. Provided by the server.
 using JobRunner = std::function<Status(const JobConfig& job, Task& task)>;
 
@@ -61,6 +65,10 @@ class JobScheduler {
   // InvalidArgument for a bad id, kind, schedule or store name;
   // AlreadyExists for a taken id.
   Status Add(JobConfig job);
+  // Replaces kind, store, schedule, options and enabled of job `job.id`
+  // (created and last run stay). InvalidArgument as Add; NotFound for an
+  // unknown id.
+  Status Update(const JobConfig& job);
   // NotFound for an unknown id.
   Status Remove(const std::string& id);
   Result<std::vector<JobConfig>> List();

@@ -127,12 +127,9 @@ Result<std::unique_ptr<cairn::storage::Datastore>> OpenStore(const Admin& admin,
 
 // --- run ---
 
-// Overdue backups and where they are announced (server/overdue.h).
+// Overdue backups and where they are announced (server/overdue.h); when a
+// group is overdue is set by `datastore set --stale-after`.
 void AddNotifyOptions(CLI::App* cmd, ServerOptions& opts) {
-  cmd->add_option("--stale-after", opts.stale_after,
-                  "seconds after a group's newest snapshot that it counts as overdue "
-                  "(default 93600, 26 h)")
-      ->check(CLI::Range(int64_t{60}, int64_t{400} * 86400));
   cmd->add_option("--overdue-check-interval", opts.overdue_check_seconds,
                   "seconds between looks for overdue groups (default 60)")
       ->check(CLI::Range(1, 86400));
@@ -167,6 +164,10 @@ struct RunCommand {
         ->check(CLI::Range(int64_t{1}, int64_t{365} * 86400));
     cmd->add_option("--time-zone", opts.time_zone,
                     "zone for prune periods: UTC, +02:00, Europe/Vienna");
+    cmd->add_option("--usage-settle-ms", opts.usage_settle_ms,
+                    "quiet time after a change before groups' unique bytes are recomputed "
+                    "(default 5000)")
+        ->check(CLI::Range(int64_t{0}, int64_t{3'600'000}));
     // Connection limits (server/API.md, "Limits"); timeouts in milliseconds.
     cmd->add_option("--handshake-timeout-ms", gate.handshake_timeout_ms,
                     "time for the TLS handshake (default 10000)")
@@ -220,7 +221,8 @@ struct DatastoreCommand {
   CLI::App* set = nullptr;
   std::string name, path;
   std::string output = "text";
-  std::string set_name, verify_new;
+  std::string set_name, verify_new, set_group;
+  int64_t stale_after = -1;  // -1: not given
 
   void Add(CLI::App& app) {
     auto* ds = app.add_subcommand("datastore", "manage datastores");
@@ -233,8 +235,12 @@ struct DatastoreCommand {
     set = ds->add_subcommand("set", "change a datastore setting");
     set->add_option("NAME", set_name)->required();
     set->add_option("--verify-new", verify_new, "verify each new snapshot right after its backup")
-        ->check(CLI::IsMember({"on", "off"}))
-        ->required();
+        ->check(CLI::IsMember({"on", "off"}));
+    set->add_option("--stale-after", stale_after,
+                    "seconds after its newest snapshot that a group counts as stale (default "
+                    "93600; with --group, 0 returns the group to the store's value)")
+        ->check(CLI::Range(int64_t{0}, cairn::server::kMaxStaleAfterSeconds));
+    set->add_option("--group", set_group, "set --stale-after for this group only ([NS:]TYPE/ID)");
   }
 
   bool parsed() const { return create->parsed() || list->parsed() || set->parsed(); }
@@ -257,8 +263,30 @@ struct DatastoreCommand {
     if (auto row = admin.catalog->GetDatastore(set_name); !row.ok()) return Fail(row.status());
     auto settings = cairn::server::StoreSettings::Open(admin.data);
     if (!settings.ok()) return Fail(settings.status());
-    if (Status s = (*settings)->SetVerifyNew(set_name, verify_new == "on"); !s.ok()) return Fail(s);
-    std::cout << "datastore " << set_name << ": verify-new " << verify_new << "\n";
+    if (verify_new.empty() && stale_after < 0) {
+      return Fail(Status::InvalidArgument("nothing to set: give --verify-new or --stale-after"));
+    }
+    if (!set_group.empty()) {
+      if (stale_after < 0 || !verify_new.empty()) {
+        return Fail(Status::InvalidArgument("--group goes with --stale-after alone"));
+      }
+      auto group = cairn::storage::GroupRef::Parse(set_group);
+      if (!group.ok()) return Fail(group.status());
+      if (Status s = (*settings)->SetGroupStaleAfter(set_name, *group, stale_after); !s.ok()) {
+        return Fail(s);
+      }
+      std::cout << "group " << set_group << " of " << set_name << ": stale-after "
+                << stale_after << " s\n";
+      return 0;
+    }
+    if (!verify_new.empty()) {
+      if (Status s = (*settings)->SetVerifyNew(set_name, verify_new == "on"); !s.ok()) return Fail(s);
+      std::cout << "datastore " << set_name << ": verify-new " << verify_new << "\n";
+    }
+    if (stale_after >= 0) {
+      if (Status s = (*settings)->SetStaleAfter(set_name, stale_after); !s.ok()) return Fail(s);
+      std::cout << "datastore " << set_name << ": stale-after " << stale_after << " s\n";
+    }
     return 0;
   }
 

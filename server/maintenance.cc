@@ -2,7 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <functional>
+#include <vector>
 
 #include "server/session_manager.h"
 #include "storage/env.h"
@@ -248,6 +251,64 @@ Result<storage::PruneOptions> PruneOptionsFromJson(const nlohmann::json& j) {
     *field = it->get<uint64_t>();
   }
   return o;
+}
+
+namespace {
+
+Status UnsignedUpTo(const nlohmann::json& j, const char* key, uint64_t max) {
+  auto it = j.find(key);
+  if (it == j.end()) return Status::OK();
+  if (!it->is_number_unsigned() || it->get<uint64_t>() > max) {
+    return Status::InvalidArgument(fmt::format("{} must be a whole number from 0 to {}", key, max));
+  }
+  return Status::OK();
+}
+
+Status StringWhere(const nlohmann::json& j, const char* key,
+                   const std::function<Status(const std::string&)>& check) {
+  auto it = j.find(key);
+  if (it == j.end()) return Status::OK();
+  if (!it->is_string()) return Status::InvalidArgument(std::string(key) + " must be a string");
+  return check(it->get<std::string>()).WithContext(key);
+}
+
+}  // namespace
+
+Result<nlohmann::json> JobOptionsFromJson(const std::string& kind, const nlohmann::json& j) {
+  if (j.is_null()) return nlohmann::json::object();
+  if (!j.is_object()) return Status::InvalidArgument("job options must be an object");
+  std::vector<std::string> keys;
+  if (kind == "prune") {
+    keys = {"group", "keep-last", "keep-hourly", "keep-daily", "keep-weekly", "keep-monthly",
+            "keep-yearly"};
+    CAIRN_RETURN_IF_ERROR(PruneOptionsFromJson(j).status());
+    CAIRN_RETURN_IF_ERROR(StringWhere(j, "group", [](const std::string& g) {
+      return storage::GroupRef::Parse(g).status();
+    }));
+  } else if (kind == "gc") {
+    keys = {"grace-seconds"};
+    CAIRN_RETURN_IF_ERROR(UnsignedUpTo(j, "grace-seconds", 7 * 86400));
+  } else if (kind == "verify") {
+    keys = {"target", "ignore-verified", "outdated-after-days"};
+    CAIRN_RETURN_IF_ERROR(StringWhere(j, "target", [](const std::string& t) {
+      if (t.empty() || SnapshotRef::Parse(t).ok()) return Status::OK();
+      return storage::GroupRef::Parse(t).status();
+    }));
+    if (auto it = j.find("ignore-verified"); it != j.end() && !it->is_boolean()) {
+      return Status::InvalidArgument("ignore-verified must be true or false");
+    }
+    CAIRN_RETURN_IF_ERROR(UnsignedUpTo(j, "outdated-after-days", 1000000));
+  } else {
+    return Status::InvalidArgument("job kind must be prune, gc or verify");
+  }
+  nlohmann::json out = nlohmann::json::object();
+  for (const auto& [key, value] : j.items()) {
+    if (std::find(keys.begin(), keys.end(), key) == keys.end()) {
+      return Status::InvalidArgument("a " + kind + " job takes no option \"" + key + "\"");
+    }
+    if (!value.is_null()) out[key] = value;
+  }
+  return out;
 }
 
 }  // namespace cairn::server

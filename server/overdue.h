@@ -1,14 +1,16 @@
 #pragma once
 
 // Overdue backups: a group whose newest snapshot is older than its expected
-// interval ("stale after", default 26 h: a nightly backup plus slack) is
-// overdue — the failure admins fear most is a nightly backup that silently
-// stopped. The server checks every minute (server.cc) and announces each
-// overdue group once through its Notifier (server/notifier.h): once per
-// episode, an episode being (store, group, time of the newest snapshot). A
-// new backup ends the episode; if that one is followed by silence too, it is
-// announced again. Announcements are kept in server.db, so a restart does
-// not repeat them; one that could not be sent is tried again next check.
+// interval ("stale after": kDefaultStaleAfterSeconds, 26 h, unless
+// `cairn-server datastore set` gave its store or the group another) is
+// overdue; the API calls it "stale". The failure admins fear most is a
+// nightly backup that silently stopped. The server looks every minute
+// (server.cc) and announces each overdue group once through its Notifier
+// (server/notifier.h): once per episode, an episode being (store, group,
+// time of the newest snapshot). A new backup ends the episode; if that one
+// is followed by silence too, it is announced again. Announcements are kept
+// in server.db, so a restart does not repeat them; one that could not be
+// sent is tried again at the next look.
 
 #include <cstdint>
 #include <memory>
@@ -16,14 +18,13 @@
 #include <vector>
 
 #include "server/notifier.h"
+#include "server/server_db.h"
 #include "storage/mutex.h"
 #include "storage/status.h"
 
 struct sqlite3;
 
 namespace cairn::server {
-
-inline constexpr int64_t kDefaultStaleAfterSeconds = 26 * 3600;
 
 struct OverdueGroup {
   std::string store;

@@ -97,9 +97,16 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerOptions& options, Start
                     data, s->runner_.get(),
                     [self](const JobConfig& job, Task& task) -> Status {
                       CAIRN_ASSIGN_OR_RETURN(MaintenanceContext ctx, self->Maintenance(job.store));
-                      return RunJob(ctx, job, task);
+                      Status ran = RunJob(ctx, job, task);
+                      // A prune or GC changes what groups hold alone.
+                      if (job.kind != "verify") self->usage()->MarkDirty(job.store);
+                      return ran;
                     },
                     s->tz_));
+  CAIRN_ASSIGN_OR_RETURN(
+      s->usage_, GroupUsage::Open(data, s->catalog_.get(),
+                                  [self](const std::string& name) { return self->Store(name); },
+                                  s->options_.usage_settle_ms));
   if (info) {
     CAIRN_ASSIGN_OR_RETURN(info->fingerprint, CertificateFingerprint(s->tls_.cert));
   }
@@ -166,23 +173,21 @@ Result<MaintenanceContext> Server::Maintenance(const std::string& store_name) {
   return ctx;
 }
 
-int64_t Server::StaleAfter(const std::string& /*store*/, const std::string& /*group*/) const {
-  return options_.stale_after;
-}
-
 std::vector<OverdueGroup> Server::OverdueGroups(int64_t now) {
   std::vector<OverdueGroup> out;
   for (const auto& name : StoreNames()) {
     auto sync = Sync(name);
     if (!sync.ok() || !(*sync)->Refresh().ok()) continue;
     auto groups = catalog_->ListGroups(name);
-    if (!groups.ok()) {
-      spdlog::error("overdue check of {}: {}", name, groups.status().ToString());
+    auto limits = settings_->StaleLimitsOf(name);
+    if (!groups.ok() || !limits.ok()) {
+      spdlog::error("overdue check of {}: {}", name,
+                    (groups.ok() ? limits.status() : groups.status()).ToString());
       continue;
     }
     for (const auto& row : *groups) {
       const std::string group = row.group.ToString();
-      const int64_t stale_after = StaleAfter(name, group);
+      const int64_t stale_after = limits->For(group);
       if (IsOverdue(row.last_snapshot, stale_after, now)) {
         out.push_back({name, group, row.last_snapshot, stale_after});
       }
@@ -240,6 +245,7 @@ Status Server::Start() {
   core_->set_payload_max_length(kMaxIndexBodyBytes);
   // Only the Keep-Alive header's "max": the gate serves any number.
   core_->set_keep_alive_max_count(100000);
+  CAIRN_RETURN_IF_ERROR(core_->EnableStreaming());  // downloads stream their bodies
   RegisterRoutes(this, core_.get());
   HttpGate::InstallErrorHandler(core_.get());
   // Every answer httplib writes (handlers, 404s, errors) carries the security
@@ -260,6 +266,7 @@ Status Server::Start() {
   gate_->Start();
   start_time_ = Now();
   jobs_->Start();
+  usage_->Start(StoreNames());
   reaper_ = std::thread([this] {
     int64_t last_trim = 0;
     while (!stopping_.load()) {
@@ -301,6 +308,7 @@ void Server::Stop() {
   // scheduler tries to start meanwhile is refused.
   if (runner_) runner_->Stop();
   if (jobs_) jobs_->Stop();
+  if (usage_) usage_->Stop();
   // Nothing half-committed: unfinished backups lose their staging folder.
   sessions_.Shutdown();
   // Nothing changes the stores any more: each catalog is recorded in step

@@ -23,6 +23,7 @@
 #include <thread>
 
 #include "server/auth_store.h"
+#include "server/group_usage.h"
 #include "server/http_gate.h"
 #include "server/job_scheduler.h"
 #include "server/login_limiter.h"
@@ -66,9 +67,9 @@ struct ServerOptions {
   bool sync_chunks = true;          // fsync every new chunk before its rename
   std::string time_zone = "UTC";    // prune periods (storage/time_zone.h names)
   NotifierOptions notify;           // where overdue groups are announced (none by default)
-  int64_t stale_after = kDefaultStaleAfterSeconds;  // a group without a newer backup is overdue
   int overdue_check_seconds = 60;   // how often overdue groups are looked for
   std::string web_dir = DefaultWebDir();  // the UI's static files; empty: no UI
+  int64_t usage_settle_ms = 5000;   // quiet time before unique bytes are recomputed
 };
 
 // What the first start prints.
@@ -112,12 +113,12 @@ class Server {
   TaskLog* tasks() { return tasks_.get(); }
   StoreSettings* settings() { return settings_.get(); }
   JobScheduler* jobs() { return jobs_.get(); }
+  // Groups' unique bytes, computed in the background (server/group_usage.h).
+  GroupUsage* usage() { return usage_.get(); }
   // The context for maintenance on `store_name` (NotFound for an unknown store).
   Result<MaintenanceContext> Maintenance(const std::string& store_name);
   // Every group of every datastore that is overdue at `now` (server/overdue.h).
   std::vector<OverdueGroup> OverdueGroups(int64_t now);
-  // The expected interval of a group's backups, in seconds.
-  int64_t StaleAfter(const std::string& store, const std::string& group) const;
   // Where prune, GC, verify and job runs go (server/task_runner.h).
   TaskRunner* runner() { return runner_.get(); }
   const storage::TimeZone& time_zone() const { return tz_; }
@@ -151,6 +152,7 @@ class Server {
   std::unique_ptr<JobScheduler> jobs_;
   std::optional<Notifier> notifier_;
   std::unique_ptr<OverdueNotices> overdue_notices_;
+  std::unique_ptr<GroupUsage> usage_;
   std::unique_ptr<TaskRunner> runner_;
   std::unique_ptr<HttpCore> core_;
   std::unique_ptr<HttpGate> gate_;

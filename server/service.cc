@@ -4,8 +4,11 @@
 #include <spdlog/spdlog.h>
 #include <sys/statvfs.h>
 
+#include <algorithm>
 #include <ctime>
 
+#include "server/overdue.h"
+#include "server/password_hash.h"
 #include "server/server.h"
 
 namespace cairn::server {
@@ -19,6 +22,28 @@ int64_t Now() { return static_cast<int64_t>(std::time(nullptr)); }
 // structured result.
 TaskOutcome Outcome(Status s, std::string summary, nlohmann::json result) {
   return TaskOutcome{std::move(s), std::move(summary), std::move(result)};
+}
+
+// "USER" or "USER!TOKEN", each part a valid name; InvalidArgument otherwise.
+Status ValidateAuthId(const std::string& auth_id) {
+  const size_t bang = auth_id.find('!');
+  const bool ok =
+      bang == std::string::npos
+          ? storage::ValidateName(storage::NameKind::kStore, auth_id).ok()
+          : storage::ValidateName(storage::NameKind::kStore, auth_id.substr(0, bang)).ok() &&
+                storage::ValidateName(storage::NameKind::kStore, auth_id.substr(bang + 1)).ok();
+  if (!ok) return Status::InvalidArgument("auth id must be USER or USER!TOKEN (names of A-Z a-z 0-9 _ . -)");
+  return Status::OK();
+}
+
+// What HashPassword refuses, checked before anything is stored.
+Status CheckPasswordShape(const std::string& password) {
+  if (password.empty()) return Status::InvalidArgument("the password is empty");
+  if (password.size() > kMaxPasswordBytes) {
+    return Status::InvalidArgument("the password is longer than " +
+                                   std::to_string(kMaxPasswordBytes) + " bytes");
+  }
+  return Status::OK();
 }
 
 }  // namespace
@@ -57,10 +82,12 @@ Status Service::CheckGroup(const StoreCaller& c, Action action, const GroupRef& 
 std::vector<DatastoreUsage> Service::ListDatastores(const Principal& p) {
   std::vector<DatastoreUsage> out;
   for (const auto& name : server_->StoreNames()) {
-    if (server_->auth()->RolesOn(p, name).empty()) continue;
+    DatastoreUsage u;
+    u.roles = server_->auth()->RolesOn(p, name);
+    if (u.roles.empty()) continue;
     auto store = server_->Store(name);
     if (!store.ok()) continue;
-    DatastoreUsage u{name, {}, {}, {}};
+    u.name = name;
     struct statvfs vfs;
     if (::statvfs((*store)->path().c_str(), &vfs) == 0) {
       const uint64_t block = vfs.f_frsize;
@@ -68,6 +95,15 @@ std::vector<DatastoreUsage> Service::ListDatastores(const Principal& p) {
       u.used = *u.total - static_cast<uint64_t>(vfs.f_bfree) * block;
       u.avail = static_cast<uint64_t>(vfs.f_bavail) * block;
     }
+    // Summed by the background pass, not here: on 600k snapshots a SUM
+    // over the catalog takes ~100 ms and holds the catalog's lock.
+    u.logical_bytes = server_->usage()->LogicalBytes(name);
+    if (Authorizer(u.roles).Allows(Action::kGcStatus)) {
+      if (auto gc = storage::LastGcResult(**store); gc.ok()) u.last_gc = *gc;
+      if (auto v = server_->tasks()->LastFinished("verify", name); v.ok()) u.last_verify = *v;
+    }
+    auto stale_after = server_->settings()->StaleAfter(name);
+    u.stale_after = stale_after.ok() ? *stale_after : kDefaultStaleAfterSeconds;
     out.push_back(std::move(u));
   }
   return out;
@@ -82,6 +118,27 @@ Result<std::vector<storage::GroupRow>> Service::ListGroups(const StoreCaller& c)
     // Owners come from the catalog row here: one lookup for the whole list.
     const bool owner = !row.owner.empty() && OwnsGroup(c.principal, row.owner);
     if (auth.Allows(Action::kList, owner)) out.push_back(std::move(row));
+  }
+  return out;
+}
+
+Result<std::vector<GroupSummary>> Service::ListGroupSummaries(const StoreCaller& c) {
+  CAIRN_ASSIGN_OR_RETURN(auto rows, ListGroups(c));
+  CAIRN_ASSIGN_OR_RETURN(StaleLimits limits, server_->settings()->StaleLimitsOf(c.store_name));
+  const UniqueBytes unique = server_->usage()->Get(c.store_name);
+  const int64_t now = Now();
+  std::vector<GroupSummary> out;
+  out.reserve(rows.size());
+  for (auto& row : rows) {
+    GroupSummary g;
+    const std::string name = row.group.ToString();
+    if (auto it = unique.find(name); it != unique.end()) g.unique_bytes = it->second;
+    g.stale_after = limits.For(name);
+    // The rule the overdue announcements use: a group with no snapshot yet
+    // (its first backup may be running) is not stale.
+    g.stale = IsOverdue(row.last_snapshot, g.stale_after, now);
+    g.row = std::move(row);
+    out.push_back(std::move(g));
   }
   return out;
 }
@@ -124,7 +181,9 @@ Result<storage::SnapshotRow> Service::Row(const StoreCaller& c, const SnapshotRe
 
 Status Service::DeleteSnapshot(const StoreCaller& c, const SnapshotRef& ref) {
   CAIRN_RETURN_IF_ERROR(c.authorizer().Check(Action::kDelete));
-  return DeleteSnapshotIfUnused(*c.store, c.store_name, server_->sessions(), ref);
+  CAIRN_RETURN_IF_ERROR(DeleteSnapshotIfUnused(*c.store, c.store_name, server_->sessions(), ref));
+  server_->usage()->MarkDirty(c.store_name);
+  return Status::OK();
 }
 
 Result<storage::SnapshotRow> Service::SetProtected(const StoreCaller& c, const SnapshotRef& ref,
@@ -152,10 +211,12 @@ Result<std::string> Service::StartPrune(const StoreCaller& c, const GroupRef& gr
   CAIRN_RETURN_IF_ERROR(c.store->ListSnapshots(group).status());
   CAIRN_ASSIGN_OR_RETURN(MaintenanceContext ctx, server_->Maintenance(c.store_name));
   const std::string who = c.principal.auth_id;
+  GroupUsage* usage = server_->usage();
   return server_->runner()->Submit(
-      "prune", c.store_name, who, [ctx, group, options, dry_run, who](Task& task) {
+      "prune", c.store_name, who, [ctx, group, options, dry_run, who, usage](Task& task) {
         auto report = PruneGroup(*ctx.store, ctx.store_name, group, options, ctx.tz, dry_run,
                                  ctx.sessions);
+        if (!dry_run) usage->MarkDirty(ctx.store_name);
         if (!report.ok()) return Outcome(report.status(), "", nullptr);
         task.Log(report->ToText());
         spdlog::info("prune {} by {}: {} kept, {} removed{}", group.ToString(), who, report->kept,
@@ -170,9 +231,11 @@ Result<std::string> Service::StartGc(const StoreCaller& c, const storage::GcOpti
   CAIRN_RETURN_IF_ERROR(c.authorizer().Check(Action::kRunGc));
   CAIRN_ASSIGN_OR_RETURN(MaintenanceContext ctx, server_->Maintenance(c.store_name));
   spdlog::info("garbage collection of {} started by {}", c.store_name, c.principal.auth_id);
+  GroupUsage* usage = server_->usage();
   return server_->runner()->Submit(
-      "gc", c.store_name, c.principal.auth_id, [ctx, options](Task& task) {
+      "gc", c.store_name, c.principal.auth_id, [ctx, options, usage](Task& task) {
         auto r = RunGarbageCollection(*ctx.store, ctx.store_name, ctx.sessions, options);
+        if (!options.dry_run) usage->MarkDirty(ctx.store_name);
         if (!r.ok()) return Outcome(r.status(), "", nullptr);
         task.Log(GcResultText(*r));
         spdlog::info("garbage collection of {}: removed {} chunks, {} pending", ctx.store_name,
@@ -262,6 +325,149 @@ Result<std::string> Service::RunJob(const Principal& p, const std::string& id) {
   return server_->jobs()->RunNow(job.id, p.auth_id);
 }
 
+Status Service::CheckJobStore(const Principal& p, const std::string& store) {
+  CAIRN_RETURN_IF_ERROR(storage::ValidateName(storage::NameKind::kStore, store));
+  CAIRN_RETURN_IF_ERROR(
+      Authorizer(server_->auth()->RolesOn(p, store)).Check(Action::kEditJobs).WithContext(store));
+  return server_->Store(store).status();
+}
+
+Result<JobConfig> Service::AddJob(const Principal& p, JobConfig job) {
+  CAIRN_RETURN_IF_ERROR(CheckJobStore(p, job.store));
+  CAIRN_ASSIGN_OR_RETURN(job.options, JobOptionsFromJson(job.kind, job.options));
+  job.created = 0;
+  job.last_run = 0;
+  CAIRN_RETURN_IF_ERROR(server_->jobs()->Add(job));
+  spdlog::info("job {} ({} of {}, \"{}\") added by {}", job.id, job.kind, job.store, job.schedule,
+               p.auth_id);
+  return server_->jobs()->Get(job.id);
+}
+
+Result<JobConfig> Service::UpdateJob(const Principal& p, const std::string& id,
+                                     const JobPatch& patch) {
+  CAIRN_ASSIGN_OR_RETURN(JobConfig job, server_->jobs()->Get(id));
+  CAIRN_RETURN_IF_ERROR(CheckJobStore(p, job.store));
+  if (patch.kind) job.kind = *patch.kind;
+  if (patch.store) job.store = *patch.store;
+  if (patch.schedule) job.schedule = *patch.schedule;
+  if (patch.options) job.options = *patch.options;
+  if (patch.enabled) job.enabled = *patch.enabled;
+  CAIRN_RETURN_IF_ERROR(CheckJobStore(p, job.store));
+  CAIRN_ASSIGN_OR_RETURN(job.options, JobOptionsFromJson(job.kind, job.options));
+  CAIRN_RETURN_IF_ERROR(server_->jobs()->Update(job));
+  spdlog::info("job {} changed by {}", id, p.auth_id);
+  return server_->jobs()->Get(id);
+}
+
+Status Service::RemoveJob(const Principal& p, const std::string& id) {
+  CAIRN_ASSIGN_OR_RETURN(JobConfig job, server_->jobs()->Get(id));
+  CAIRN_RETURN_IF_ERROR(CheckJobStore(p, job.store));
+  CAIRN_RETURN_IF_ERROR(server_->jobs()->Remove(id));
+  spdlog::info("job {} removed by {}", id, p.auth_id);
+  return Status::OK();
+}
+
+std::optional<int64_t> Service::NextJobRun(const JobConfig& job) {
+  return server_->jobs()->NextRun(job);
+}
+
+Result<std::vector<int64_t>> Service::NextRuns(const Principal& p, const std::string& schedule,
+                                               int64_t from, int count) {
+  bool admin = false;
+  for (const auto& name : server_->StoreNames()) {
+    admin = admin || server_->auth()->RolesOn(p, name).Has(Role::kAdmin);
+  }
+  if (!admin) return Status::PermissionDenied("calendar previews need the Admin role");
+  if (count < 1 || count > 100) return Status::InvalidArgument("count must be 1 to 100");
+  CAIRN_ASSIGN_OR_RETURN(CalendarEvent event, CalendarEvent::Parse(schedule));
+  return cairn::server::NextRuns(event, from, count, server_->time_zone());
+}
+
+// ---------------------------------------------------------------------------
+// Access
+
+Status Service::CheckAccessAdmin(const Principal& p) {
+  return Authorizer(server_->auth()->RolesOn(p, "*")).Check(Action::kAccess);
+}
+
+Result<std::vector<std::string>> Service::ListUsers(const Principal& p) {
+  CAIRN_RETURN_IF_ERROR(CheckAccessAdmin(p));
+  return server_->auth()->ListUsers();
+}
+
+Status Service::AddUser(const Principal& p, const std::string& user,
+                        const std::optional<std::string>& password) {
+  CAIRN_RETURN_IF_ERROR(CheckAccessAdmin(p));
+  // A bad password is refused before the user is added: nothing changes.
+  if (password) CAIRN_RETURN_IF_ERROR(CheckPasswordShape(*password));
+  CAIRN_RETURN_IF_ERROR(server_->auth()->AddUser(user));
+  spdlog::info("user {} added by {}", user, p.auth_id);
+  if (password) {
+    if (Status s = server_->auth()->SetPassword(user, *password); !s.ok()) {
+      spdlog::error("user {} added without a password: {}", user, s.ToString());
+      return s;
+    }
+  }
+  return Status::OK();
+}
+
+Status Service::SetPassword(const Principal& p, const std::string& user,
+                            const std::string& password) {
+  CAIRN_RETURN_IF_ERROR(CheckAccessAdmin(p));
+  CAIRN_RETURN_IF_ERROR(CheckPasswordShape(password));
+  CAIRN_RETURN_IF_ERROR(server_->auth()->SetPassword(user, password));
+  spdlog::info("password of {} set by {}", user, p.auth_id);
+  return Status::OK();
+}
+
+Result<std::vector<std::string>> Service::ListTokens(const Principal& p) {
+  CAIRN_RETURN_IF_ERROR(CheckAccessAdmin(p));
+  return server_->auth()->ListTokens();
+}
+
+Result<std::string> Service::CreateToken(const Principal& p, const std::string& auth_id) {
+  CAIRN_RETURN_IF_ERROR(CheckAccessAdmin(p));
+  CAIRN_ASSIGN_OR_RETURN(std::string secret, server_->auth()->CreateToken(auth_id));
+  spdlog::info("token {} created by {}", auth_id, p.auth_id);
+  return secret;
+}
+
+Status Service::DeleteToken(const Principal& p, const std::string& auth_id) {
+  CAIRN_RETURN_IF_ERROR(CheckAccessAdmin(p));
+  CAIRN_RETURN_IF_ERROR(server_->auth()->DeleteToken(auth_id));
+  spdlog::info("token {} deleted by {}", auth_id, p.auth_id);
+  return Status::OK();
+}
+
+Result<std::vector<AclEntry>> Service::ListAcl(const Principal& p) {
+  CAIRN_RETURN_IF_ERROR(CheckAccessAdmin(p));
+  return server_->auth()->ListAcl();
+}
+
+Status Service::SetAcl(const Principal& p, const std::string& store, const std::string& auth_id,
+                       std::optional<Role> role) {
+  CAIRN_RETURN_IF_ERROR(CheckAccessAdmin(p));
+  if (store != "*") {
+    CAIRN_RETURN_IF_ERROR(storage::ValidateName(storage::NameKind::kStore, store));
+    CAIRN_RETURN_IF_ERROR(server_->Store(store).status());
+  }
+  CAIRN_RETURN_IF_ERROR(ValidateAuthId(auth_id));
+  AuthStore* auth = server_->auth();
+  const bool is_token = auth_id.find('!') != std::string::npos;
+  CAIRN_ASSIGN_OR_RETURN(auto known, is_token ? auth->ListTokens() : auth->ListUsers());
+  if (std::find(known.begin(), known.end(), auth_id) == known.end()) {
+    return Status::NotFound(std::string(is_token ? "no token " : "no user ") + auth_id);
+  }
+  if (!role) {
+    CAIRN_RETURN_IF_ERROR(auth->RemoveAcl(store, auth_id));
+    spdlog::info("role of {} on {} removed by {}", auth_id, store, p.auth_id);
+    return Status::OK();
+  }
+  CAIRN_RETURN_IF_ERROR(auth->SetAcl(store, auth_id, *role));
+  spdlog::info("{} granted {} on {} by {}", auth_id, RoleName(*role), store, p.auth_id);
+  return Status::OK();
+}
+
 // ---------------------------------------------------------------------------
 // Backup sessions
 
@@ -301,6 +507,7 @@ Result<FinishedBackup> Service::FinishBackup(const std::shared_ptr<BackupSession
   CAIRN_RETURN_IF_ERROR(s->Finish(std::move(client)).status());
   FinishedBackup out{s->ref(), s->stats()};
   server_->sessions()->EndBackup(s->id());
+  server_->usage()->MarkDirty(s->store_name());
   // "Verify new snapshots right after backup", when the store asks for it.
   if (auto verify_new = server_->settings()->VerifyNew(s->store_name());
       verify_new.ok() && *verify_new) {
@@ -343,6 +550,14 @@ Result<std::shared_ptr<ReaderSession>> Service::Reader(const Principal& p, const
 
 void Service::CloseReader(const std::shared_ptr<ReaderSession>& r) {
   server_->sessions()->EndReader(r->id());
+}
+
+Result<std::unique_ptr<ImageDownload>> Service::OpenDownload(const StoreCaller& c,
+                                                             const SnapshotRef& ref,
+                                                             const std::string& archive) {
+  CAIRN_RETURN_IF_ERROR(storage::ValidateName(storage::NameKind::kArchive, archive));
+  CAIRN_ASSIGN_OR_RETURN(auto reader, OpenReader(c, ref));
+  return ImageDownload::Open(std::move(reader), server_->sessions(), archive);
 }
 
 }  // namespace cairn::server

@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "server/authorizer.h"
+#include "server/image_download.h"
 #include "server/maintenance.h"
 #include "server/request_auth.h"
 #include "server/session_manager.h"
@@ -42,9 +43,31 @@ struct StoreCaller {
   Authorizer authorizer() const { return Authorizer(roles); }
 };
 
+// One datastore as the caller sees it. Everything comes from what is kept
+// already (statvfs, the catalog, .gc-status.json, the task log): nothing
+// walks the folders or the chunk store.
 struct DatastoreUsage {
   std::string name;
+  RoleSet roles;                               // the caller's roles there
   std::optional<uint64_t> total, used, avail;  // unset when statvfs fails
+  // Sum of every snapshot's size, as of the last background pass
+  // (GroupUsage::LogicalBytes); unset before the first since start.
+  std::optional<uint64_t> logical_bytes;
+  // The last GC's result and the last finished verify task: unset when there
+  // is none, or when the caller may not see them (neither Admin nor Audit).
+  std::optional<storage::GcResult> last_gc;
+  std::optional<TaskInfo> last_verify;
+  int64_t stale_after = 0;                     // seconds (StoreSettings::StaleAfter)
+};
+
+// A group as the listing shows it: its catalog row, what deleting it would
+// free (unset until computed: server/group_usage.h), and whether its newest
+// snapshot is older than its stale-after (its own, else its store's).
+struct GroupSummary {
+  storage::GroupRow row;
+  std::optional<uint64_t> unique_bytes;
+  int64_t stale_after = 0;
+  bool stale = false;  // also true for a group without snapshots
 };
 
 // Snapshots of one group, with the group's owner ("" for none).
@@ -64,6 +87,13 @@ struct FinishedBackup {
   BackupStats stats;
 };
 
+// What PUT /jobs/{id} changes: the fields that are set.
+struct JobPatch {
+  std::optional<std::string> kind, store, schedule;
+  std::optional<nlohmann::json> options;
+  std::optional<bool> enabled;
+};
+
 class Service {
  public:
   explicit Service(Server* server) : server_(server) {}
@@ -80,6 +110,9 @@ class Service {
   std::vector<DatastoreUsage> ListDatastores(const Principal& p);
   // The groups the caller may see, with their summary.
   Result<std::vector<storage::GroupRow>> ListGroups(const StoreCaller& c);
+  // ListGroups with each group's unique bytes and staleness; cached values
+  // only, never computed here.
+  Result<std::vector<GroupSummary>> ListGroupSummaries(const StoreCaller& c);
   // One group's snapshots (PermissionDenied when the caller may not see it),
   // or with no group every snapshot of every group it may see.
   Result<SnapshotListing> ListSnapshots(const StoreCaller& c,
@@ -110,6 +143,38 @@ class Service {
   // Jobs on stores where the caller is Admin or Audit, with their next run.
   Result<std::vector<std::pair<JobConfig, std::optional<int64_t>>>> ListJobs(const Principal& p);
   Result<std::string> RunJob(const Principal& p, const std::string& id);
+  // Adds a job (Admin on its store; the store must exist). Its options are
+  // checked and rebuilt by JobOptionsFromJson. The job as stored.
+  Result<JobConfig> AddJob(const Principal& p, JobConfig job);
+  // Changes the fields `patch` sets (Admin on the job's old and new store;
+  // options are checked against the resulting kind). NotFound for an
+  // unknown job.
+  Result<JobConfig> UpdateJob(const Principal& p, const std::string& id, const JobPatch& patch);
+  Status RemoveJob(const Principal& p, const std::string& id);
+  // A job's next run (JobScheduler::NextRun).
+  std::optional<int64_t> NextJobRun(const JobConfig& job);
+  // The next `count` (1..100) runs of `schedule` after `from`, in the
+  // server's time zone (as `cairn-server job next`). Admin on some store.
+  Result<std::vector<int64_t>> NextRuns(const Principal& p, const std::string& schedule,
+                                        int64_t from, int count);
+
+  // --- Access: users, tokens, roles. Admin on "*" only (PermissionDenied) ---
+  Result<std::vector<std::string>> ListUsers(const Principal& p);
+  // AlreadyExists for a taken name. With a password, also sets it.
+  Status AddUser(const Principal& p, const std::string& user,
+                 const std::optional<std::string>& password);
+  Status SetPassword(const Principal& p, const std::string& user, const std::string& password);
+  Result<std::vector<std::string>> ListTokens(const Principal& p);
+  // The new token's secret (shown once).
+  Result<std::string> CreateToken(const Principal& p, const std::string& auth_id);
+  // Also removes the token's roles. NotFound for an unknown token.
+  Status DeleteToken(const Principal& p, const std::string& auth_id);
+  Result<std::vector<AclEntry>> ListAcl(const Principal& p);
+  // Grants `role` on `store` ("*" or a datastore) to an existing user or
+  // token; no role removes the entry. NotFound for an unknown store, user,
+  // token or (removing) entry.
+  Status SetAcl(const Principal& p, const std::string& store, const std::string& auth_id,
+                std::optional<Role> role);
 
   // --- Backup sessions ---
   // Checks the role, makes the caller the owner of a new group (exclusive
@@ -126,6 +191,10 @@ class Service {
   Result<std::shared_ptr<ReaderSession>> OpenReader(const StoreCaller& c, const SnapshotRef& ref);
   Result<std::shared_ptr<ReaderSession>> Reader(const Principal& p, const std::string& id);
   void CloseReader(const std::shared_ptr<ReaderSession>& r);
+  // A disk image of a snapshot for download, through a reader session (same
+  // roles, same per-token limit). InvalidArgument for a bad archive name.
+  Result<std::unique_ptr<ImageDownload>> OpenDownload(const StoreCaller& c, const SnapshotRef& ref,
+                                                      const std::string& archive);
 
   Server* server() const { return server_; }
 
@@ -136,6 +205,10 @@ class Service {
   Status CheckGroup(const StoreCaller& c, Action action, const storage::GroupRef& group);
   Result<storage::SnapshotRow> Row(const StoreCaller& c, const SnapshotRef& ref);
   bool MaySeeTask(const Principal& p, const TaskInfo& t);
+  // PermissionDenied unless `p` is Admin on "*".
+  Status CheckAccessAdmin(const Principal& p);
+  // PermissionDenied unless `p` is Admin on `store`; NotFound for an unknown store.
+  Status CheckJobStore(const Principal& p, const std::string& store);
 
   Server* const server_;
 };

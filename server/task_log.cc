@@ -199,6 +199,18 @@ Result<std::vector<TaskInfo>> TaskLog::List(size_t limit) {
   return out;
 }
 
+Result<TaskInfo> TaskLog::LastFinished(const std::string& kind, const std::string& store) {
+  MutexLock lock(&mu_);
+  std::string sql = std::string("SELECT ") + kColumns +
+                    " FROM tasks WHERE kind = ? AND store = ? AND state != 'running' "
+                    "ORDER BY end DESC, id DESC LIMIT 1";
+  Stmt st(db_, sql.c_str());
+  st.Text(1, kind).Text(2, store);
+  CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row) return Status::NotFound("no finished " + kind + " task on " + store);
+  return RowToInfo(st);
+}
+
 Result<TaskInfo> TaskLog::Get(const std::string& id) {
   if (!ValidTaskId(id)) return Status::NotFound("no task " + id);
   MutexLock lock(&mu_);

@@ -91,6 +91,9 @@ class TaskLog {
   Result<std::vector<TaskInfo>> List(size_t limit);
   // NotFound for an unknown or malformed id.
   Result<TaskInfo> Get(const std::string& id);
+  // The finished task of `kind` on `store` that ended last; NotFound when
+  // there is none.
+  Result<TaskInfo> LastFinished(const std::string& kind, const std::string& store);
   // Log bytes from `offset`, at most `max`; empty at or past the end (any
   // offset). NotFound for an unknown task. Messages name no file.
   Result<std::string> ReadLog(const std::string& id, uint64_t offset, uint64_t max);

@@ -68,15 +68,23 @@ TEST(ServerOverdueTest, AnOverdueGroupIsAnnouncedOncePerEpisode) {
   WebhookPeer peer(dir.path());
   ASSERT_GT(peer.port(), 0);
   const std::vector<std::string> args = {
-      "--stale-after", "60", "--overdue-check-interval", "1", "--notify-webhook",
+      "--overdue-check-interval", "1", "--notify-webhook",
       "https://127.0.0.1:" + std::to_string(peer.port()) + "/hook", "--notify-webhook-ca",
       peer.cert()};
   auto server = ServerProcess::Start(dir.path(), args);
   ASSERT_NE(server, nullptr);
+  // Set while the server runs: it reads the setting at every look.
+  auto set = RunServerCommand(dir.path(), {"datastore", "set", "default", "--stale-after", "60"});
+  ASSERT_EQ(set.exit_code, 0) << set.output;
   ApiClient admin(server->port(), server->AdminToken());
   const int64_t now = static_cast<int64_t>(std::time(nullptr));
   const std::string img = MakeImage(2, 7);
-  // vm/100's newest backup is an hour old: overdue. vm/200's is fresh.
+  // vm/100's newest backup is an hour old: overdue. vm/200's is fresh, and
+  // vm/300 has an hour of its own (datastore set --group).
+  auto own = RunServerCommand(dir.path(), {"datastore", "set", "default", "--group", "vm/300",
+                                           "--stale-after", "7200"});
+  ASSERT_EQ(own.exit_code, 0) << own.output;
+  BackupImage(admin, "vm/300", now - 3600, img);
   BackupImage(admin, "vm/100", now - 7200, img);
   BackupImage(admin, "vm/100", now - 3600, img);
   BackupImage(admin, "vm/200", now, img);
@@ -93,6 +101,12 @@ TEST(ServerOverdueTest, AnOverdueGroupIsAnnouncedOncePerEpisode) {
   EXPECT_EQ(got[0]["data"]["last-backup"], now - 3600);
   EXPECT_EQ(got[0]["data"]["stale-after"], 60);
   EXPECT_NE(got[0]["subject"].get<std::string>().find("vm/100"), std::string::npos);
+  // The groups listing flags the same group, and only it.
+  auto groups = admin.Get("/api/v1/datastores/default/groups").Json();
+  ASSERT_EQ(groups.size(), 3u);
+  for (const auto& g : groups) {
+    EXPECT_EQ(g["stale"], g["group"] == "vm/100") << g.dump();
+  }
 
   // A restart does not announce it again.
   server->Stop(SIGTERM);
@@ -118,10 +132,12 @@ TEST(ServerOverdueTest, AWebhookThatFailsIsTriedAgain) {
   // and it is self-signed): every POST fails the TLS check.
   WebhookPeer untrusted(dir.path());
   const std::vector<std::string> args = {
-      "--stale-after", "60", "--overdue-check-interval", "1", "--notify-webhook",
+      "--overdue-check-interval", "1", "--notify-webhook",
       "https://127.0.0.1:" + std::to_string(untrusted.port()) + "/hook"};
   auto server = ServerProcess::Start(dir.path(), args);
   ASSERT_NE(server, nullptr);
+  auto set = RunServerCommand(dir.path(), {"datastore", "set", "default", "--stale-after", "60"});
+  ASSERT_EQ(set.exit_code, 0) << set.output;
   ApiClient admin(server->port(), server->AdminToken());
   const int64_t now = static_cast<int64_t>(std::time(nullptr));
   BackupImage(admin, "vm/100", now - 3600, MakeImage(1, 3));
