@@ -34,7 +34,8 @@ void RegisterSnapshotRoutes(Service* service, httplib::Server* http) {
   http->Get(R"(/api/v1/datastores/([^/]+)/groups)",
             Wrap([service](const httplib::Request& req, httplib::Response& res) {
     CAIRN_ASSIGN_OR_RETURN(StoreCaller c, StoreFromPath(*service, req));
-    CAIRN_ASSIGN_OR_RETURN(auto groups, service->ListGroupSummaries(c));
+    CAIRN_ASSIGN_OR_RETURN(auto groups,
+                           service->ListGroupSummaries(c, req.get_param_value("q")));
     json out = json::array();
     for (const auto& g : groups) {
       json j = GroupJson(g.row);

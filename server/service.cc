@@ -122,8 +122,30 @@ Result<std::vector<storage::GroupRow>> Service::ListGroups(const StoreCaller& c)
   return out;
 }
 
-Result<std::vector<GroupSummary>> Service::ListGroupSummaries(const StoreCaller& c) {
+namespace {
+
+std::string AsciiLower(std::string s) {
+  for (char& ch : s) {
+    if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch - 'A' + 'a');
+  }
+  return s;
+}
+
+}  // namespace
+
+Result<std::vector<GroupSummary>> Service::ListGroupSummaries(const StoreCaller& c,
+                                                              const std::string& search) {
+  if (search.size() > 200) return Status::InvalidArgument("search text over 200 bytes");
   CAIRN_ASSIGN_OR_RETURN(auto rows, ListGroups(c));
+  if (!search.empty()) {
+    CAIRN_ASSIGN_OR_RETURN(auto with_notes,
+                           server_->catalog()->GroupsWithNotesContaining(c.store_name, search));
+    const std::string needle = AsciiLower(search);
+    std::erase_if(rows, [&](const storage::GroupRow& row) {
+      return AsciiLower(row.group.ToString()).find(needle) == std::string::npos &&
+             !with_notes.contains(row.group);
+    });
+  }
   CAIRN_ASSIGN_OR_RETURN(StaleLimits limits, server_->settings()->StaleLimitsOf(c.store_name));
   const UniqueBytes unique = server_->usage()->Get(c.store_name);
   const int64_t now = Now();

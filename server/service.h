@@ -111,8 +111,11 @@ class Service {
   // The groups the caller may see, with their summary.
   Result<std::vector<storage::GroupRow>> ListGroups(const StoreCaller& c);
   // ListGroups with each group's unique bytes and staleness; cached values
-  // only, never computed here.
-  Result<std::vector<GroupSummary>> ListGroupSummaries(const StoreCaller& c);
+  // only, never computed here. With `search`, only the groups whose name
+  // contains it or that have a snapshot whose notes do (ASCII case folded;
+  // InvalidArgument over 200 bytes).
+  Result<std::vector<GroupSummary>> ListGroupSummaries(const StoreCaller& c,
+                                                       const std::string& search = "");
   // One group's snapshots (PermissionDenied when the caller may not see it),
   // or with no group every snapshot of every group it may see.
   Result<SnapshotListing> ListSnapshots(const StoreCaller& c,

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <set>
 #include <map>
 #include <iterator>
 #include <string_view>
@@ -95,6 +96,7 @@ CREATE TRIGGER snapshots_summary_delete AFTER DELETE ON snapshots BEGIN
                               AND s.ns = OLD.ns AND s.type = OLD.type AND s.id = OLD.id), 0)
   WHERE store = OLD.store AND ns = OLD.ns AND type = OLD.type AND id = OLD.id;
 END;
+CREATE INDEX snapshots_with_notes ON snapshots(store) WHERE notes != '';
 CREATE TRIGGER snapshots_summary_size AFTER UPDATE OF size ON snapshots BEGIN
   UPDATE groups SET total_size = total_size - OLD.size + NEW.size
   WHERE store = NEW.store AND ns = NEW.ns AND type = NEW.type AND id = NEW.id;
@@ -387,6 +389,26 @@ Result<std::vector<GroupRow>> Catalog::ListGroups(const std::string& store) {
   }
   // GroupRef order (by namespace components), which SQL text order is not.
   std::sort(out.begin(), out.end());
+  return out;
+}
+
+Result<std::set<GroupRef>> Catalog::GroupsWithNotesContaining(const std::string& store,
+                                                               const std::string& text) {
+  MutexLock lock(&mu_);
+  CAIRN_RETURN_IF_ERROR(RequireStoreLocked(store));
+  // Only the rows with notes (a partial index) are looked at; lower() folds
+  // ASCII letters.
+  Stmt st(db_,
+          "SELECT DISTINCT ns, type, id FROM snapshots WHERE store = ?1 AND notes != '' "
+          "AND instr(lower(notes), lower(?2)) > 0");
+  st.Text(1, store).Text(2, text);
+  std::set<GroupRef> out;
+  for (;;) {
+    CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    CAIRN_ASSIGN_OR_RETURN(GroupRef g, GroupFromColumns(st, 0));
+    out.insert(std::move(g));
+  }
   return out;
 }
 

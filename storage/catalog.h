@@ -24,6 +24,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -130,6 +131,9 @@ class Catalog {
 
   // Sorted by (namespace, type, id).
   Result<std::vector<GroupRow>> ListGroups(const std::string& store);
+  // The groups with a snapshot whose notes contain `text` (ASCII case folded).
+  Result<std::set<GroupRef>> GroupsWithNotesContaining(const std::string& store,
+                                                       const std::string& text);
   // Snapshots of one group with their archives, in `page`'s order and
   // range; empty for an unknown group.
   Result<std::vector<SnapshotRow>> ListSnapshots(const std::string& store, const GroupRef& group,

@@ -101,6 +101,14 @@ class ContentTest(cairn_browser.BrowserTest):
         self.open("content?store=default&q=database")
         self.view("content")
         self.wait(lambda d: [r.get_attribute("data-group") for r in self.all('[data-testid="group-row"]')] == ["vm/101"])
+        # Typed, in other case: the server searches the notes (GET …/groups?q=).
+        box = self.css('[data-testid="group-search"]')
+        box.clear()
+        box.send_keys("HOST")
+        self.wait(lambda d: [r.get_attribute("data-group") for r in self.all('[data-testid="group-row"]')] == ["vm/101"])
+        found = self.server.api("GET", "/datastores/default/groups?q=HoSt")
+        self.assertEqual([g["group"] for g in found], ["vm/101"])
+        self.assertEqual(self.server.request("GET", "/api/v1/datastores/default/groups?q=" + "x" * 201).status, 400)
 
     def test_3_protect_then_delete_refused(self):
         snap = self.snaps[2]

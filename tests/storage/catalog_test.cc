@@ -4,6 +4,7 @@
 #include <sqlite3.h>
 #include <stdlib.h>
 
+#include <set>
 #include <thread>
 
 #include "storage/datastore.h"
@@ -169,7 +170,8 @@ TEST_F(CatalogTest, GroupSummaryEqualsTheAggregate) {
   EXPECT_GT(Pragma(db_path_, kMismatches), 0);
   for (const char* sql :
        {"DROP TRIGGER snapshots_summary_insert", "DROP TRIGGER snapshots_summary_delete",
-        "DROP TRIGGER snapshots_summary_size", "ALTER TABLE groups DROP COLUMN snapshot_count",
+        "DROP TRIGGER snapshots_summary_size", "DROP INDEX snapshots_with_notes",
+        "ALTER TABLE groups DROP COLUMN snapshot_count",
         "ALTER TABLE groups DROP COLUMN last_snapshot", "ALTER TABLE groups DROP COLUMN total_size",
         "PRAGMA user_version = 2"}) {
     Pragma(db_path_, sql);
@@ -179,6 +181,28 @@ TEST_F(CatalogTest, GroupSummaryEqualsTheAggregate) {
   EXPECT_EQ(Pragma(db_path_, "PRAGMA user_version"), kCatalogSchemaVersion);
   EXPECT_EQ(Pragma(db_path_, kMismatches), 0);
   EXPECT_EQ(Pragma(db_path_, "SELECT snapshot_count FROM groups WHERE store = 'other'"), 6);
+}
+
+TEST_F(CatalogTest, GroupsWithNotesContaining) {
+  OpenCatalog();
+  ASSERT_TRUE(cat_->AddDatastore("main", "/srv/main").ok());
+  ASSERT_TRUE(cat_->AddDatastore("other", "/srv/other").ok());
+  const SnapshotRef a = Ref({}, "vm", "100", kT0), b = Ref({"prod"}, "ct", "7", kT0);
+  Manifest ma = MakeManifest(a, Archives(1)), mb = MakeManifest(b, Archives(2));
+  ma.notes = "Before the Upgrade";
+  mb.notes = "nothing to see";
+  ASSERT_TRUE(cat_->UpsertSnapshot("main", a, ma).ok());
+  ASSERT_TRUE(cat_->UpsertSnapshot("main", b, mb).ok());
+  Manifest elsewhere = mb;
+  elsewhere.notes = "upgrade elsewhere";
+  ASSERT_TRUE(cat_->UpsertSnapshot("other", b, elsewhere).ok());
+  auto found = cat_->GroupsWithNotesContaining("main", "UPGRADE");
+  ASSERT_TRUE(found.ok()) << found.status().ToString();
+  EXPECT_EQ(*found, std::set<GroupRef>{a.group});
+  EXPECT_EQ(cat_->GroupsWithNotesContaining("main", "e")->size(), 2u);
+  EXPECT_TRUE(cat_->GroupsWithNotesContaining("main", "absent")->empty());
+  EXPECT_TRUE(cat_->GroupsWithNotesContaining("main", "%")->empty());  // no LIKE patterns
+  EXPECT_TRUE(cat_->GroupsWithNotesContaining("nostore", "x").status().IsNotFound());
 }
 
 TEST_F(CatalogTest, RefusesNewerSchema) {

@@ -91,24 +91,16 @@ async function waitTask(id) {
 
 // --- the groups of a store ---
 
-async function notesByGroup(store) {
-  const map = new Map();
-  const all = await api.get(`/datastores/${api.enc(store)}/snapshots`);
-  for (const s of all) {
-    if (!s.notes) continue;
-    const g = s.snapshot.slice(0, s.snapshot.lastIndexOf('/'));
-    map.set(g, (map.get(g) || '') + '\n' + s.notes);
-  }
-  return map;
-}
-
 function groupsView(store, groups, params, app) {
   const name = store.name;
   const q = params.get('q') || '';
   const search = h('input', { type: 'search', id: 'group-search', value: q, placeholder: 'group id or notes',
                               'data-testid': 'group-search', autocomplete: 'off' });
   const holder = h('div', { class: 'scroll' });
-  let notes = null;
+  // The server's answer to the search (names and notes), once it is in:
+  // { needle, groups: Set }. Until then the names alone filter.
+  let found = null;
+  let timer = 0, seq = 0;
   const columns = [
     { key: 'group', label: 'Group', sort: (g) => g.group,
       cell: (g) => h('a', { href: `#/content?store=${encodeURIComponent(name)}&group=${encodeURIComponent(g.group)}`,
@@ -122,19 +114,33 @@ function groupsView(store, groups, params, app) {
   ];
   const draw = () => {
     const needle = search.value.trim().toLowerCase();
+    const fromServer = found && found.needle === needle ? found.groups : null;
     const shown = groups.filter((g) => !needle || g.group.toLowerCase().includes(needle) ||
-      (typeof g.notes === 'string' && g.notes.toLowerCase().includes(needle)) ||
-      (notes && (notes.get(g.group) || '').toLowerCase().includes(needle)));
+      (fromServer !== null && fromServer.has(g.group)));
     replace(holder, shown.length
       ? sortableTable(columns, shown, { testid: 'groups', initial: 'group',
           rowAttrs: (g) => ({ 'data-testid': 'group-row', 'data-group': g.group }) })
       : h('p', { class: 'muted', 'data-testid': 'no-groups' }, needle ? 'No group matches.' : 'No group yet.'));
   };
-  search.addEventListener('input', async () => {
-    if (!notes && search.value.trim()) {
-      try { notes = await notesByGroup(name); } catch (_) { notes = new Map(); }
-    }
+  // Notes are searched by the server (GET …/groups?q=, from the catalog),
+  // never by fetching every snapshot; a late answer to an older text is dropped.
+  const searchNotes = () => {
+    clearTimeout(timer);
+    const needle = search.value.trim().toLowerCase();
+    if (!needle) return;
+    timer = setTimeout(async () => {
+      const mine = ++seq;
+      try {
+        const list = await api.get(`/datastores/${api.enc(name)}/groups`, { q: needle });
+        if (mine !== seq) return;
+        found = { needle, groups: new Set(list.map((g) => g.group)) };
+        draw();
+      } catch (_) { /* the names still filter */ }
+    }, 250);
+  };
+  search.addEventListener('input', () => {
     draw();
+    searchNotes();
     history.replaceState(null, '', `#/content?store=${encodeURIComponent(name)}` +
       (search.value ? '&q=' + encodeURIComponent(search.value) : ''));
   });
@@ -152,10 +158,7 @@ function groupsView(store, groups, params, app) {
         if (link) location.hash = link;
       } }, 'Verify store') : null);
   draw();
-  if (q) {
-    // A search from the URL: notes are needed at once.
-    notesByGroup(name).catch(() => new Map()).then((m) => { notes = m; draw(); });
-  }
+  if (q) searchNotes();  // a search from the URL
   return h('section', { 'data-testid': 'groups-section' }, actions, holder);
 }
 
