@@ -167,14 +167,36 @@ class Server:
             for i in range(0, size_mib, 2):
                 f.seek(i * 1024 * 1024)
                 f.write(bytes([(seed * 31 + i) % 251 + 1]) * 65536)
-        env = dict(os.environ, CAIRN_REPO=f"{self.url}/default", CAIRN_TOKEN=self.admin_token,
+        return self.backup_file(vm_id, backup_time, img)
+
+    def client(self, *args, token=None, timeout=300):
+        """The real `cairn ARGS…` against the default store (repo, token and
+        fingerprint from the environment, as an operator would set them);
+        `token` None means the admin token. Returns the CompletedProcess
+        (text); a non-zero exit fails."""
+        env = dict(os.environ, CAIRN_REPO=f"{self.url}/default",
+                   CAIRN_TOKEN=self.admin_token if token is None else token,
                    CAIRN_FINGERPRINT=self.fingerprint)
-        r = subprocess.run([os.path.join(BINARY_DIR, "client", "cairn"), "--output", "json", "backup",
-                            "image", "--id", str(vm_id), "--backup-time", backup_time, img],
-                           env=env, cwd=self.tmp, capture_output=True, text=True, timeout=300)
+        r = subprocess.run([os.path.join(BINARY_DIR, "client", "cairn"), *args],
+                           env=env, cwd=self.tmp, capture_output=True, text=True, timeout=timeout)
         if r.returncode != 0:
-            raise AssertionError(f"cairn backup image failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+            raise AssertionError(f"cairn {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+        return r
+
+    def backup_file(self, vm_id, backup_time, img, token=None):
+        """`cairn backup image` of the image file `img` (with `token`, None:
+        the admin token). Returns the snapshot."""
+        self.client("--output", "json", "backup", "image", "--id", str(vm_id),
+                    "--backup-time", backup_time, img, token=token)
         return f"vm/{vm_id}/{backup_time}"
+
+    def create_token(self, auth_id, store="default", role="Backup"):
+        """`cairn-server token create USER!NAME` granted `role`; the full
+        token (USER!NAME:SECRET)."""
+        out = self.admin_command("token", "create", auth_id).strip().splitlines()
+        token = next(l for l in out if l.startswith(auth_id + ":"))
+        self.admin_command("acl", "set", "--store", store, "--role", role, "--auth", auth_id)
+        return token
 
 
 def make_driver(width=1280, height=800):
