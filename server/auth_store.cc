@@ -116,6 +116,14 @@ Result<std::vector<std::string>> AuthStore::ListUsers() {
   return storage::ReadTextColumn(st);
 }
 
+Status AuthStore::RequireUserLocked(const std::string& user) {
+  Stmt exists(db_, "SELECT 1 FROM users WHERE name = ?");
+  exists.Text(1, user);
+  CAIRN_ASSIGN_OR_RETURN(bool found, exists.Step());
+  if (!found) return Status::NotFound("no user " + user);
+  return Status::OK();
+}
+
 Result<std::string> AuthStore::CreateToken(const std::string& auth_id) {
   std::string user, token;
   CAIRN_RETURN_IF_ERROR(SplitTokenId(auth_id, &user, &token));
@@ -124,10 +132,7 @@ Result<std::string> AuthStore::CreateToken(const std::string& auth_id) {
   std::string secret_hex = HexOf(secret, sizeof(secret));
   std::string hash = storage::Sha256(secret_hex).ToHex();
   MutexLock lock(&mu_);
-  Stmt exists(db_, "SELECT 1 FROM users WHERE name = ?");
-  exists.Text(1, user);
-  CAIRN_ASSIGN_OR_RETURN(bool found, exists.Step());
-  if (!found) return Status::NotFound("no user " + user);
+  CAIRN_RETURN_IF_ERROR(RequireUserLocked(user));
   Stmt st(db_, "INSERT INTO tokens (user, name, secret_sha256, created) VALUES (?, ?, ?, ?)");
   st.Text(1, user).Text(2, token).Text(3, hash).Int(4, static_cast<int64_t>(std::time(nullptr)));
   Status s = st.Run();
@@ -164,10 +169,7 @@ Status AuthStore::SetPassword(const std::string& user, const std::string& passwo
   CAIRN_RETURN_IF_ERROR(ValidateAuthPart(user, "user"));
   CAIRN_ASSIGN_OR_RETURN(std::string record, HashPassword(password));
   MutexLock lock(&mu_);
-  Stmt exists(db_, "SELECT 1 FROM users WHERE name = ?");
-  exists.Text(1, user);
-  CAIRN_ASSIGN_OR_RETURN(bool found, exists.Step());
-  if (!found) return Status::NotFound("no user " + user);
+  CAIRN_RETURN_IF_ERROR(RequireUserLocked(user));
   Stmt st(db_, "UPDATE users SET password = ? WHERE name = ?");
   st.Text(1, record).Text(2, user);
   return st.Run();

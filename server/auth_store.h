@@ -110,6 +110,8 @@ class AuthStore {
 
  private:
   explicit AuthStore(sqlite3* db) : db_(db) {}
+  // NotFound unless `user` exists.
+  Status RequireUserLocked(const std::string& user) CAIRN_REQUIRES(mu_);
   Mutex mu_;
   sqlite3* db_ CAIRN_GUARDED_BY(mu_);
 };

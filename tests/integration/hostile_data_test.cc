@@ -81,17 +81,8 @@ class HostileDataTest : public ::testing::Test {
         << "wait status " << status << "\n" << server_->Log();
   }
 
-  // A user with one token holding `role` on the default store; returns the
-  // full token ("user!t:SECRET").
   std::string AddToken(const std::string& user, const std::string& role) {
-    EXPECT_EQ(RunServerCommand(dir_.path(), {"user", "add", user}).exit_code, 0);
-    auto tok = RunServerCommand(dir_.path(), {"token", "create", user + "!t"});
-    EXPECT_EQ(tok.exit_code, 0) << tok.output;
-    EXPECT_EQ(RunServerCommand(dir_.path(), {"acl", "set", "--store", "default", "--role", role,
-                                             "--auth", user + "!t"})
-                  .exit_code,
-              0);
-    return tok.output.substr(0, tok.output.find('\n'));
+    return AddUserToken(dir_.path(), user, role);
   }
 
   bool Alive() {

@@ -32,17 +32,8 @@ class ServerDataApiTest : public ::testing::Test {
     admin_ = std::make_unique<ApiClient>(server_->port(), server_->AdminToken());
   }
 
-  // A user with one token holding `role` on the default store; the full
-  // token ("user!t:SECRET").
   std::string AddToken(const std::string& user, const std::string& role) {
-    EXPECT_EQ(RunServerCommand(dir_.path(), {"user", "add", user}).exit_code, 0);
-    auto tok = RunServerCommand(dir_.path(), {"token", "create", user + "!t"});
-    EXPECT_EQ(tok.exit_code, 0) << tok.output;
-    EXPECT_EQ(RunServerCommand(dir_.path(), {"acl", "set", "--store", "default", "--role", role,
-                                             "--auth", user + "!t"})
-                  .exit_code,
-              0);
-    return tok.output.substr(0, tok.output.find('\n'));
+    return AddUserToken(dir_.path(), user, role);
   }
   std::unique_ptr<ApiClient> ClientAs(const std::string& user, const std::string& role) {
     return std::make_unique<ApiClient>(server_->port(), AddToken(user, role));

@@ -63,19 +63,32 @@ class WebhookPeer {
   std::vector<json> bodies_;
 };
 
+// Looks every second; the webhook on `port`, checked against `ca` if given.
+std::vector<std::string> WebhookArgs(int port, const std::string& ca) {
+  std::vector<std::string> args = {"--overdue-check-interval", "1", "--notify-webhook",
+                                   "https://127.0.0.1:" + std::to_string(port) + "/hook"};
+  if (!ca.empty()) args.insert(args.end(), {"--notify-webhook-ca", ca});
+  return args;
+}
+
+// A server whose default store's groups are overdue a minute after their
+// newest snapshot (set while it runs: it reads the setting at every look).
+std::unique_ptr<ServerProcess> StartWithStaleAfter60(const std::string& dir,
+                                                     const std::vector<std::string>& args) {
+  auto server = ServerProcess::Start(dir, args);
+  if (server == nullptr) return nullptr;
+  auto set = RunServerCommand(dir, {"datastore", "set", "default", "--stale-after", "60"});
+  EXPECT_EQ(set.exit_code, 0) << set.output;
+  return server;
+}
+
 TEST(ServerOverdueTest, AnOverdueGroupIsAnnouncedOncePerEpisode) {
   TempDir dir;
   WebhookPeer peer(dir.path());
   ASSERT_GT(peer.port(), 0);
-  const std::vector<std::string> args = {
-      "--overdue-check-interval", "1", "--notify-webhook",
-      "https://127.0.0.1:" + std::to_string(peer.port()) + "/hook", "--notify-webhook-ca",
-      peer.cert()};
-  auto server = ServerProcess::Start(dir.path(), args);
+  const auto args = WebhookArgs(peer.port(), peer.cert());
+  auto server = StartWithStaleAfter60(dir.path(), args);
   ASSERT_NE(server, nullptr);
-  // Set while the server runs: it reads the setting at every look.
-  auto set = RunServerCommand(dir.path(), {"datastore", "set", "default", "--stale-after", "60"});
-  ASSERT_EQ(set.exit_code, 0) << set.output;
   ApiClient admin(server->port(), server->AdminToken());
   const int64_t now = static_cast<int64_t>(std::time(nullptr));
   const std::string img = MakeImage(2, 7);
@@ -131,13 +144,8 @@ TEST(ServerOverdueTest, AWebhookThatFailsIsTriedAgain) {
   // A peer whose certificate the server does not trust (no CA file given,
   // and it is self-signed): every POST fails the TLS check.
   WebhookPeer untrusted(dir.path());
-  const std::vector<std::string> args = {
-      "--overdue-check-interval", "1", "--notify-webhook",
-      "https://127.0.0.1:" + std::to_string(untrusted.port()) + "/hook"};
-  auto server = ServerProcess::Start(dir.path(), args);
+  auto server = StartWithStaleAfter60(dir.path(), WebhookArgs(untrusted.port(), ""));
   ASSERT_NE(server, nullptr);
-  auto set = RunServerCommand(dir.path(), {"datastore", "set", "default", "--stale-after", "60"});
-  ASSERT_EQ(set.exit_code, 0) << set.output;
   ApiClient admin(server->port(), server->AdminToken());
   const int64_t now = static_cast<int64_t>(std::time(nullptr));
   BackupImage(admin, "vm/100", now - 3600, MakeImage(1, 3));

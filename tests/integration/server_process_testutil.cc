@@ -25,15 +25,6 @@ std::string BinaryPath(const std::string& rel) {
   return path;
 }
 
-TempDir::TempDir() {
-  char tmpl[] = "/tmp/cairn-test-XXXXXX";
-  char* p = ::mkdtemp(tmpl);
-  if (p == nullptr) throw std::runtime_error("mkdtemp failed");
-  path_ = p;
-}
-
-TempDir::~TempDir() { (void)storage::RemoveAll(storage::Env::Default(), path_); }
-
 namespace {
 
 std::string ReadFile(const std::string& path) {
@@ -121,6 +112,18 @@ int ServerProcess::Stop(int sig) {
 }
 
 std::string ServerProcess::Log() const { return ReadFile(data_dir_ + "/server.log"); }
+
+std::string AddUserToken(const std::string& data_dir, const std::string& user,
+                         const std::string& role) {
+  EXPECT_EQ(RunServerCommand(data_dir, {"user", "add", user}).exit_code, 0);
+  auto tok = RunServerCommand(data_dir, {"token", "create", user + "!t"});
+  EXPECT_EQ(tok.exit_code, 0) << tok.output;
+  EXPECT_EQ(RunServerCommand(data_dir, {"acl", "set", "--store", "default", "--role", role,
+                                        "--auth", user + "!t"})
+                .exit_code,
+            0);
+  return tok.output.substr(0, tok.output.find('\n'));
+}
 
 CommandResult RunServerCommand(const std::string& data_dir, const std::vector<std::string>& args) {
   std::vector<std::string> all = {"--data", data_dir};

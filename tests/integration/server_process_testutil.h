@@ -13,22 +13,13 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include "tests/storage/temp_dir_testutil.h"
+
 namespace cairn::testing {
 
 // Path of a built binary: <build dir>/<rel> (the build dir is compiled in;
 // $CAIRN_BINARY_DIR overrides it). Fails the test loudly when it is missing.
 std::string BinaryPath(const std::string& rel);
-
-// A fresh temporary directory, removed by the destructor.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 class ServerProcess {
  public:
@@ -61,6 +52,10 @@ struct CommandResult {
 };
 // Runs `cairn-server --data <data_dir> <args...>` to completion.
 CommandResult RunServerCommand(const std::string& data_dir, const std::vector<std::string>& args);
+// Adds user `user` with one token "user!t" holding `role` on the default
+// store (through the admin commands); returns the full token "user!t:SECRET".
+std::string AddUserToken(const std::string& data_dir, const std::string& user,
+                         const std::string& role);
 // Runs the built binary `rel` (e.g. "client/cairn") with `args`, adding
 // `env` ("NAME=value") to the environment; output is collected in a file in
 // `work_dir`.

@@ -9,6 +9,7 @@
 
 #include "server/password_hash.h"
 #include "storage/env.h"
+#include "tests/storage/temp_dir_testutil.h"
 
 namespace cairn::server {
 namespace {
@@ -16,9 +17,7 @@ namespace {
 class AuthStoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/cairn-auth-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
+    dir_ = tmp_.path();
     auto store = AuthStore::Open(dir_ + "/auth.db");
     ASSERT_TRUE(store.ok()) << store.status().ToString();
     auth_ = std::move(store).value();
@@ -26,7 +25,6 @@ class AuthStoreTest : public ::testing::Test {
   }
   void TearDown() override {
     auth_.reset();
-    (void)storage::RemoveAll(storage::Env::Default(), dir_);
   }
 
   // The stored record, read (and written) with SQLite directly.
@@ -55,6 +53,7 @@ class AuthStoreTest : public ::testing::Test {
     sqlite3_close(db);
   }
 
+  cairn::testing::TempDir tmp_;
   std::string dir_;
   std::unique_ptr<AuthStore> auth_;
 };

@@ -14,6 +14,7 @@
 #include "storage/env.h"
 #include "storage/names.h"
 #include "tests/storage/datastore_testutil.h"
+#include "tests/storage/temp_dir_testutil.h"
 
 namespace cairn::server {
 namespace {
@@ -23,9 +24,7 @@ using storage::Digest;
 class GroupUsageTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/cairn-usage-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
+    dir_ = tmp_.path();
     path_ = storage::JoinPath(dir_, "store");
     ASSERT_TRUE(storage::TestDatastores::Create(path_).ok());
     auto ds = storage::Datastore::Open(storage::Env::Default(), path_);
@@ -43,7 +42,6 @@ class GroupUsageTest : public ::testing::Test {
     sync_.reset();
     store_.reset();
     catalog_.reset();
-    (void)storage::RemoveAll(storage::Env::Default(), dir_);
   }
   // Stores a chunk of `n` bytes of `fill`; its digest.
   Digest Chunk(char fill, size_t n) {
@@ -71,6 +69,7 @@ class GroupUsageTest : public ::testing::Test {
     return r.ok() ? *r : UniqueBytes();
   }
 
+  cairn::testing::TempDir tmp_;
   std::string dir_, path_;
   std::unique_ptr<storage::Datastore> store_;
   std::unique_ptr<storage::Catalog> catalog_;

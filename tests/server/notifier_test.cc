@@ -13,6 +13,7 @@
 
 #include "server/overdue.h"
 #include "storage/env.h"
+#include "tests/storage/temp_dir_testutil.h"
 
 namespace cairn::server {
 namespace {
@@ -27,14 +28,11 @@ NotifierOptions MailTo(const std::string& to, const std::string& sendmail = "/us
 class NotifierTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/cairn-notify-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
+    dir_ = tmp_.path();
     // Appends its arguments and its input to mail.txt; exits `rc`.
     script_ = dir_ + "/sendmail";
     WriteScript(0);
   }
-  void TearDown() override { (void)storage::RemoveAll(storage::Env::Default(), dir_); }
   void WriteScript(int rc) {
     std::ofstream(script_) << "#!/bin/sh\necho \"ARGS $*\" >> " << dir_
                            << "/mail.txt\ncat >> " << dir_ << "/mail.txt\nexit " << rc << "\n";
@@ -52,6 +50,7 @@ class NotifierTest : public ::testing::Test {
     return std::move(*n);
   }
 
+  cairn::testing::TempDir tmp_;
   std::string dir_, script_;
 };
 

@@ -10,6 +10,7 @@
 
 #include "server/request_auth.h"
 #include "storage/env.h"
+#include "tests/storage/temp_dir_testutil.h"
 
 namespace cairn::server {
 namespace {
@@ -118,9 +119,7 @@ TEST(CookieValueTest, FindsTheNamedCookie) {
 class RequestAuthTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/cairn-reqauth-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
+    dir_ = tmp_.path();
     auto store = AuthStore::Open(dir_ + "/auth.db");
     ASSERT_TRUE(store.ok());
     auth_ = std::move(store).value();
@@ -137,7 +136,6 @@ class RequestAuthTest : public ::testing::Test {
   }
   void TearDown() override {
     auth_.reset();
-    (void)storage::RemoveAll(storage::Env::Default(), dir_);
   }
 
   Result<Principal> Auth(const std::string& method, const std::string* csrf,
@@ -150,6 +148,7 @@ class RequestAuthTest : public ::testing::Test {
     return AuthenticateRequest(*auth_, sessions_, c, kT0 + 1);
   }
 
+  cairn::testing::TempDir tmp_;
   std::string dir_;
   std::unique_ptr<AuthStore> auth_;
   WebSessions sessions_;
