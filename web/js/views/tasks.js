@@ -89,6 +89,7 @@ async function renderLog(main, id, app) {
       if (stopped) return;
       main.setAttribute('data-log-state', state);
       if (state === 'running') {
+        drawHead(task);  // the duration goes on
         status.textContent = 'Following the running task…';
         timer = setTimeout(poll, POLL_MS);
       } else {
