@@ -64,8 +64,11 @@ Status Login(Server* server, const httplib::Request& req, httplib::Response& res
                                         : auth->Authenticate("CairnToken " + r.token);
   if (!p.ok()) {
     if (!p.status().IsUnauthenticated()) return p.status();
-    limiter->Failure(user_key, now);
-    limiter->Failure(addr_key, now);
+    // The lock counts from the failure, not from the request: the hash
+    // before it may have taken a while.
+    const int64_t failed_at = Now();
+    limiter->Failure(user_key, failed_at);
+    limiter->Failure(addr_key, failed_at);
     return Status::Unauthenticated("login failed");
   }
   // Only the name is forgiven: one good account must not reset the count of

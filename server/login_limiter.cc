@@ -37,7 +37,9 @@ void LoginLimiter::Failure(const std::string& key, int64_t now) {
     const int64_t delay = over >= 30 ? limits_.max_delay_seconds
                                      : std::min<int64_t>(int64_t{1} << over,
                                                          limits_.max_delay_seconds);
-    e.locked_until = now + delay;
+    // Times are whole seconds: one more, so that the lock lasts at least
+    // `delay` whatever fraction of the second `now` was.
+    e.locked_until = now + delay + 1;
   }
 }
 

@@ -14,13 +14,16 @@ TEST(LoginLimiterTest, FiveFreeFailuresThenDoublingDelays) {
     l.Failure("user:a", t);
     EXPECT_EQ(l.RetryAfter("user:a", t), 0) << i;
   }
-  l.Failure("user:a", t);  // the fifth
-  EXPECT_EQ(l.RetryAfter("user:a", t), 1);
-  EXPECT_EQ(l.RetryAfter("user:a", t + 1), 0);
-  l.Failure("user:a", t + 1);
-  EXPECT_EQ(l.RetryAfter("user:a", t + 1), 2);
-  l.Failure("user:a", t + 3);
-  EXPECT_EQ(l.RetryAfter("user:a", t + 3), 4);
+  // Whole seconds: a lock of D seconds ends D + 1 after the failure's
+  // second, so it lasts at least D whatever fraction of it had passed.
+  l.Failure("user:a", t);  // the fifth: 1 s
+  EXPECT_EQ(l.RetryAfter("user:a", t), 2);
+  EXPECT_EQ(l.RetryAfter("user:a", t + 1), 1);
+  EXPECT_EQ(l.RetryAfter("user:a", t + 2), 0);
+  l.Failure("user:a", t + 2);  // 2 s
+  EXPECT_EQ(l.RetryAfter("user:a", t + 2), 3);
+  l.Failure("user:a", t + 5);  // 4 s
+  EXPECT_EQ(l.RetryAfter("user:a", t + 5), 5);
   EXPECT_EQ(l.RetryAfter("user:b", t + 3), 0);  // keys are separate
 }
 
@@ -28,9 +31,9 @@ TEST(LoginLimiterTest, DelayIsCappedAtFifteenMinutes) {
   LoginLimiter l;
   int64_t t = 0;
   for (int i = 0; i < 100; ++i) l.Failure("addr:1.2.3.4", t);
-  EXPECT_EQ(l.RetryAfter("addr:1.2.3.4", t), 900);
-  EXPECT_EQ(l.RetryAfter("addr:1.2.3.4", t + 899), 1);
-  EXPECT_EQ(l.RetryAfter("addr:1.2.3.4", t + 900), 0);
+  EXPECT_EQ(l.RetryAfter("addr:1.2.3.4", t), 901);
+  EXPECT_EQ(l.RetryAfter("addr:1.2.3.4", t + 900), 1);
+  EXPECT_EQ(l.RetryAfter("addr:1.2.3.4", t + 901), 0);
 }
 
 TEST(LoginLimiterTest, SuccessForgetsAndQuietTimeForgets) {
@@ -42,10 +45,10 @@ TEST(LoginLimiterTest, SuccessForgetsAndQuietTimeForgets) {
   EXPECT_EQ(l.size(), 0u);
 
   for (int i = 0; i < 5; ++i) l.Failure("user:b", 100);
-  EXPECT_EQ(l.RetryAfter("user:b", 100), 1);
+  EXPECT_EQ(l.RetryAfter("user:b", 100), 2);
   // Quiet for 15 minutes after the lock: the count starts again.
-  l.Failure("user:b", 100 + 1 + 900);
-  EXPECT_EQ(l.RetryAfter("user:b", 100 + 1 + 900), 0);
+  l.Failure("user:b", 100 + 2 + 900);
+  EXPECT_EQ(l.RetryAfter("user:b", 100 + 2 + 900), 0);
 }
 
 TEST(LoginLimiterTest, MemoryIsBounded) {
