@@ -4,28 +4,6 @@
 #include "server/api_common.h"
 
 namespace cairn::server::api {
-namespace {
-
-// Refuses any key but `allowed` in a body.
-Status OnlyKeys(const json& body, std::initializer_list<const char*> allowed) {
-  for (const auto& [key, value] : body.items()) {
-    bool known = false;
-    for (const char* a : allowed) known = known || key == a;
-    if (!known) return Status::InvalidArgument("unknown field \"" + key + "\"");
-  }
-  return Status::OK();
-}
-
-// A required string field.
-Result<std::string> Required(const json& body, const char* key) {
-  auto it = body.find(key);
-  if (it == body.end() || !it->is_string()) {
-    return Status::InvalidArgument(std::string(key) + " must be a string");
-  }
-  return it->get<std::string>();
-}
-
-}  // namespace
 
 void RegisterAccessRoutes(Service* service, httplib::Server* http) {
   http->Get("/api/v1/access/users", Wrap([service](const httplib::Request& req,
@@ -43,10 +21,10 @@ void RegisterAccessRoutes(Service* service, httplib::Server* http) {
     CAIRN_ASSIGN_OR_RETURN(Principal p, Caller(*service, req));
     CAIRN_ASSIGN_OR_RETURN(json body, ParseBody(req));
     CAIRN_RETURN_IF_ERROR(OnlyKeys(body, {"user", "password"}));
-    CAIRN_ASSIGN_OR_RETURN(std::string user, Required(body, "user"));
+    CAIRN_ASSIGN_OR_RETURN(std::string user, RequiredString(body, "user"));
     std::optional<std::string> password;
     if (body.contains("password") && !body["password"].is_null()) {
-      CAIRN_ASSIGN_OR_RETURN(password, Required(body, "password"));
+      CAIRN_ASSIGN_OR_RETURN(password, RequiredString(body, "password"));
     }
     CAIRN_RETURN_IF_ERROR(service->AddUser(p, user, password));
     SendJson(res, 201, {{"user", user}});
@@ -58,7 +36,7 @@ void RegisterAccessRoutes(Service* service, httplib::Server* http) {
     CAIRN_ASSIGN_OR_RETURN(Principal p, Caller(*service, req));
     CAIRN_ASSIGN_OR_RETURN(json body, ParseBody(req));
     CAIRN_RETURN_IF_ERROR(OnlyKeys(body, {"password"}));
-    CAIRN_ASSIGN_OR_RETURN(std::string password, Required(body, "password"));
+    CAIRN_ASSIGN_OR_RETURN(std::string password, RequiredString(body, "password"));
     const std::string user = req.matches[1];
     CAIRN_RETURN_IF_ERROR(service->SetPassword(p, user, password));
     SendJson(res, 200, {{"user", user}});
@@ -81,7 +59,7 @@ void RegisterAccessRoutes(Service* service, httplib::Server* http) {
     CAIRN_ASSIGN_OR_RETURN(Principal p, Caller(*service, req));
     CAIRN_ASSIGN_OR_RETURN(json body, ParseBody(req));
     CAIRN_RETURN_IF_ERROR(OnlyKeys(body, {"auth_id"}));
-    CAIRN_ASSIGN_OR_RETURN(std::string auth_id, Required(body, "auth_id"));
+    CAIRN_ASSIGN_OR_RETURN(std::string auth_id, RequiredString(body, "auth_id"));
     CAIRN_ASSIGN_OR_RETURN(std::string secret, service->CreateToken(p, auth_id));
     res.set_header("Cache-Control", "no-store");
     SendJson(res, 201, {{"auth_id", auth_id}, {"secret", secret}});
@@ -116,12 +94,12 @@ void RegisterAccessRoutes(Service* service, httplib::Server* http) {
     CAIRN_ASSIGN_OR_RETURN(Principal p, Caller(*service, req));
     CAIRN_ASSIGN_OR_RETURN(json body, ParseBody(req));
     CAIRN_RETURN_IF_ERROR(OnlyKeys(body, {"store", "auth_id", "role"}));
-    CAIRN_ASSIGN_OR_RETURN(std::string store, Required(body, "store"));
-    CAIRN_ASSIGN_OR_RETURN(std::string auth_id, Required(body, "auth_id"));
+    CAIRN_ASSIGN_OR_RETURN(std::string store, RequiredString(body, "store"));
+    CAIRN_ASSIGN_OR_RETURN(std::string auth_id, RequiredString(body, "auth_id"));
     if (!body.contains("role")) return Status::InvalidArgument("role must be given (null removes)");
     std::optional<Role> role;
     if (!body["role"].is_null()) {
-      CAIRN_ASSIGN_OR_RETURN(std::string name, Required(body, "role"));
+      CAIRN_ASSIGN_OR_RETURN(std::string name, RequiredString(body, "role"));
       CAIRN_ASSIGN_OR_RETURN(role, ParseRole(name));
     }
     CAIRN_RETURN_IF_ERROR(service->SetAcl(p, store, auth_id, role));

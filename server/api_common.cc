@@ -64,6 +64,30 @@ Result<std::string> StringField(const json& j, const char* key, const std::strin
   return it->get<std::string>();
 }
 
+Result<std::string> RequiredString(const json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_string()) {
+    return Status::InvalidArgument(std::string(key) + " must be a string");
+  }
+  return it->get<std::string>();
+}
+
+Result<std::optional<std::string>> OptionalString(const json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end()) return std::optional<std::string>();
+  if (!it->is_string()) return Status::InvalidArgument(std::string(key) + " must be a string");
+  return std::optional<std::string>(it->get<std::string>());
+}
+
+Status OnlyKeys(const json& body, std::initializer_list<const char*> allowed) {
+  for (const auto& [key, value] : body.items()) {
+    bool known = false;
+    for (const char* a : allowed) known = known || key == a;
+    if (!known) return Status::InvalidArgument("unknown field \"" + key + "\"");
+  }
+  return Status::OK();
+}
+
 Result<std::optional<bool>> BoolField(const json& j, const char* key) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return std::optional<bool>();

@@ -10,6 +10,7 @@
 #include <httplib.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <optional>
 #include <string>
 
@@ -34,6 +35,13 @@ void SendError(const httplib::Request& req, httplib::Response& res, const Status
 Result<json> ParseBody(const httplib::Request& req);
 // A string field; `fallback` when absent or null, InvalidArgument when not a string.
 Result<std::string> StringField(const json& j, const char* key, const std::string& fallback = "");
+// A required string field; InvalidArgument when absent or not a string.
+Result<std::string> RequiredString(const json& j, const char* key);
+// An optional string field: unset when absent, InvalidArgument when present
+// and not a string (null included).
+Result<std::optional<std::string>> OptionalString(const json& j, const char* key);
+// InvalidArgument for any key of `body` not in `allowed`.
+Status OnlyKeys(const json& body, std::initializer_list<const char*> allowed);
 // An optional boolean field; InvalidArgument when present and not a boolean.
 Result<std::optional<bool>> BoolField(const json& j, const char* key);
 // A required query parameter.

@@ -8,14 +8,6 @@
 namespace cairn::server::api {
 namespace {
 
-// An optional string field: unset when absent, InvalidArgument when not a string.
-Result<std::optional<std::string>> OptionalString(const json& body, const char* key) {
-  auto it = body.find(key);
-  if (it == body.end()) return std::optional<std::string>();
-  if (!it->is_string()) return Status::InvalidArgument(std::string(key) + " must be a string");
-  return std::optional<std::string>(it->get<std::string>());
-}
-
 // The fields of a job in a request body; InvalidArgument for any other key
 // or a field of the wrong type.
 Result<JobPatch> JobPatchFromJson(const json& body) {
