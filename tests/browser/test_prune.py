@@ -15,11 +15,13 @@ import cairn_browser  # noqa: E402
 class PruneTest(cairn_browser.BrowserTest):
     def preview(self):
         """The dialog's preview, newest first: (time, keep, text) per snapshot."""
-        out = []
-        for item in self.all('[data-testid="prune-item"]'):
-            when = item.find_element("css selector", ".mono").text
-            out.append((when, item.get_attribute("data-keep") == "true", item.text[len(when):].strip()))
-        return out
+        # Read in one script: the list is re-rendered while options are typed,
+        # and elements fetched one by one could go stale in between.
+        items = self.driver.execute_script(
+            "return Array.from(document.querySelectorAll('[data-testid=\"prune-item\"]')).map((i) => "
+            "[i.querySelector('.mono') ? i.querySelector('.mono').innerText : '', "
+            "i.getAttribute('data-keep'), i.innerText]);")
+        return [(when, keep == "true", text[len(when):].strip()) for when, keep, text in items]
 
     def cli_dry_run(self, group, *options):
         """`cairn --output json prune GROUP OPTIONS --dry-run` (the real client)
