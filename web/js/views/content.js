@@ -47,6 +47,15 @@ function mode(client) {
   return modes.length === 0 ? DASH : modes.length === 1 ? modes[0] : 'mixed';
 }
 
+// A lock and the key's fingerprint for an encrypted snapshot (the server
+// cannot read it; restoring needs that key).
+function encryptionCell(s) {
+  if (!s.encrypted) return h('td', { 'data-testid': 'encryption' }, 'none');
+  return h('td', { 'data-testid': 'encryption', title: `Encrypted with key ${s.fingerprint}` },
+    h('span', { 'aria-label': 'encrypted', role: 'img' }, '🔒'), ' ',
+    h('code', { 'data-testid': 'fingerprint' }, s.fingerprint || ''));
+}
+
 function verifyCell(v) {
   if (!v || !v.state) return DASH;
   return h('span', {}, h('span', { class: `state state-${v.state}`, 'data-testid': 'verify-state' }, v.state),
@@ -288,7 +297,7 @@ async function snapshotsView(store, group, params, app) {
   const snaps = r.data;
   const total = Number(r.headers.get('X-Total-Count') ?? snaps.length);
   const refresh = () => app.render();
-  const head = ['', 'Backup time', 'Size', 'Owner', 'Verify', 'Protected', 'Notes', 'Consistency', 'Mode', 'Actions'];
+  const head = ['', 'Backup time', 'Size', 'Owner', 'Verify', 'Protected', 'Encryption', 'Notes', 'Consistency', 'Mode', 'Actions'];
   const tbody = h('tbody');
   for (const s of snaps) {
     if (s.error) {
@@ -307,6 +316,7 @@ async function snapshotsView(store, group, params, app) {
       h('td', {}, orDash(s.owner)),
       h('td', {}, verifyCell(s.verify)),
       h('td', { 'data-testid': 'protected' }, s.protected ? 'yes' : 'no'),
+      encryptionCell(s),
       h('td', { class: 'notes', 'data-testid': 'notes', title: s.notes || '' }, firstLine(s.notes)),
       h('td', {}, orDash(s.client && s.client.consistency)),
       h('td', {}, mode(s.client)),
