@@ -582,6 +582,13 @@ Result<std::unique_ptr<ImageDownload>> Service::OpenDownload(const StoreCaller& 
                                                              const std::string& archive) {
   CAIRN_RETURN_IF_ERROR(storage::ValidateName(storage::NameKind::kArchive, archive));
   CAIRN_ASSIGN_OR_RETURN(auto reader, OpenReader(c, ref));
+  if (reader->manifest().crypt) {
+    // The server holds no key: it cannot make the image.
+    CloseReader(reader);
+    return Status::InvalidArgument("snapshot " + ref.ToString() + " is encrypted with key " +
+                                   reader->manifest().crypt->fingerprint +
+                                   ": restore it with `cairn restore` and that key");
+  }
   return ImageDownload::Open(std::move(reader), server_->sessions(), archive);
 }
 

@@ -66,9 +66,10 @@ function snapshotTime(snapshot) {
   return snapshot.slice(snapshot.lastIndexOf('/') + 1);
 }
 
-export function restoreCommand(store, snapshot, archive) {
+export function restoreCommand(store, snapshot, archive, encrypted) {
   const target = restoreTarget(archive);
-  return `cairn --repo https://${location.host}/${store} restore ${snapshot} ${archive} ${target}`;
+  const key = encrypted ? ' --keyfile KEYFILE' : '';
+  return `cairn --repo https://${location.host}/${store} restore ${snapshot} ${archive} ${target}${key}`;
 }
 
 // The file a disk archive is restored to: its name without .fidx, as .raw.
@@ -237,10 +238,11 @@ async function pruneDialog(store, group, app) {
 function archivesRow(store, snap, colspan) {
   const items = (snap.archives || []).map((a) => {
     const isDisk = /\.fidx$/.test(a.name);
-    const cmd = isDisk ? restoreCommand(store, snap.snapshot, a.name) : null;
+    const cmd = isDisk ? restoreCommand(store, snap.snapshot, a.name, snap.encrypted) : null;
+    // The server has no key: an encrypted image is restored by the client only.
     return h('li', { 'data-testid': 'archive', 'data-archive': a.name },
       h('strong', {}, a.name), ` ${formatBytes(a.size)} `,
-      isDisk ? h('a', { href: api.downloadUrl(store, snap.snapshot, a.name), download: restoreTarget(a.name),
+      isDisk && !snap.encrypted ? h('a', { href: api.downloadUrl(store, snap.snapshot, a.name), download: restoreTarget(a.name),
                         'data-testid': 'download' }, 'Download') : null,
       cmd ? h('div', { class: 'cmd' },
         h('code', { 'data-testid': 'restore-cmd' }, cmd),
