@@ -4,8 +4,9 @@
 // flags, how a command registers its subcommand and runs, and how errors,
 // sizes and rates are printed. main.cc only wires the commands together.
 //
-// Exit codes: 0 done, 2 a bad argument (InvalidArgument; CLI11 uses 2 for
-// its own parse errors too), 1 anything else.
+// Exit codes: 0 done, 2 a bad argument (InvalidArgument, and every command
+// line CLI11 refuses: main.cc maps its own codes to 2), 1 anything else
+// (a wrong passphrase, a file that exists, the server's refusal, …).
 //
 // Not thread-safe: the command line runs on one thread.
 
@@ -55,6 +56,9 @@ void AddBackupCommands(CLI::App& app, const GlobalOptions& global, std::vector<C
 void AddRestoreCommand(CLI::App& app, const GlobalOptions& global, std::vector<Command>* commands);
 // `bitmaps` and `cleanup`.
 void AddBitmapCommands(CLI::App& app, const GlobalOptions& global, std::vector<Command>* commands);
+// `key create`, `key change-passphrase`, `key show`, `key paperkey`,
+// `key import-paperkey`, `key create-master`.
+void AddKeyCommands(CLI::App& app, const GlobalOptions& global, std::vector<Command>* commands);
 
 // Prints "cairn: <message>" to stderr; returns the exit code for `s`.
 int Fail(const Status& s);

@@ -6,8 +6,10 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/pkcs12.h>
 #include <openssl/rand.h>
 #include <openssl/rsa.h>
+#include <openssl/x509.h>
 #include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
@@ -40,6 +42,8 @@ constexpr size_t kMaxPassphraseLength = 4096;
 constexpr size_t kPaperLineChars = 64;
 constexpr int kMasterKeyBits = 3072;
 constexpr int kMinMasterKeyBits = 2048;
+constexpr int kMasterPemIterations = 600000;
+constexpr int kMasterPemSaltSize = 16;
 constexpr std::string_view kPaperBegin = "-----BEGIN CAIRN PAPERKEY-----";
 constexpr std::string_view kPaperEnd = "-----END CAIRN PAPERKEY-----";
 constexpr std::string_view kFingerprintPrefix = "fingerprint:";
@@ -496,12 +500,22 @@ Result<std::string> PemOf(EVP_PKEY* key, bool is_private, std::string_view passp
   Bio bio(BIO_new(BIO_s_mem()));
   if (bio == nullptr) return Status::IOError("out of memory");
   int ok = 0;
-  if (is_private) {
-    const EVP_CIPHER* cipher = passphrase.empty() ? nullptr : EVP_aes_256_cbc();
-    // PKCS#8 ("BEGIN [ENCRYPTED] PRIVATE KEY"); encrypted with a PBKDF2-derived key.
-    ok = PEM_write_bio_PKCS8PrivateKey(bio.get(), key, cipher,
-                                       passphrase.empty() ? nullptr : passphrase.data(),
-                                       static_cast<int>(passphrase.size()), nullptr, nullptr);
+  if (is_private && passphrase.empty()) {
+    ok = PEM_write_bio_PKCS8PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr);
+  } else if (is_private) {
+    // PKCS#8 PBES2: PBKDF2-HMAC-SHA256 with a random 16-byte salt and
+    // kMasterPemIterations (OpenSSL's PEM default is 2048: too cheap to guess
+    // passphrases against for a key that opens every backup), AES-256-CBC.
+    std::unique_ptr<PKCS8_PRIV_KEY_INFO, decltype(&PKCS8_PRIV_KEY_INFO_free)> p8(
+        EVP_PKEY2PKCS8(key), PKCS8_PRIV_KEY_INFO_free);
+    std::unique_ptr<X509_SIG, decltype(&X509_SIG_free)> sealed(
+        p8 == nullptr ? nullptr
+                      : PKCS8_encrypt_ex(-1, EVP_aes_256_cbc(), passphrase.data(),
+                                         static_cast<int>(passphrase.size()), nullptr,
+                                         kMasterPemSaltSize, kMasterPemIterations, p8.get(),
+                                         nullptr, nullptr),
+        X509_SIG_free);
+    ok = sealed != nullptr ? PEM_write_bio_PKCS8(bio.get(), sealed.get()) : 0;
   } else {
     ok = PEM_write_bio_PUBKEY(bio.get(), key);
   }
@@ -593,7 +607,7 @@ Status CheckScryptParams(const ScryptParams& params) {
 
 KeyFile::~KeyFile() { OPENSSL_cleanse(key.data(), key.size()); }
 
-std::string KeyFile::ToJson() const {
+std::string KeyFile::ToJson(bool compact) const {
   ordered_json j;
   j["version"] = 1;
   j["kdf"] = KeyKdfName(kdf);
@@ -607,7 +621,7 @@ std::string KeyFile::ToJson() const {
     j["tag"] = ToHex(tag);
     j["wrapped"] = ToHex(wrapped);
   }
-  return j.dump(2) + "\n";
+  return compact ? j.dump() : j.dump(2) + "\n";
 }
 
 Result<KeyFile> KeyFile::Parse(std::string_view text) {
@@ -737,7 +751,7 @@ Status WriteSecretFile(const std::string& path, std::string_view data, bool over
 // --- Paper key ---
 
 std::string RenderPaperKey(const KeyFile& file) {
-  std::string json_text = file.ToJson();
+  std::string json_text = file.ToJson(true);
   const std::string b64 = Base64Encode(json_text);
   OPENSSL_cleanse(json_text.data(), json_text.size());
   std::string out = std::string(kPaperBegin) + "\n" + std::string(kFingerprintPrefix) + " " +

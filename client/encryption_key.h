@@ -91,8 +91,9 @@ struct KeyFile {
   KeyFile(KeyFile&&) = default;
   KeyFile& operator=(KeyFile&&) = default;
 
-  // The file's JSON text (indented, ending in a newline).
-  std::string ToJson() const;
+  // The file's JSON text: indented and ending in a newline, or `compact`
+  // (one line, no spaces, no newline: what a paper key carries).
+  std::string ToJson(bool compact = false) const;
   // Parses and checks a key file's text: JSON of at most 64 KiB, version 1,
   // every field present with its type, hex of the right length, a
   // fingerprint of the form "xx:…" (23 chars), scrypt parameters in range.
@@ -145,10 +146,10 @@ Status WriteSecretFile(const std::string& path, std::string_view data, bool over
 //
 //   -----BEGIN CAIRN PAPERKEY-----
 //   fingerprint: 1f:2e:…
-//   <base64 of the key file JSON, 64 chars per line> <8 hex CRC32C of those chars>
+//   <base64 of the compact key file JSON, 64 chars per line> <8 hex CRC32C of those chars>
 //   -----END CAIRN PAPERKEY-----
 
-// The paper form of `file` (its ToJson text), ending in a newline.
+// The paper form of `file` (its ToJson(compact) text), ending in a newline.
 std::string RenderPaperKey(const KeyFile& file);
 // Reads a paper key back. Blank lines, surrounding spaces, CR and text
 // before BEGIN or after END are ignored; CRC hex in either case is accepted.
@@ -162,7 +163,10 @@ Result<KeyFile> ParsePaperKey(std::string_view text);
 // --- Master key (RSA-3072) ---
 
 struct MasterKeyPair {
-  std::string private_pem;  // PKCS#8; encrypted (AES-256-CBC) when a passphrase is given
+  // PKCS#8 ("PRIVATE KEY"), or encrypted PKCS#8 ("ENCRYPTED PRIVATE KEY":
+  // PBES2, PBKDF2-HMAC-SHA256 with 600000 iterations, AES-256-CBC) when a
+  // passphrase is given.
+  std::string private_pem;
   std::string public_pem;   // SubjectPublicKeyInfo
 };
 

@@ -34,8 +34,15 @@ int main(int argc, char** argv) {
   cairn::client::AddBackupCommands(app, global, &commands);
   cairn::client::AddRestoreCommand(app, global, &commands);
   cairn::client::AddBitmapCommands(app, global, &commands);
+  cairn::client::AddKeyCommands(app, global, &commands);
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // CLI11's own exit codes (105, 106, 109, …) are not the documented ones:
+    // every bad command line is 2 (client/cli.h); --help stays 0.
+    return app.exit(e) == 0 ? 0 : 2;
+  }
   for (const Command& c : commands) {
     if (c.app->parsed()) return c.run();
   }

@@ -101,6 +101,35 @@ TEST(CryptConfigTest, FingerprintIsStableAndComputedAsDocumented) {
   EXPECT_NE(Config(RandomBytes(32, 1)).fingerprint(), c.fingerprint());
 }
 
+std::string FromHexText(std::string_view hex) {
+  std::string out;
+  for (size_t i = 0; i + 1 < hex.size(); i += 2) {
+    out += static_cast<char>(std::stoi(std::string(hex.substr(i, 2)), nullptr, 16));
+  }
+  return out;
+}
+
+// Known answers for the key 00 01 … 1f, made by an independent Python
+// implementation of FORMAT.md "Encryption keys" (hmac, hashlib and the
+// cryptography package's AESGCM) and by `openssl dgst -mac HMAC`.
+TEST(CryptConfigTest, KnownAnswers) {
+  CryptConfig c = Config(TestKey());
+  EXPECT_EQ(c.fingerprint(), "ab:14:79:c7:37:87:e3:5c");
+  EXPECT_EQ(c.ChunkDigest("abc").ToHex(),
+            "1e08d33992bc2aaee5ae414b72292a609184741a1926f41516cd6f15b1ae8736");
+  EXPECT_EQ(c.ZeroChunkDigest().ToHex(),
+            "a41446dfc402b3295061eaf24f3406b150b1ab4434ed297b0f6874cff171016d");
+  EXPECT_EQ(c.Sign("abc").ToHex(),
+            "08e0d864fb8f9e52a24c323d9c4bc00047beb6a6bd09c2a8f2e113abc7177bfd");
+  // "abc" as CRNBLOBe with IV a0 a1 … ab.
+  const std::string blob = FromHexText(
+      "43524e424c4f426535fc2fa4a0a1a2a3a4a5a6a7a8a9aaab2fb25a614de885b3ce92c7e4b2c836cf4db8cc");
+  std::string out;
+  Status s = Decrypt(c, blob, &out);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(out, "abc");
+}
+
 TEST(CryptConfigTest, DerivedKeysAreAsDocumented) {
   const std::string key = TestKey();
   CryptConfig c = Config(key);
