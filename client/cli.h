@@ -57,7 +57,7 @@ void AddRestoreCommand(CLI::App& app, const GlobalOptions& global, std::vector<C
 // `bitmaps` and `cleanup`.
 void AddBitmapCommands(CLI::App& app, const GlobalOptions& global, std::vector<Command>* commands);
 // `key create`, `key change-passphrase`, `key show`, `key paperkey`,
-// `key import-paperkey`, `key create-master`.
+// `key import-paperkey`, `key create-master`, `key recover`.
 void AddKeyCommands(CLI::App& app, const GlobalOptions& global, std::vector<Command>* commands);
 
 // Prints "cairn: <message>" to stderr; returns the exit code for `s`.
