@@ -364,7 +364,10 @@ TEST_F(EncryptedBackupTest, MasterKeyRecoversADeletedKeyFile) {
   const std::string key = dir_.Join("key.json");
   const std::string fp = CreateKey(key);
   const std::string priv = dir_.Join("master.pem"), pub = dir_.Join("master.pub.pem");
-  auto m = Cairn({"key", "create-master", "--private", priv, "--public", pub});
+  const std::string master_pass = dir_.Join("master-passphrase");
+  WriteWholeFile(master_pass, "master of keys\n");
+  auto m = Cairn({"key", "create-master", "--private", priv, "--public", pub, "--passphrase-file",
+                  master_pass});
   ASSERT_EQ(m.exit_code, 0) << m.output;
   json s = Backup({"--encrypt", "--keyfile", key, "--master-pubkey", pub});
   ASSERT_TRUE(s.is_object()) << last_output_;
@@ -375,7 +378,8 @@ TEST_F(EncryptedBackupTest, MasterKeyRecoversADeletedKeyFile) {
 
   std::filesystem::remove(key);
   const std::string recovered = dir_.Join("recovered.json");
-  auto r = Cairn({"key", "recover", "--master-key", priv, snap, recovered});
+  auto r = Cairn({"key", "recover", "--master-key", priv, "--passphrase-file", master_pass, snap,
+                  recovered});
   ASSERT_EQ(r.exit_code, 0) << r.output;
   struct stat st;
   ASSERT_EQ(::stat(recovered.c_str(), &st), 0);
@@ -383,13 +387,14 @@ TEST_F(EncryptedBackupTest, MasterKeyRecoversADeletedKeyFile) {
   EXPECT_EQ(Fingerprint(recovered), fp);
   EXPECT_TRUE(RestoresIdentical(snap, {"--keyfile", recovered}));
   // It refuses to overwrite a key file.
-  auto again = Cairn({"key", "recover", "--master-key", priv, snap, recovered});
+  auto again = Cairn({"key", "recover", "--master-key", priv, "--passphrase-file", master_pass,
+                      snap, recovered});
   EXPECT_NE(again.exit_code, 0) << again.output;
   // A snapshot without the master key's blob says so.
   json plain = Backup({"--encrypt", "--keyfile", recovered});
   ASSERT_TRUE(plain.is_object()) << last_output_;
-  auto none = Cairn({"key", "recover", "--master-key", priv, S(plain["snapshot"]),
-                     dir_.Join("none.json")});
+  auto none = Cairn({"key", "recover", "--master-key", priv, "--passphrase-file", master_pass,
+                     S(plain["snapshot"]), dir_.Join("none.json")});
   EXPECT_NE(none.exit_code, 0);
   EXPECT_TRUE(Contains(none.output, "master-key.blob")) << none.output;
 }
