@@ -19,6 +19,7 @@
 #include "storage/blob.h"
 #include "storage/digest.h"
 #include "storage/fixed_index.h"
+#include "storage/manifest.h"
 #include "storage/mutex.h"
 
 namespace cairn::client {
@@ -206,6 +207,11 @@ struct Archive {
   bool closed = false;         // the index is on the server
 };
 
+// The key's digest of a chunk of `length` zero bytes (plain: SHA-256).
+Digest ZeroDigest(const storage::CryptConfig* crypt, size_t length) {
+  return crypt != nullptr ? crypt->ZeroChunkDigest(length) : storage::ZeroChunkDigest(length);
+}
+
 // A complete chunk for the workers. A chunk that only received zeros has no
 // buffer; its digest is known already and it is queued only when the server
 // lacks it.
@@ -223,7 +229,11 @@ struct Job {
 class UploadCore {
  public:
   UploadCore(const Repository& repo, const UploadOptions& options)
-      : repo_(repo), options_(options), control_(repo_), limiter_(options.rate_limit) {}
+      : repo_(repo),
+        options_(options),
+        crypt_(options_.crypt.get()),
+        control_(repo_),
+        limiter_(options.rate_limit) {}
   ~UploadCore() { StopWorkers(); }
 
   Status Begin(const std::string& group, std::optional<int64_t> backup_time);
@@ -231,6 +241,8 @@ class UploadCore {
   Status Receive(Archive* a, uint64_t offset, uint64_t length, const char* data);
   Status Flush();
   Status Close(Archive* a);
+  // `encrypt`: in an encrypted session (the master key's blob is not).
+  Status WriteBlob(const std::string& name, std::string_view payload, bool encrypt);
   Result<json> Finish(const json& client);
   void Abort();
   Result<json> ServerStats();
@@ -266,6 +278,13 @@ class UploadCore {
   Status UsableLocked() const CAIRN_REQUIRES(mu_);
   void WorkerLoop();
   Status Upload(Connection* conn, BlobEncoder* enc, Job* job);
+  // The blob of a job: plain/zstd through `enc` (see BlobEncoder for where
+  // it lies), or, in an encrypted session, encrypted into *encrypted.
+  Result<const std::string*> EncodeJob(BlobEncoder* enc, Job* job, std::string* encrypted);
+  // The signature of the manifest the server will write at finish
+  // (server/API.md "Backup session", storage/manifest.h ManifestSigningText).
+  // REQUIRES: crypt_.
+  std::string Signature();
   // A request on the control connection; transport failures of an
   // `idempotent` one are tried once more.
   Result<HttpResponse> Control(const std::function<Result<HttpResponse>(ApiClient&)>& call,
@@ -276,8 +295,11 @@ class UploadCore {
 
   const Repository repo_;
   const UploadOptions options_;
+  const storage::CryptConfig* const crypt_;  // options_.crypt; null for a plain backup
   json start_info_;  // set by Begin, then read-only
   std::string sid_;  // likewise
+  std::string group_;         // likewise
+  std::string crypt_change_;  // likewise: CryptChange of the previous snapshot
   UploadStats stats_;
 
   // One connection for everything but chunks: session start, previous
@@ -303,6 +325,8 @@ class UploadCore {
   std::vector<Digest> previous_known_ CAIRN_GUARDED_BY(mu_);
   std::unordered_map<Digest, bool, storage::DigestHash> uploaded_ CAIRN_GUARDED_BY(mu_);
   std::vector<std::unique_ptr<Archive>> archives_ CAIRN_GUARDED_BY(mu_);
+  // Encrypted sessions: what the manifest will list (name, size, csum), to sign it.
+  std::vector<storage::ArchiveInfo> written_ CAIRN_GUARDED_BY(mu_);
   Status error_ CAIRN_GUARDED_BY(mu_);  // the first error
   bool finished_ CAIRN_GUARDED_BY(mu_) = false;
   bool aborted_ CAIRN_GUARDED_BY(mu_) = false;
@@ -327,6 +351,7 @@ Status CheckOptions(const UploadOptions& o) {
 Status UploadCore::Begin(const std::string& group, std::optional<int64_t> backup_time) {
   json body = {{"group", group}};
   if (backup_time) body["time"] = *backup_time;
+  if (crypt_ != nullptr) body["crypt"] = {{"mode", "encrypt"}, {"fingerprint", crypt_->fingerprint()}};
   Result<HttpResponse> r = Control(
       [&](ApiClient& c) { return c.PostJson(c.StorePath("/backup"), body); }, false);
   if (!r.ok()) return r.status();
@@ -344,6 +369,8 @@ Status UploadCore::Begin(const std::string& group, std::optional<int64_t> backup
   }
   start_info_ = std::move(j);
   sid_ = std::move(sid);
+  group_ = group;
+  crypt_change_ = CryptChange(start_info_.value("previous", json()), crypt_);
   for (int i = 0; i < options_.connections; ++i) workers_.emplace_back([this] { WorkerLoop(); });
   return Status::OK();
 }
@@ -377,7 +404,12 @@ Result<Archive*> UploadCore::OpenArchive(const std::string& name, uint64_t image
   const json* previous = nullptr;
   static const json kNone;
   const json& prev = start_info_.contains("previous") ? start_info_.at("previous") : kNone;
-  if (prev.is_object() && prev.contains("archives") && prev["archives"].is_array()) {
+  // Another key's (or plain↔encrypted) digests mean nothing to this session.
+  if (incremental && !crypt_change_.empty()) {
+    return Status::Conflict("archive " + name + ": " + crypt_change_);
+  }
+  if (crypt_change_.empty() && prev.is_object() && prev.contains("archives") &&
+      prev["archives"].is_array()) {
     for (const auto& pa : prev["archives"]) {
       if (pa.is_object() && pa.value("name", "") == name) previous = &pa;
     }
@@ -410,8 +442,9 @@ Result<Archive*> UploadCore::OpenArchive(const std::string& name, uint64_t image
     Result<HttpResponse> r = Control([&](ApiClient& c) { return c.Get(path); }, true);
     if (!r.ok()) return r.status();
     Status s = r->ToStatus();
-    if (s.IsNotFound() && !incremental) {
-      // A full archive only loses deduplication against it.
+    if ((s.IsNotFound() || s.IsConflict()) && !incremental) {
+      // A full archive only loses deduplication against it (409: the
+      // server finds the previous snapshot's key differs).
     } else if (!s.ok()) {
       return s.WithContext("previous index of " + name);
     } else {
@@ -556,7 +589,7 @@ void UploadCore::Complete(Archive* a, uint64_t chunk, OpenChunk oc) {
   }
   // Only zeros: the digest is known without hashing (and without a buffer).
   ++stats_.chunks_zero;
-  Digest d = storage::ZeroChunkDigest(oc.length);
+  Digest d = ZeroDigest(crypt_, oc.length);
   MutexLock l(&mu_);
   Known known = LookupLocked(d);
   if (known != Known::kNo) {
@@ -668,10 +701,10 @@ Status UploadCore::Upload(Connection* conn, BlobEncoder* enc, Job* job) {
   if (job->buffer != nullptr) {
     std::string_view data(job->buffer->data() + kDataOffset, job->length);
     if (job->length == kChunkSize && storage::IsAllZero(data)) {
-      d = storage::ZeroChunkDigest();
+      d = ZeroDigest(crypt_, kChunkSize);
       ++stats_.chunks_zero;
     } else {
-      d = storage::Sha256(data);
+      d = crypt_ != nullptr ? crypt_->ChunkDigest(data) : storage::Sha256(data);
     }
     MutexLock l(&mu_);
     Known known = LookupLocked(d);
@@ -683,9 +716,8 @@ Status UploadCore::Upload(Connection* conn, BlobEncoder* enc, Job* job) {
     uploaded_[d] = false;
   }
 
-  Result<const std::string*> blob = job->buffer != nullptr
-                                        ? enc->EncodeFramed(job->buffer.get(), job->length)
-                                        : enc->EncodeZeros(job->length);
+  std::string encrypted;
+  Result<const std::string*> blob = EncodeJob(enc, job, &encrypted);
   if (!blob.ok()) return blob.status();
   if (job->buffer != nullptr && *blob != job->buffer.get()) {
     // The data is in the blob now: let the sink have the buffer during the POST.
@@ -712,6 +744,28 @@ Status UploadCore::Upload(Connection* conn, BlobEncoder* enc, Job* job) {
   uploaded_[d] = true;
   (void)job->archive->index.Set(job->chunk, d);
   return Status::OK();
+}
+
+Result<const std::string*> UploadCore::EncodeJob(BlobEncoder* enc, Job* job,
+                                                 std::string* encrypted) {
+  if (crypt_ == nullptr) {
+    return job->buffer != nullptr ? enc->EncodeFramed(job->buffer.get(), job->length)
+                                  : enc->EncodeZeros(job->length);
+  }
+  // The zero chunk is encrypted once per session (and length): a buffer of
+  // zeros for it is no cost worth avoiding.
+  std::string zeros;
+  std::string_view data;
+  if (job->buffer != nullptr) {
+    data = std::string_view(job->buffer->data() + kDataOffset, job->length);
+  } else {
+    zeros.assign(job->length, '\0');
+    data = zeros;
+  }
+  Result<std::string> e = crypt_->EncryptBlob(data, true, options_.zstd_level);
+  if (!e.ok()) return e.status();
+  *encrypted = std::move(e).value();
+  return encrypted;
 }
 
 Status UploadCore::Flush() {
@@ -782,7 +836,19 @@ Status UploadCore::Close(Archive* a) {
     return s;
   }
   if (a->incremental) stats_.chunks_reused += a->chunk_count - received_chunks;
+  storage::ArchiveInfo info{a->name, a->image_size, Digest()};
+  if (crypt_ != nullptr) {
+    // The manifest lists the index's checksum; the signature covers it.
+    Result<storage::FixedIndex> idx = storage::FixedIndex::Parse(*bytes);
+    if (!idx.ok()) {
+      Status bad = idx.status().WithContext("index of " + a->name);
+      SetError(bad);
+      return bad;
+    }
+    info.csum = idx->checksum();
+  }
   MutexLock l(&mu_);
+  if (crypt_ != nullptr) written_.push_back(std::move(info));
   a->closed = true;
   a->index = storage::FixedIndexWriter(0);  // its memory is not needed any more
   a->waiting.clear();
@@ -795,6 +861,54 @@ Status UploadCore::Close(Archive* a) {
   return Status::OK();
 }
 
+Status UploadCore::WriteBlob(const std::string& name, std::string_view payload, bool encrypt) {
+  {
+    MutexLock l(&mu_);
+    CAIRN_RETURN_IF_ERROR(UsableLocked());
+  }
+  if (name.size() <= 5 || !name.ends_with(".blob")) {
+    return Status::InvalidArgument("a blob archive is named NAME.blob: " + name);
+  }
+  if (payload.size() > storage::kMaxBlobPayload) {
+    return Status::InvalidArgument("blob archive " + name + ": " + std::to_string(payload.size()) +
+                                   " bytes, at most " + std::to_string(storage::kMaxBlobPayload));
+  }
+  std::string blob;
+  if (crypt_ != nullptr && encrypt) {
+    CAIRN_ASSIGN_OR_RETURN(blob, crypt_->EncryptBlob(payload, true, options_.zstd_level));
+  } else {
+    // The master key's blob is plain and uncompressed (server/API.md): its
+    // payload is RSA ciphertext.
+    blob = storage::EncodeBlob(payload, encrypt);
+  }
+  std::string path = SessionPath("/blob?archive=" + ApiClient::Escape(name));
+  // Idempotent: the server replaces an archive written again.
+  Result<HttpResponse> r =
+      Control([&](ApiClient& c) { return c.Post(path, blob, "application/octet-stream"); }, true);
+  Status s = r.ok() ? r->ToStatus() : r.status();
+  if (!s.ok()) return s.WithContext("blob archive " + name);
+  MutexLock l(&mu_);
+  if (crypt_ != nullptr) {
+    std::erase_if(written_, [&](const storage::ArchiveInfo& a) { return a.name == name; });
+    written_.push_back({name, blob.size(), storage::Sha256(blob)});
+  }
+  return Status::OK();
+}
+
+std::string UploadCore::Signature() {
+  storage::Manifest m;
+  const size_t slash = group_.find('/');
+  m.backup_type = group_.substr(0, slash);
+  m.backup_id = slash == std::string::npos ? "" : group_.substr(slash + 1);
+  m.backup_time = start_info_.value("time", int64_t{0});
+  {
+    MutexLock l(&mu_);
+    m.archives = written_;
+  }
+  m.crypt = storage::CryptInfo{crypt_->fingerprint(), ""};
+  return crypt_->Sign(storage::ManifestSigningText(m)).ToHex();
+}
+
 Result<json> UploadCore::Finish(const json& client) {
   {
     MutexLock l(&mu_);
@@ -803,8 +917,21 @@ Result<json> UploadCore::Finish(const json& client) {
       if (!a->closed) return Status::InvalidArgument("archive " + a->name + " was not closed");
     }
   }
+  json body = {{"client", client}};
+  if (crypt_ != nullptr) {
+    if (!options_.master_key.empty()) {
+      Status s = WriteBlob(kMasterKeyArchive, options_.master_key, false);
+      if (!s.ok()) {
+        SetError(s);
+        return s;
+      }
+    }
+    body["crypt"] = {{"mode", "encrypt"},
+                     {"fingerprint", crypt_->fingerprint()},
+                     {"signature", Signature()}};
+  }
   Result<HttpResponse> r = Control([&](ApiClient& c) {
-    return c.PostJson(SessionPath("/finish"), json{{"client", client}});
+    return c.PostJson(SessionPath("/finish"), body);
   }, false);
   Status s = r.ok() ? r->ToStatus() : r.status();
   if (!s.ok()) {
@@ -862,6 +989,24 @@ Result<json> UploadCore::ServerStats() {
 
 // --- UploadSession ---
 
+std::string CryptChange(const nlohmann::json& previous, const storage::CryptConfig* crypt) {
+  if (!previous.is_object()) return "";
+  std::string was;  // the previous snapshot's key fingerprint, "" = plain
+  if (auto c = previous.find("crypt"); c != previous.end() && c->is_object()) {
+    was = c->value("fingerprint", "");
+    if (was.empty()) was = "?";  // encrypted, key not named: never the same
+  }
+  const std::string now = crypt != nullptr ? crypt->fingerprint() : "";
+  if (was == now) return "";
+  const std::string prev = previous.value("snapshot", std::string("the previous snapshot"));
+  if (was.empty()) return "encryption turned on: full upload (" + prev + " is not encrypted)";
+  if (now.empty()) {
+    return "encryption turned off: full upload (" + prev + " is encrypted with key " + was + ")";
+  }
+  return "key changed: full upload (" + prev + " is encrypted with key " + was + ", this backup uses " +
+         now + ")";
+}
+
 struct UploadSession::Impl {
   std::unique_ptr<UploadCore> core;
   std::vector<std::unique_ptr<ArchiveWriter>> writers;
@@ -909,6 +1054,13 @@ Result<ArchiveWriter*> UploadSession::OpenArchive(const std::string& name, uint6
   writer_impl->archive = *a;
   impl_->writers.push_back(std::unique_ptr<ArchiveWriter>(new ArchiveWriter(std::move(writer_impl))));
   return impl_->writers.back().get();
+}
+
+Status UploadSession::WriteBlob(const std::string& name, std::string_view payload) {
+  if (name == kMasterKeyArchive) {
+    return Status::InvalidArgument(name + " is written by Finish (UploadOptions::master_key)");
+  }
+  return impl_->core->WriteBlob(name, payload, true);
 }
 
 Result<nlohmann::json> UploadSession::Finish(const nlohmann::json& client) {

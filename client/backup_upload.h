@@ -25,6 +25,19 @@
 // exactly once (Close() fails otherwise); in an incremental archive the
 // chunks QEMU did not send keep the previous snapshot's digest.
 //
+// Encryption (UploadOptions::crypt; storage/FORMAT.md "Blob", DESIGN.md §2):
+// the session is started as an encrypted one; every chunk's digest is the
+// key's keyed digest (CryptConfig::ChunkDigest; all-zero chunks
+// CryptConfig::ZeroChunkDigest, still recognised without hashing and sent
+// once) and its blob is AES-256-GCM (CryptConfig::EncryptBlob); blob archives
+// written through WriteBlob are encrypted too. Finish() signs the manifest
+// (storage/manifest.h ManifestSigningText) so that a restore notices a server
+// that swapped an archive or a chunk. The previous snapshot's indexes are
+// used (incremental archives, chunks the server holds) only when it was
+// taken with the same key, or both are plain (CryptChange); otherwise every
+// archive is read and uploaded in full. Without `crypt` nothing of this runs
+// and the plain path is unchanged.
+//
 // Thread safety: an ArchiveWriter's handler methods are called by one NbdSink
 // (serialized); several ArchiveWriters of one session may run at once from
 // different sinks. UploadSession's own methods are called from one thread.
@@ -41,6 +54,7 @@
 
 #include "client/api_client.h"
 #include "client/nbd_sink.h"
+#include "storage/crypt_config.h"
 #include "storage/status.h"
 
 namespace cairn::client {
@@ -52,7 +66,24 @@ struct UploadOptions {
   // Upload bandwidth cap in bytes per second over all workers (blob bytes
   // sent); 0 = none.
   uint64_t rate_limit = 0;
+  // Client-side encryption with this key; null = a plain backup.
+  std::shared_ptr<const storage::CryptConfig> crypt;
+  // With `crypt`: the payload of the plain blob archive `master-key.blob`
+  // (client/encryption_key.h EncryptKeyForMaster: the key encrypted for a
+  // master public key), written at Finish(); empty = none.
+  std::string master_key;
 };
+
+// The archive that holds UploadOptions::master_key.
+inline constexpr const char* kMasterKeyArchive = "master-key.blob";
+
+// Why the previous snapshot of a backup start answer (its "previous": null
+// or {"snapshot", ..., "crypt": null | {"mode", "fingerprint"}}) cannot be
+// used by a backup encrypted with `crypt` (null = plain): "" when it can
+// (same key fingerprint, or both plain) or there is none; else a sentence
+// that starts with "key changed: full upload", "encryption turned on: full
+// upload" or "encryption turned off: full upload".
+std::string CryptChange(const nlohmann::json& previous, const storage::CryptConfig* crypt);
 
 // Counters, updated as work is done; read at any time (for the progress line).
 struct UploadStats {
@@ -89,19 +120,29 @@ class UploadSession {
   // incremental=false: a full archive; QEMU will send every byte. When the
   //   previous snapshot has an archive of this name, its index is fetched
   //   anyway so that chunks the server holds are not sent again.
+  //   Not when the previous snapshot was taken with another key (or
+  //   encryption was turned on or off): CryptChange.
   // incremental=true: QEMU sends only dirty chunks; the rest come from the
   //   previous snapshot's archive `name`, which must exist with the same
-  //   image size (Conflict otherwise — Status has no FailedPrecondition; on
-  //   Conflict the caller falls back to full).
+  //   image size and encryption key (Conflict otherwise — Status has no
+  //   FailedPrecondition; on Conflict the caller falls back to full).
   // Other errors: InvalidArgument (name not NAME.fidx, size 0 or too large),
   // AlreadyExists (name opened before), the server's or IOError.
   // The writer belongs to the session and lives until the session ends.
   Result<ArchiveWriter*> OpenArchive(const std::string& name, uint64_t image_size,
                                      bool incremental);
 
+  // Writes the blob archive `name` ("notes.blob": NAME.blob, not
+  // kMasterKeyArchive) holding `payload` (at most storage::kMaxBlobPayload
+  // bytes): zstd-compressed when smaller, encrypted in an encrypted session.
+  // Errors: InvalidArgument for a bad name or size, the server's or IOError.
+  Status WriteBlob(const std::string& name, std::string_view payload);
+
   // Commits the snapshot: every archive must have been Close()d. `client`
-  // goes into the manifest's client info. Returns the server's answer
-  // ({"snapshot", "stats": {...}}).
+  // goes into the manifest's client info. An encrypted session first writes
+  // kMasterKeyArchive (UploadOptions::master_key, when given) and sends the
+  // manifest's signature. Returns the server's answer ({"snapshot",
+  // "stats": {...}}).
   Result<nlohmann::json> Finish(const nlohmann::json& client);
   // Tells the server to drop the session (best effort; also done by the
   // destructor when Finish() did not succeed).

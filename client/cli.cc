@@ -3,10 +3,42 @@
 #include <cstdio>
 #include <iostream>
 
+#include "storage/env.h"
+
 namespace cairn::client {
 
 Result<Repository> GlobalOptions::Resolve() const {
   return Repository::Resolve(repo, token_file, fingerprint);
+}
+
+CLI::Option* AddKeyOptions(CLI::App* cmd, KeyOptions* options) {
+  CLI::Option* keyfile = cmd->add_option(
+      "--keyfile", options->keyfile,
+      "encryption key file (default ~/.config/cairn/encryption-key.json, for root "
+      "/etc/cairn/encryption-key.json)");
+  cmd->add_option("--passphrase-file", options->passphrase_file,
+                  "file whose first line is the key's passphrase (else $CAIRN_KEY_PASSPHRASE or "
+                  "a prompt)");
+  return keyfile;
+}
+
+Result<std::string> KeyFilePath(const KeyOptions& options) {
+  if (!options.keyfile.empty()) return options.keyfile;
+  return DefaultKeyFilePath();
+}
+
+Result<EncryptionKey> LoadKey(const KeyOptions& options) {
+  CAIRN_ASSIGN_OR_RETURN(std::string path, KeyFilePath(options));
+  PassphraseSource source;
+  source.file = options.passphrase_file;
+  return LoadEncryptionKey(path, source);
+}
+
+Result<std::string> ReadSmallFile(const std::string& path) {
+  std::string out;
+  Status s = storage::Env::Default()->ReadFile(path, &out, 1 << 20);
+  if (!s.ok()) return s.WithContext(path);
+  return out;
 }
 
 int Fail(const Status& s) {

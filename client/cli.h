@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "client/api_client.h"
+#include "client/encryption_key.h"
 #include "storage/status.h"
 
 namespace cairn::client {
@@ -56,7 +57,7 @@ void AddRestoreCommand(CLI::App& app, const GlobalOptions& global, std::vector<C
 // `bitmaps` and `cleanup`.
 void AddBitmapCommands(CLI::App& app, const GlobalOptions& global, std::vector<Command>* commands);
 // `key create`, `key change-passphrase`, `key show`, `key paperkey`,
-// `key import-paperkey`, `key create-master`.
+// `key import-paperkey`, `key create-master`, `key recover`.
 void AddKeyCommands(CLI::App& app, const GlobalOptions& global, std::vector<Command>* commands);
 
 // Prints "cairn: <message>" to stderr; returns the exit code for `s`.
@@ -65,5 +66,23 @@ int Fail(const Status& s);
 std::string HumanSize(uint64_t bytes);
 // "12.3 MB/s".
 std::string Rate(double bytes_per_s);
+
+// The flags that name an encryption key and its passphrase (backup,
+// restore, key commands).
+struct KeyOptions {
+  std::string keyfile;          // --keyfile; "" = DefaultKeyFilePath()
+  std::string passphrase_file;  // --passphrase-file; else $CAIRN_KEY_PASSPHRASE, else a prompt
+};
+// Adds --keyfile and --passphrase-file to `cmd`; returns the --keyfile option.
+CLI::Option* AddKeyOptions(CLI::App* cmd, KeyOptions* options);
+// The key file `options` name (or the default one), unlocked: NotFound when
+// it does not exist, PermissionDenied for a wrong passphrase
+// (LoadEncryptionKey).
+Result<EncryptionKey> LoadKey(const KeyOptions& options);
+// The path LoadKey reads.
+Result<std::string> KeyFilePath(const KeyOptions& options);
+// The contents of a small local file (a PEM, a paper key): at most 1 MiB;
+// IOError/NotFound naming the path.
+Result<std::string> ReadSmallFile(const std::string& path);
 
 }  // namespace cairn::client

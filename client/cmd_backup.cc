@@ -1,6 +1,8 @@
 // cairn backup vm --qmp SOCKET --id ID / cairn backup image --id ID FILE…:
 // back up a running VM over QMP, or the image files of a shut-off one
-// (through qemu-storage-daemon), and print the summary.
+// (through qemu-storage-daemon), and print the summary. With --encrypt
+// [--keyfile F] [--passphrase-file P] [--master-pubkey PEM] every chunk is
+// encrypted with the key file's key (client/backup_upload.h).
 
 #include <unistd.h>
 
@@ -11,6 +13,7 @@
 #include <memory>
 
 #include "client/cli.h"
+#include "client/encryption_key.h"
 #include "client/storage_daemon.h"
 #include "client/vm_backup.h"
 #include "storage/names.h"
@@ -27,7 +30,25 @@ struct BackupFlags {
   int connections = 3;
   double rate_limit_mb = 0;
   double agent_timeout = 10;
+  bool encrypt = false;
+  KeyOptions key;
+  std::string master_pubkey;
 };
+
+// --encrypt: the key (and, with --master-pubkey, its copy for the master key).
+Status SetUpEncryption(const BackupFlags& flags, UploadOptions* upload) {
+  CAIRN_ASSIGN_OR_RETURN(EncryptionKey key, LoadKey(flags.key));
+  CAIRN_ASSIGN_OR_RETURN(storage::CryptConfig crypt, key.Config());
+  upload->crypt = std::make_shared<const storage::CryptConfig>(std::move(crypt));
+  if (!flags.master_pubkey.empty()) {
+    CAIRN_ASSIGN_OR_RETURN(std::string pem, ReadSmallFile(flags.master_pubkey));
+    Result<std::string> sealed =
+        EncryptKeyForMaster(pem, key.key, key.fingerprint, key.created);
+    if (!sealed.ok()) return sealed.status().WithContext("--master-pubkey " + flags.master_pubkey);
+    upload->master_key = std::move(sealed).value();
+  }
+  return Status::OK();
+}
 
 // --backup-time: "2026-11-21T10:00:00Z" or seconds since the epoch.
 Result<int64_t> ParseBackupTime(const std::string& text) {
@@ -78,7 +99,11 @@ void PrintSummary(const json& s) {
             << HumanSize(s.value("bytes-uploaded", uint64_t{0})) << "), reused "
             << s.value("chunks-reused", uint64_t{0}) + s.value("chunks-known", uint64_t{0})
             << " chunks, " << s.value("seconds", 0.0) << " s, "
-            << Rate(s.value("mb-per-s", 0.0) * 1e6) << "\n";
+            << Rate(s.value("mb-per-s", 0.0) * 1e6);
+  if (s.value("encrypted", false)) {
+    std::cout << ", encrypted with key " << s.value("fingerprint", "");
+  }
+  std::cout << "\n";
 }
 
 int RunBackup(const GlobalOptions& global, const BackupFlags& flags, bool image) {
@@ -92,6 +117,10 @@ int RunBackup(const GlobalOptions& global, const BackupFlags& flags, bool image)
   o.full = flags.full;
   o.upload.connections = flags.connections;
   o.upload.rate_limit = static_cast<uint64_t>(flags.rate_limit_mb * 1e6);
+  if (flags.encrypt) {
+    // Before anything starts: a passphrase prompt must not hold a session open.
+    if (Status s = SetUpEncryption(flags, &o.upload); !s.ok()) return Fail(s);
+  }
   if (!flags.backup_time.empty()) {
     auto t = ParseBackupTime(flags.backup_time);
     if (!t.ok()) return Fail(t.status());
@@ -158,6 +187,13 @@ void AddBackupCommands(CLI::App& app, const GlobalOptions& global, std::vector<C
         ->check(CLI::Range(1, 16));
     c->add_option("--rate-limit", flags->rate_limit_mb, "upload cap in MB/s (0 = none)")
         ->check(CLI::NonNegativeNumber);
+    CLI::Option* encrypt =
+        c->add_flag("--encrypt", flags->encrypt, "encrypt every chunk with the key file's key");
+    AddKeyOptions(c, &flags->key)->needs(encrypt);
+    c->add_option("--master-pubkey", flags->master_pubkey,
+                  "also store the key encrypted for this master public key (PEM; "
+                  "`cairn key recover` gets it back)")
+        ->needs(encrypt);
   }
   commands->push_back({vm, [&global, flags] { return RunBackup(global, *flags, false); }});
   commands->push_back({image, [&global, flags] { return RunBackup(global, *flags, true); }});

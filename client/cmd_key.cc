@@ -5,6 +5,8 @@
 //   key paperkey [FILE]                          the key file as text for paper
 //   key import-paperkey PAPERFILE [FILE]         the key file back from paper
 //   key create-master --private F --public F     an RSA master key pair
+//   key recover --master-key F SNAPSHOT [FILE]   the key of a snapshot, from its
+//                                                master-key.blob (client/key_recovery.h)
 // FILE defaults to ~/.config/cairn/encryption-key.json (root:
 // /etc/cairn/encryption-key.json). Passphrases: --passphrase-file, else
 // $CAIRN_KEY_PASSPHRASE, else a prompt on the terminal. No key file and no
@@ -19,6 +21,7 @@
 
 #include "client/cli.h"
 #include "client/encryption_key.h"
+#include "client/key_recovery.h"
 #include "storage/env.h"
 #include "storage/names.h"
 
@@ -40,6 +43,8 @@ struct KeyFlags {
   std::string private_file;
   std::string public_file;
   bool no_passphrase = false;
+  std::string master_key_file;
+  std::string snapshot;
 };
 
 // FILE, or the default path.
@@ -241,6 +246,44 @@ int RunCreateMaster(const GlobalOptions& global, const KeyFlags& flags) {
   return 0;
 }
 
+int RunRecover(const GlobalOptions& global, const KeyFlags& flags) {
+  auto repo = global.Resolve();
+  if (!repo.ok()) return Fail(repo.status());
+  auto path = KeyPath(flags);
+  if (!path.ok()) return Fail(path.status());
+  // Refused before anything is asked or fetched.
+  if (::access(path->c_str(), F_OK) == 0) {
+    return Fail(Status::AlreadyExists(*path + " exists: not overwritten"));
+  }
+  std::string pem;
+  if (Status s = storage::Env::Default()->ReadFile(flags.master_key_file, &pem, kMaxPaperKeySize);
+      !s.ok()) {
+    return Fail(s.WithContext(flags.master_key_file));
+  }
+  std::string pass;
+  if (pem.find("-----BEGIN ENCRYPTED PRIVATE KEY-----") != std::string::npos) {
+    auto p = ReadPassphrase(Source(flags.passphrase_file, kMasterPassphraseEnv),
+                            "passphrase for the master private key: ", false);
+    if (!p.ok()) return Fail(p.status());
+    pass = *p;
+  }
+  auto key = RecoverKey(*repo, flags.snapshot, pem, pass);
+  if (!key.ok()) return Fail(key.status());
+  // Written as it came: without a passphrase (change-passphrase adds one).
+  auto file = LockKey(*key, KeyKdf::kNone, "");
+  if (!file.ok()) return Fail(file.status());
+  if (Status s = WriteKeyFile(*path, *file, false); !s.ok()) return Fail(s);
+  if (global.json()) {
+    json j = KeyJson(*path, *file);
+    j["snapshot"] = flags.snapshot;
+    std::cout << j.dump(2) << "\n";
+  } else {
+    std::cout << "recovered key " << file->fingerprint << " of " << flags.snapshot << " into "
+              << *path << " (no passphrase: `cairn key change-passphrase` sets one)\n";
+  }
+  return 0;
+}
+
 // A key subcommand: FILE as its optional positional, options of the
 // top-level app (--output …) accepted after it too.
 CLI::App* KeySub(CLI::App* key, const char* name, const char* help,
@@ -311,6 +354,19 @@ void AddKeyCommands(CLI::App& app, const GlobalOptions& global, std::vector<Comm
   master->add_flag("--no-passphrase", flags->no_passphrase,
                    "leave the private key unprotected");
   commands->push_back({master, run(RunCreateMaster)});
+
+  auto* recover = key->add_subcommand(
+      "recover", "write the key file of a snapshot backed up with --master-pubkey, "
+                 "using the master private key");
+  recover->fallthrough();
+  recover->add_option("--master-key", flags->master_key_file, "the master private key (PEM)")
+      ->required();
+  recover->add_option("--passphrase-file", flags->passphrase_file,
+                      "the master private key's passphrase "
+                      "(else $CAIRN_MASTER_KEY_PASSPHRASE, else a prompt)");
+  recover->add_option("snapshot", flags->snapshot, "vm/ID/YYYY-MM-DDTHH:MM:SSZ")->required();
+  recover->add_option("file", flags->file, "key file to write (default as for `key create`)");
+  commands->push_back({recover, run(RunRecover)});
 }
 
 }  // namespace cairn::client

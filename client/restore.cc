@@ -24,6 +24,7 @@
 #include "storage/env.h"
 #include "storage/fixed_index.h"
 #include "storage/mutex.h"
+#include "storage/names.h"
 
 
 namespace cairn::client {
@@ -121,6 +122,7 @@ struct Job {
 // they run; the counters are atomics; `error` is under `mu`.
 struct Work {
   const FixedIndex* index;
+  const storage::CryptConfig* crypt = nullptr;  // an encrypted snapshot's key
   std::vector<Job> jobs;
   std::vector<uint64_t> next_same;  // per chunk: next chunk with the same digest, or kNoChunk
   std::string rid;
@@ -253,8 +255,19 @@ Status FetchJob(Work& w, ApiClient& api, const Job& job, std::string* plain) {
 
   auto view = storage::ParseBlob(blob);
   if (!view.ok()) return view.status().WithContext("chunk " + hex);
+  if (view->encrypted() != (w.crypt != nullptr)) {
+    return Status::Corruption("chunk " + hex + " is stored as a " +
+                              storage::BlobKindName(view->kind) + " blob in " +
+                              (w.crypt != nullptr ? "an encrypted" : "a plain") + " snapshot");
+  }
   std::string_view data;
-  if (view->kind == storage::BlobKind::kPlain) {
+  if (w.crypt != nullptr) {
+    // Limited to the chunk's length like a zstd frame; a wrong key or a
+    // changed byte fails the GCM tag.
+    Status s = w.crypt->DecryptBlob(*view, plain, job.length);
+    if (!s.ok()) return s.WithContext("chunk " + hex);
+    data = *plain;
+  } else if (view->kind == storage::BlobKind::kPlain) {
     // Use the payload where it lies instead of copying it out.
     data = view->payload;
   } else {
@@ -268,7 +281,7 @@ Status FetchJob(Work& w, ApiClient& api, const Job& job, std::string* plain) {
     return Status::Corruption("chunk " + hex + " decodes to " + std::to_string(data.size()) +
                               " bytes, the index says " + std::to_string(job.length));
   }
-  if (storage::Sha256(data) != job.digest) {
+  if ((w.crypt != nullptr ? w.crypt->ChunkDigest(data) : storage::Sha256(data)) != job.digest) {
     return Status::Corruption("chunk " + hex + " does not match its digest");
   }
   return WriteJob(w, job, data);
@@ -309,15 +322,82 @@ class ReaderCloser {
   std::string rid_;
 };
 
+// Opens a reader session on `snapshot`; returns its id.
+Result<std::string> OpenReader(ApiClient& api, const std::string& snapshot) {
+  CAIRN_ASSIGN_OR_RETURN(HttpResponse opened,
+                         Checked(api.PostJson(api.StorePath("/reader"), {{"snapshot", snapshot}})));
+  nlohmann::json info = opened.Json();
+  if (!info.is_object() || !info.contains("session") || !info["session"].is_string()) {
+    return Status::Corruption("server's reader answer has no session");
+  }
+  return info["session"].get<std::string>();
+}
+
+// The manifest of the reader session `rid`, which must be that of `snapshot`.
+Result<storage::Manifest> ReadManifest(ApiClient& api, const std::string& rid,
+                                       const std::string& snapshot) {
+  CAIRN_ASSIGN_OR_RETURN(HttpResponse r, Checked(api.Get("/api/v1/reader/" + rid + "/manifest")));
+  Result<storage::Manifest> m = storage::Manifest::Parse(r.body);
+  if (!m.ok()) return m.status().WithContext(snapshot + ": manifest");
+  // The signature covers type, id and time: a server could otherwise hand
+  // out another snapshot of the same key.
+  auto ref = storage::SnapshotRef::Parse(snapshot);
+  if (ref.ok() && (ref->group.type != m->backup_type || ref->group.id != m->backup_id ||
+                   ref->time != m->backup_time)) {
+    return Status::Corruption(snapshot + ": the server's manifest is that of " + m->backup_type +
+                              "/" + m->backup_id + "/" +
+                              storage::FormatSnapshotTime(m->backup_time));
+  }
+  return m;
+}
+
+// The key to restore `snapshot` with: null for a plain one; for an
+// encrypted one the caller's key, checked against the manifest.
+Result<std::shared_ptr<const storage::CryptConfig>> SnapshotKey(const std::string& snapshot,
+                                                                const storage::Manifest& m,
+                                                                const RestoreOptions& options) {
+  std::shared_ptr<const storage::CryptConfig> key;
+  if (!m.crypt) return key;
+  if (options.key) {
+    CAIRN_ASSIGN_OR_RETURN(key, options.key(m.crypt->fingerprint));
+  }
+  if (key == nullptr) {
+    return Status::PermissionDenied("snapshot " + snapshot + " is encrypted with key " +
+                                    m.crypt->fingerprint + "; pass --keyfile");
+  }
+  CAIRN_RETURN_IF_ERROR(CheckManifestSignature(snapshot, m, *key));
+  return key;
+}
+
+// The archive's index, checked against the manifest's size and checksum.
+Result<FixedIndex> ReadIndex(ApiClient& api, const std::string& rid, const std::string& snapshot,
+                             const storage::Manifest& m, const std::string& archive) {
+  const storage::ArchiveInfo* info = m.FindArchive(archive);
+  if (info == nullptr) return Status::NotFound("snapshot " + snapshot + " has no archive " + archive);
+  CAIRN_ASSIGN_OR_RETURN(
+      HttpResponse index_bytes,
+      Checked(api.Get("/api/v1/reader/" + rid + "/archive?archive=" + ApiClient::Escape(archive))));
+  auto parsed = FixedIndex::Parse(index_bytes.body);
+  if (!parsed.ok()) return parsed.status().WithContext(snapshot + "/" + archive);
+  // Any other index is not the one the snapshot was committed with.
+  if (info->csum != parsed->checksum() || info->size != parsed->image_size()) {
+    return Status::Corruption(snapshot + "/" + archive + ": index differs from the manifest");
+  }
+  return parsed;
+}
+
 // Groups the chunks by digest so that each distinct content is fetched
 // once. Zero chunks become holes (not in any job) unless `write_zeros`.
 void PlanJobs(const FixedIndex& index, bool write_zeros, Work* w, RestoreResult* result) {
-  const Digest zero_full = storage::ZeroChunkDigest(index.chunk_size());
+  auto zero_digest = [&](uint64_t length) {
+    return w->crypt != nullptr ? w->crypt->ZeroChunkDigest(length)
+                               : storage::ZeroChunkDigest(length);
+  };
+  const Digest zero_full = zero_digest(index.chunk_size());
   const uint64_t last_len =
       index.chunk_count() > 0 ? index.ChunkLength(index.chunk_count() - 1) : 0;
   // The short last chunk has its own zero digest (one hash of at most a chunk).
-  const Digest zero_last =
-      last_len == index.chunk_size() ? zero_full : storage::ZeroChunkDigest(last_len);
+  const Digest zero_last = last_len == index.chunk_size() ? zero_full : zero_digest(last_len);
   std::unordered_map<Digest, size_t, storage::DigestHash> job_of;
   std::vector<uint64_t> last_chunk_of_job;
   w->next_same.assign(index.chunk_count(), kNoChunk);
@@ -519,41 +599,22 @@ Result<RestoreResult> RestoreArchive(const Repository& repo, const std::string& 
   }
 
   ApiClient api(repo);
-  CAIRN_ASSIGN_OR_RETURN(HttpResponse opened,
-                         Checked(api.PostJson(api.StorePath("/reader"), {{"snapshot", snapshot}})));
-  nlohmann::json info = opened.Json();
-  if (!info.is_object() || !info.contains("session") || !info["session"].is_string()) {
-    return Status::Corruption("server's reader answer has no session");
-  }
-  const std::string rid = info["session"].get<std::string>();
+  CAIRN_ASSIGN_OR_RETURN(const std::string rid, OpenReader(api, snapshot));
   ReaderCloser closer(&api, rid);
-
-  CAIRN_ASSIGN_OR_RETURN(
-      HttpResponse index_bytes,
-      Checked(api.Get("/api/v1/reader/" + rid + "/archive?archive=" + ApiClient::Escape(archive))));
-  auto parsed = FixedIndex::Parse(index_bytes.body);
-  if (!parsed.ok()) return parsed.status().WithContext(snapshot + "/" + archive);
-  const FixedIndex& index = *parsed;
-  // The manifest the server just read names the index's checksum and the
-  // image size: any other index is not the one the snapshot was committed with.
-  if (info.contains("archives") && info["archives"].is_array()) {
-    for (const auto& a : info["archives"]) {
-      if (!a.is_object() || !a.contains("name") || a["name"] != archive) continue;
-      const bool same = a.contains("csum") && a["csum"] == index.checksum().ToHex() &&
-                        a.contains("size") && a["size"].is_number_unsigned() &&
-                        a["size"].get<uint64_t>() == index.image_size();
-      if (!same) {
-        return Status::Corruption(snapshot + "/" + archive + ": index differs from the manifest");
-      }
-    }
-  }
+  CAIRN_ASSIGN_OR_RETURN(const storage::Manifest manifest, ReadManifest(api, rid, snapshot));
+  // Before anything else is fetched: no key, another key, a changed manifest.
+  CAIRN_ASSIGN_OR_RETURN(const std::shared_ptr<const storage::CryptConfig> crypt,
+                         SnapshotKey(snapshot, manifest, options));
+  CAIRN_ASSIGN_OR_RETURN(const FixedIndex index, ReadIndex(api, rid, snapshot, manifest, archive));
 
   RestoreResult result;
   result.image_size = index.image_size();
   result.chunks = index.chunk_count();
+  if (crypt != nullptr) result.fingerprint = crypt->fingerprint();
   auto work = std::make_unique<Work>();  // atomics and a mutex: not movable, not small
   Work& w = *work;
   w.index = &index;
+  w.crypt = crypt.get();
   w.rid = rid;
   w.target_name = target;
   PlanJobs(index, block_device, &w, &result);
@@ -585,6 +646,47 @@ Result<RestoreResult> RestoreArchive(const Repository& repo, const std::string& 
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (options.progress) options.progress(result.image_size, result.image_size);
   return result;
+}
+
+Status CheckManifestSignature(const std::string& snapshot, const storage::Manifest& m,
+                              const storage::CryptConfig& crypt) {
+  if (!m.crypt) return Status::InvalidArgument("snapshot " + snapshot + " is not encrypted");
+  if (crypt.fingerprint() != m.crypt->fingerprint) {
+    return Status::PermissionDenied("snapshot " + snapshot + " was encrypted with key " +
+                                    m.crypt->fingerprint + ", the key file has " +
+                                    crypt.fingerprint());
+  }
+  if (m.crypt->signature.empty()) {
+    return Status::Corruption("manifest signature mismatch: the server changed the snapshot " +
+                              snapshot + " (its manifest has no signature)");
+  }
+  if (crypt.Sign(storage::ManifestSigningText(m)).ToHex() != m.crypt->signature) {
+    return Status::Corruption("manifest signature mismatch: the server changed the snapshot " +
+                              snapshot);
+  }
+  return Status::OK();
+}
+
+Result<SnapshotBlob> ReadSnapshotBlob(const Repository& repo, const std::string& snapshot,
+                                      const std::string& archive) {
+  if (!archive.ends_with(".blob")) {
+    return Status::InvalidArgument(archive + " is not a blob archive (NAME.blob)");
+  }
+  ApiClient api(repo);
+  CAIRN_ASSIGN_OR_RETURN(const std::string rid, OpenReader(api, snapshot));
+  ReaderCloser closer(&api, rid);
+  SnapshotBlob out;
+  CAIRN_ASSIGN_OR_RETURN(out.manifest, ReadManifest(api, rid, snapshot));
+  const storage::ArchiveInfo* info = out.manifest.FindArchive(archive);
+  if (info == nullptr) return Status::NotFound("snapshot " + snapshot + " has no archive " + archive);
+  CAIRN_ASSIGN_OR_RETURN(
+      HttpResponse r,
+      Checked(api.Get("/api/v1/reader/" + rid + "/archive?archive=" + ApiClient::Escape(archive))));
+  if (r.body.size() != info->size || storage::Sha256(r.body) != info->csum) {
+    return Status::Corruption(snapshot + "/" + archive + " differs from the manifest");
+  }
+  out.blob = std::move(r.body);
+  return out;
 }
 
 }  // namespace cairn::client

@@ -26,17 +26,31 @@
 // past the image are left alone), every chunk written, zero chunks as zeros,
 // fsync at the end.
 //
-// The index itself must match the checksum and size that the manifest
-// (the server's answer to opening the session) gives for the archive.
+// The index itself must match the checksum and size that the snapshot's
+// manifest (GET /reader/{rid}/manifest, whose type, id and time must be the
+// snapshot asked for) gives for the archive.
+//
+// Encrypted snapshots (the manifest has `crypt`): before any chunk is
+// fetched, the key (RestoreOptions::key) must have the manifest's key
+// fingerprint (PermissionDenied naming the one needed otherwise) and the
+// manifest's signature must check out with it (Corruption "manifest
+// signature mismatch": the server changed the snapshot); then each chunk is
+// decrypted (CryptConfig::DecryptBlob) and its keyed digest compared with
+// the index. The signature covers the archives' checksums, the checksums
+// cover the digests, the digests the chunks: a server without the key can
+// swap nothing unnoticed.
 // Each distinct chunk is fetched once and written at every offset that holds
 // it. Memory: about four chunks (16 MiB) per connection (the response as
 // received, its copy in HttpResponse, the decoded chunk).
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "client/api_client.h"
+#include "storage/crypt_config.h"
+#include "storage/manifest.h"
 #include "storage/status.h"
 
 namespace cairn::client {
@@ -48,6 +62,12 @@ struct RestoreOptions {
   // a few times per second, and once at the end: (total, total) after a
   // successful restore only.
   std::function<void(uint64_t, uint64_t)> progress;
+  // Called once, before anything is downloaded, when the snapshot is
+  // encrypted, with the key fingerprint it was encrypted with: the key to
+  // decrypt it, or null when none is at hand (an error is returned as it
+  // is: a wrong passphrase). Unset = no key. Not called for a plain snapshot.
+  std::function<Result<std::shared_ptr<const storage::CryptConfig>>(const std::string& fingerprint)>
+      key;
 };
 
 struct RestoreResult {
@@ -56,6 +76,7 @@ struct RestoreResult {
   uint64_t zero_chunks = 0;       // not fetched: holes (zeros on a block device)
   uint64_t bytes_downloaded = 0;  // blob bytes fetched
   double seconds = 0;
+  std::string fingerprint;  // the key of an encrypted snapshot; "" = plain
 };
 
 // Restores `archive` ("disk0.fidx", or without ".fidx") of `snapshot`
@@ -70,5 +91,25 @@ struct RestoreResult {
 Result<RestoreResult> RestoreArchive(const Repository& repo, const std::string& snapshot,
                                      const std::string& archive, const std::string& target,
                                      const RestoreOptions& options);
+
+// OK when `m` is encrypted with `crypt`'s key and its signature matches
+// (storage::ManifestSigningText); PermissionDenied when the key's
+// fingerprint differs (naming both), Corruption("manifest signature
+// mismatch: …") when the signature differs or is missing.
+// REQUIRES: m.crypt.
+Status CheckManifestSignature(const std::string& snapshot, const storage::Manifest& m,
+                              const storage::CryptConfig& crypt);
+
+// A blob archive of a snapshot as stored (not decoded: it may be
+// encrypted), with the snapshot's manifest.
+struct SnapshotBlob {
+  storage::Manifest manifest;
+  std::string blob;  // the archive's bytes, their SHA-256 and size checked against the manifest
+};
+// Reads the blob archive `archive` (NAME.blob) of `snapshot` through a
+// reader session. NotFound for an unknown snapshot or archive, Corruption
+// when the bytes do not match the manifest (or it names another snapshot).
+Result<SnapshotBlob> ReadSnapshotBlob(const Repository& repo, const std::string& snapshot,
+                                      const std::string& archive);
 
 }  // namespace cairn::client

@@ -390,6 +390,7 @@ class Backup {
   bool jobs_started_ = false;
   bool frozen_ = false;
   std::string consistency_ = "crash";
+  std::string crypt_change_;  // CryptChange of the previous snapshot
   Clock::time_point start_ = Clock::now();
 };
 
@@ -412,9 +413,17 @@ Status Backup::Prepare() {
   CAIRN_RETURN_IF_ERROR(RepairDisks(*qmp_, &disks, previous, &actions));
   for (const auto& a : actions) Note(a);
   const std::string snapshot_time = std::to_string(session_->start_info().value("time", int64_t{0}));
+  crypt_change_ = CryptChange(previous, options_.upload.crypt.get());
   for (auto& d : disks) {
     DiskRun r;
     r.plan = PlanDisk(d, previous, options_.full);
+    if (!crypt_change_.empty()) {
+      // The previous snapshot's digests are another key's (DESIGN.md §4:
+      // a full read). plan.bitmap stays: the full-read path keeps the
+      // bitmap invariant like any other.
+      r.plan.reason = options_.full ? r.plan.reason + "; " + crypt_change_ : crypt_change_;
+      r.plan.incremental = false;
+    }
     r.new_bitmap = std::string(kBitmapPrefix) + snapshot_time + "-" + RandomHex(4);
     r.job_id = std::string(kJobPrefix) + RandomHex(4) + "-" + d.node;
     if (r.job_id.find('#') != std::string::npos) r.job_id = std::string(kJobPrefix) + RandomHex(8);
@@ -714,6 +723,10 @@ Result<json> Backup::Run() {
       {"seconds", secs},
       {"mb-per-s", secs > 0 ? static_cast<double>(size) / 1e6 / secs : 0.0},
       {"server", finish.value("stats", json::object())}};
+  const storage::CryptConfig* crypt = options_.upload.crypt.get();
+  summary["encrypted"] = crypt != nullptr;
+  summary["fingerprint"] = crypt != nullptr ? json(crypt->fingerprint()) : json(nullptr);
+  if (!crypt_change_.empty()) summary["crypt-change"] = crypt_change_;
   if (options_.progress) options_.progress(Progress(true));
   return summary;
 }

@@ -10,8 +10,9 @@
 // (client info "disks"), so the next run knows whether it may read only the
 // dirty chunks: the bitmap's name must be the one the group's newest snapshot
 // recorded for that disk, the size unchanged, and the bitmap consistent and
-// recording. Anything else is a full read (chunks the server holds are still
-// not uploaded), and the reason is reported.
+// recording, and the snapshot taken with the same encryption key (or both
+// plain). Anything else is a full read (chunks the server holds are still
+// not uploaded, unless the key changed), and the reason is reported.
 //
 // No state is kept on the host: QEMU holds the bitmaps (in the qcow2 file for
 // persistent ones), the server holds which bitmap each snapshot belongs to.
@@ -66,6 +67,8 @@ Result<std::vector<DiskInfo>> ListDisks(QmpClient& qmp, const std::vector<std::s
 
 // What the next backup of `disk` will do, given the group's newest snapshot
 // (the "previous" of a backup start, or null) — {incremental, reason}.
+// Encryption is not looked at here: BackupVm makes an incremental plan full
+// when CryptChange (client/backup_upload.h) says the key changed.
 struct DiskPlan {
   bool incremental = false;
   std::string reason;
@@ -105,6 +108,8 @@ struct VmBackupOptions {
 
 // Runs one backup. The summary (as printed by `cairn backup --output json`):
 // {"snapshot", "mode": "incremental"|"full"|"mixed", "consistency",
+//  "encrypted": bool, "fingerprint": FP | null, "crypt-change" (only when
+//  the previous snapshot's key differs: CryptChange, also each disk's reason),
 //  "disks": [{"node", "archive", "size", "mode", "reason", "bytes-read",
 //             "chunks-dirty", "chunks-uploaded", "chunks-reused", ...}],
 //  "bytes-read", "chunks-dirty", "chunks-uploaded", "bytes-uploaded",
