@@ -609,13 +609,14 @@ struct JobCommand {
     if (!tasks.ok()) return Fail(tasks.status());
     // The offline runner opens the store itself (the server must be stopped).
     cairn::storage::Catalog* cat = admin.catalog.get();
-    auto runner = [cat](const cairn::server::JobConfig& j, cairn::server::Task& task) -> Status {
+    auto runner = [cat](const cairn::server::JobConfig& j,
+                        cairn::server::Task& task) -> cairn::server::TaskOutcome {
       auto opened = cairn::server::OpenOffline(cat, j.store, "is the server running?");
-      if (!opened.ok()) return opened.status();
+      if (!opened.ok()) return {opened.status(), "", nullptr};
       cairn::server::MaintenanceContext ctx;
       ctx.store = opened->store.get();
       ctx.store_name = j.store;
-      return cairn::server::RunJob(ctx, j, task);
+      return {cairn::server::RunJob(ctx, j, task), "", nullptr};
     };
     // Declared before the scheduler: the scheduler (destroyed first) waits
     // for its runs, which run here.
