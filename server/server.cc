@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "server/request_auth.h"
+#include "server/running_server.h"
 #include "server/sync.h"
 #include "storage/env.h"
 
@@ -270,6 +271,10 @@ Status Server::Start() {
   CAIRN_ASSIGN_OR_RETURN(bound_port_, gate_->Bind(options_.host, options_.port));
   gate_->Start();
   start_time_ = Now();
+  // For the admin commands that ask a running server (server/running_server.h).
+  if (Status s = WriteRunningServer(options_.data_dir, options_.host, bound_port_); !s.ok()) {
+    spdlog::warn("cannot write server.json: {}", s.ToString());
+  }
   jobs_->Start();
   usage_->Start(StoreNames());
   reaper_ = std::thread([this] {
@@ -305,7 +310,10 @@ Status Server::Start() {
 
 void Server::Stop() {
   if (stopping_.exchange(true)) return;
-  if (gate_) gate_->Stop();
+  if (gate_) {
+    RemoveRunningServer(options_.data_dir);
+    gate_->Stop();
+  }
   if (reaper_.joinable()) reaper_.join();
   if (overdue_.joinable()) overdue_.join();
   // The runner first: long tasks see its cancel flag and end early, queued

@@ -11,6 +11,7 @@
 //   <data>/tasks/<id>.log    task logs
 //   <data>/tls/{cert,key}.pem the server's self-signed identity
 //   <data>/admin.token       the first admin token, mode 0600, written once
+//   <data>/server.json       where the running server listens (server/running_server.h)
 //   <data>/stores/default/   the default datastore (others live where `datastore create` puts them)
 //
 // Thread safety: Start/Stop from one thread; request handlers run on the

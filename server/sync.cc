@@ -859,6 +859,18 @@ Result<SyncReport> RunPush(const MaintenanceContext& ctx, const Remote& remote,
   return pusher.Run();
 }
 
+Status CheckRemoteUnused(const std::vector<JobConfig>& jobs, const std::string& name) {
+  std::string users;
+  for (const auto& job : jobs) {
+    auto it = job.options.find("remote");
+    if (!IsSyncJobKind(job.kind) || it == job.options.end() || *it != name) continue;
+    users += (users.empty() ? "" : ", ") + job.id;
+  }
+  if (users.empty()) return Status::OK();
+  return Status::Conflict("remote " + name + " is used by job(s) " + users +
+                          "; remove them first");
+}
+
 TaskOutcome RunSyncJob(const MaintenanceContext& ctx, RemoteStore* remotes, const JobConfig& job,
                        Task& task) {
   auto options = SyncOptions::FromJson(job.kind, job.options);

@@ -126,4 +126,8 @@ TaskOutcome RunSyncJob(const MaintenanceContext& ctx, RemoteStore* remotes, cons
 
 inline bool IsSyncJobKind(const std::string& kind) { return kind == "sync" || kind == "push"; }
 
+// Conflict naming the jobs that use remote `name` (a remote in use cannot
+// be removed); OK when none does.
+Status CheckRemoteUnused(const std::vector<JobConfig>& jobs, const std::string& name);
+
 }  // namespace cairn::server
