@@ -38,7 +38,8 @@ int RunSnapshots(const GlobalOptions& global, const SnapshotsFlags& flags) {
     }
     std::cout << s.snapshot << "  " << HumanSize(s.size)
               << "  verify:" << (s.verify ? s.verify->state : "-")
-              << (s.is_protected ? "  protected" : "") << "\n";
+              << (s.is_protected ? "  protected" : "")
+              << (s.encrypted ? "  encrypted:" + s.fingerprint.value_or("?") : "") << "\n";
   }
   return 0;
 }

@@ -230,6 +230,10 @@ SnapshotInfo ReadSnapshot(Fields& f) {
   }
   s.owner = f.NullableString("owner");
   s.client = f.Any("client");
+  if (f.Has("encrypted")) {
+    s.encrypted = f.Bool("encrypted");
+    s.fingerprint = f.NullableString("fingerprint");
+  }
   return s;
 }
 

@@ -99,6 +99,10 @@ struct SnapshotInfo {
   std::optional<SnapshotVerifyState> verify;  // none before the first verification
   std::optional<std::string> owner;
   nlohmann::json client;  // the client info the backup stored (free-form)
+  // Made with client-side encryption, by the key of this fingerprint
+  // (servers before encryption send neither field: plain).
+  bool encrypted = false;
+  std::optional<std::string> fingerprint;
 };
 
 enum class TaskState { kRunning, kOk, kWarnings, kFailed };

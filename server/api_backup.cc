@@ -7,6 +7,7 @@
 #include "server/server.h"
 #include "storage/blob.h"
 #include "storage/json_bounds.h"
+#include "storage/manifest.h"
 
 namespace cairn::server::api {
 namespace {
@@ -29,6 +30,32 @@ Result<std::optional<int64_t>> TimeField(const json& body) {
   return std::optional<int64_t>(time);
 }
 
+// The optional "crypt" of a start or finish body: {"mode": "encrypt",
+// "fingerprint": FP[, "signature": HEX]} (finish needs the signature).
+Result<std::optional<storage::CryptInfo>> CryptField(const json& body, bool finish) {
+  auto it = body.find("crypt");
+  if (it == body.end() || it->is_null()) return std::optional<storage::CryptInfo>();
+  if (!it->is_object()) return Status::InvalidArgument("crypt must be an object");
+  CAIRN_RETURN_IF_ERROR((finish ? OnlyKeys(*it, {"mode", "fingerprint", "signature"})
+                                : OnlyKeys(*it, {"mode", "fingerprint"}))
+                            .WithContext("crypt"));
+  CAIRN_ASSIGN_OR_RETURN(std::string mode, RequiredString(*it, "mode"));
+  if (mode != "encrypt") return Status::InvalidArgument("crypt.mode must be \"encrypt\"");
+  storage::CryptInfo info;
+  CAIRN_ASSIGN_OR_RETURN(info.fingerprint, RequiredString(*it, "fingerprint"));
+  if (!storage::IsKeyFingerprint(info.fingerprint)) {
+    return Status::InvalidArgument(
+        "crypt.fingerprint must be 8 lowercase hex pairs joined by ':'");
+  }
+  if (finish) {
+    CAIRN_ASSIGN_OR_RETURN(info.signature, RequiredString(*it, "signature"));
+    if (!storage::Digest::FromHex(info.signature).ok()) {
+      return Status::InvalidArgument("crypt.signature must be 64 lowercase hex digits");
+    }
+  }
+  return std::optional<storage::CryptInfo>(std::move(info));
+}
+
 json StartedJson(const StartBackupResult& started) {
   const auto& s = started.session;
   json j = {{"session", s->id()}, {"snapshot", s->ref().ToString()}, {"time", s->ref().time}};
@@ -38,7 +65,10 @@ json StartedJson(const StartBackupResult& started) {
                      {"time", s->previous()->time},
                      {"archives", ArchivesJson(pm.archives)},
                      {"verify", pm.verify ? json(pm.verify->state) : json(nullptr)},
-                     {"client", pm.client}};
+                     {"client", pm.client},
+                     {"crypt", pm.crypt ? json{{"mode", "encrypt"},
+                                               {"fingerprint", pm.crypt->fingerprint}}
+                                        : json(nullptr)}};
   } else {
     j["previous"] = nullptr;
   }
@@ -117,7 +147,11 @@ void RegisterBackupRoutes(Service* service, httplib::Server* http) {
     CAIRN_ASSIGN_OR_RETURN(std::string group_text, StringField(body, "group"));
     CAIRN_ASSIGN_OR_RETURN(storage::GroupRef group, storage::GroupRef::Parse(group_text));
     CAIRN_ASSIGN_OR_RETURN(std::optional<int64_t> time, TimeField(body));
-    CAIRN_ASSIGN_OR_RETURN(StartBackupResult started, service->StartBackup(c, group, time));
+    CAIRN_ASSIGN_OR_RETURN(std::optional<storage::CryptInfo> crypt, CryptField(body, false));
+    std::optional<std::string> fingerprint;
+    if (crypt) fingerprint = crypt->fingerprint;
+    CAIRN_ASSIGN_OR_RETURN(StartBackupResult started,
+                           service->StartBackup(c, group, time, std::move(fingerprint)));
     SendJson(res, 201, StartedJson(started));
     return Status::OK();
   }));
@@ -177,7 +211,9 @@ void RegisterBackupRoutes(Service* service, httplib::Server* http) {
     CAIRN_ASSIGN_OR_RETURN(auto s, session(req));
     CAIRN_ASSIGN_OR_RETURN(json body, ParseBody(req));
     CAIRN_ASSIGN_OR_RETURN(json client, ClientInfo(body));
-    CAIRN_ASSIGN_OR_RETURN(FinishedBackup done, service->FinishBackup(s, std::move(client)));
+    CAIRN_ASSIGN_OR_RETURN(std::optional<storage::CryptInfo> crypt, CryptField(body, true));
+    CAIRN_ASSIGN_OR_RETURN(FinishedBackup done,
+                           service->FinishBackup(s, std::move(client), std::move(crypt)));
     SendJson(res, 200, {{"snapshot", done.ref.ToString()}, {"stats", StatsJson(done.stats)}});
     return Status::OK();
   }));

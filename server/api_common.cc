@@ -175,7 +175,10 @@ json SnapshotJson(const storage::SnapshotRow& row, const std::string& owner) {
             {"archives", ArchivesJson(row.archives)},
             {"protected", row.is_protected},
             {"notes", row.notes},
-            {"client", client.is_discarded() ? json::object() : client}};
+            {"client", client.is_discarded() ? json::object() : client},
+            {"encrypted", !row.key_fingerprint.empty()},
+            {"fingerprint",
+             row.key_fingerprint.empty() ? json(nullptr) : json(row.key_fingerprint)}};
   if (row.verify) {
     j["verify"] = {{"state", row.verify->state}, {"time", row.verify->time}, {"task", row.verify->task}};
   } else {

@@ -15,13 +15,17 @@ bool EndsWith(const std::string& s, std::string_view suffix) {
 BackupSession::BackupSession(std::string id, std::string store_name, storage::Datastore* store,
                              SnapshotRef ref,
                              std::optional<SnapshotRef> previous,
-                             std::unique_ptr<storage::StagedSnapshot> staged, int64_t start_time)
+                             std::unique_ptr<storage::StagedSnapshot> staged, int64_t start_time,
+                             std::optional<std::string> fingerprint,
+                             std::optional<std::string> previous_fingerprint)
     : id_(std::move(id)),
       store_name_(std::move(store_name)),
       store_(store),
       ref_(std::move(ref)),
       previous_(std::move(previous)),
       start_time_(start_time),
+      fingerprint_(std::move(fingerprint)),
+      previous_fingerprint_(std::move(previous_fingerprint)),
       last_active_(start_time),
       staged_(std::move(staged)) {}
 
@@ -40,6 +44,14 @@ Result<std::string> BackupSession::PreviousIndex(const std::string& archive) {
     CAIRN_RETURN_IF_ERROR(CheckOpenLocked());
   }
   if (!previous_) return Status::NotFound("this group has no previous snapshot to build on");
+  if (fingerprint_ != previous_fingerprint_) {
+    auto key = [](const std::optional<std::string>& fp) {
+      return fp ? "encrypted with key " + *fp : std::string("not encrypted");
+    };
+    return Status::Conflict("previous snapshot " + previous_->ToString() + " is " +
+                            key(previous_fingerprint_) + ", this backup is " + key(fingerprint_) +
+                            ": its chunks cannot be reused, send every chunk");
+  }
   auto read = store_->ReadArchive(*previous_, archive, kMaxIndexUploadBytes);
   if (!read.ok()) {
     // The storage layer's messages name files; the client gets names only.
@@ -69,7 +81,10 @@ Result<storage::InsertResult> BackupSession::UploadChunk(const Digest& digest, u
   // Verification (decode + SHA-256) is the expensive part: run it unlocked so
   // uploads on several connections proceed in parallel.
   CAIRN_ASSIGN_OR_RETURN(storage::InsertResult result,
-                         store_->chunk_store()->InsertBlob(digest, blob, size, &dirty_));
+                         store_->chunk_store()->InsertBlob(
+                             digest, blob, size, &dirty_,
+                             encrypted() ? storage::ChunkDomain::kEncrypted
+                                         : storage::ChunkDomain::kVerified));
   MutexLock lock(&mu_);
   known_.insert(digest);
   ++stats_.chunks_uploaded;
@@ -117,10 +132,21 @@ Status BackupSession::WriteBlob(const std::string& archive, std::string_view byt
   return Status::OK();
 }
 
-Result<storage::Manifest> BackupSession::Finish(const nlohmann::json& client) {
+Result<storage::Manifest> BackupSession::Finish(const nlohmann::json& client,
+                                                std::optional<storage::CryptInfo> crypt) {
   MutexLock lock(&mu_);
   CAIRN_RETURN_IF_ERROR(CheckOpenLocked());
   if (archives_.empty()) return Status::InvalidArgument("nothing to commit: no archive was written");
+  if (encrypted() && !crypt) {
+    return Status::InvalidArgument("an encrypted backup must finish with crypt (key and signature)");
+  }
+  if (!encrypted() && crypt) {
+    return Status::InvalidArgument("crypt given at finish, but the backup was not started encrypted");
+  }
+  if (crypt && crypt->fingerprint != *fingerprint_) {
+    return Status::InvalidArgument("crypt names key " + crypt->fingerprint +
+                                   ", the backup was started with key " + *fingerprint_);
+  }
   // Chunk folder entries first: the snapshot must never become visible
   // before the chunks it references are durable.
   CAIRN_RETURN_IF_ERROR(store_->chunk_store()->SyncFolders(&dirty_));
@@ -132,6 +158,7 @@ Result<storage::Manifest> BackupSession::Finish(const nlohmann::json& client) {
   std::sort(m.archives.begin(), m.archives.end(),
             [](const auto& a, const auto& b) { return a.name < b.name; });
   m.client = client.is_object() ? client : nlohmann::json::object();
+  m.crypt = std::move(crypt);
   // The client info comes from outside: never commit a manifest that would
   // not read back (too deep, too large, invalid UTF-8).
   if (auto check = storage::Manifest::Parse(m.ToJson()); !check.ok()) {

@@ -54,9 +54,14 @@ struct BackupStats {
 class BackupSession {
  public:
   // REQUIRES: `store` outlives the session.
+  // `fingerprint`: set for an encrypted session (the client's key; it takes
+  // encrypted chunks only, storage/FORMAT.md "Which kinds prove their
+  // digest"). `previous_fingerprint`: the previous snapshot's key, unset
+  // when it is plain; its index is offered only when the two agree.
   BackupSession(std::string id, std::string store_name, storage::Datastore* store, SnapshotRef ref,
                 std::optional<SnapshotRef> previous, std::unique_ptr<storage::StagedSnapshot> staged,
-                int64_t start_time);
+                int64_t start_time, std::optional<std::string> fingerprint = std::nullopt,
+                std::optional<std::string> previous_fingerprint = std::nullopt);
   ~BackupSession();
 
   const std::string& id() const { return id_; }
@@ -64,14 +69,21 @@ class BackupSession {
   const SnapshotRef& ref() const { return ref_; }
   const std::optional<SnapshotRef>& previous() const { return previous_; }
   int64_t start_time() const { return start_time_; }
+  const std::optional<std::string>& fingerprint() const { return fingerprint_; }
+  bool encrypted() const { return fingerprint_.has_value(); }
 
   // The previous snapshot's index `archive` (".fidx") as stored; its digests
   // become known to this session. NotFound without a previous snapshot or
-  // without that archive.
+  // without that archive; Conflict when the previous snapshot was made with
+  // another key, or one of the two is encrypted and the other not (its
+  // chunks are of another domain: the client must send everything).
   Result<std::string> PreviousIndex(const std::string& archive);
 
-  // Verifies and stores one chunk (see ChunkStore::InsertBlob); registers its
-  // digest. Corruption for a blob that does not match digest and size.
+  // Verifies and stores one chunk (see ChunkStore::InsertBlob; an encrypted
+  // session inserts into the encrypted domain); registers its digest.
+  // Corruption for a blob that does not match digest and size,
+  // InvalidArgument for a kind of the other domain, Conflict for an
+  // encrypted chunk whose digest names a verified chunk (not registered).
   Result<storage::InsertResult> UploadChunk(const Digest& digest, uint64_t size,
                                             std::string_view blob);
 
@@ -84,8 +96,11 @@ class BackupSession {
 
   // Commits: fsyncs the chunk folders this session touched, writes the
   // manifest and renames the snapshot into place. Conflict when finished or
-  // aborted already; InvalidArgument when no archive was written.
-  Result<storage::Manifest> Finish(const nlohmann::json& client);
+  // aborted already; InvalidArgument when no archive was written, and when
+  // `crypt` is missing in an encrypted session (or names another key) or
+  // given in a plain one.
+  Result<storage::Manifest> Finish(const nlohmann::json& client,
+                                   std::optional<storage::CryptInfo> crypt = std::nullopt);
 
   // Removes the staged snapshot. Idempotent.
   void Abort();
@@ -110,6 +125,8 @@ class BackupSession {
   const SnapshotRef ref_;
   const std::optional<SnapshotRef> previous_;
   const int64_t start_time_;
+  const std::optional<std::string> fingerprint_;
+  const std::optional<std::string> previous_fingerprint_;
   std::atomic<int64_t> last_active_;
   storage::DirtyFolders dirty_;
 

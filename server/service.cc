@@ -536,7 +536,8 @@ Status Service::RemoveRemote(const Principal& p, const std::string& name) {
 // Backup sessions
 
 Result<StartBackupResult> Service::StartBackup(const StoreCaller& c, const GroupRef& group,
-                                               std::optional<int64_t> time) {
+                                               std::optional<int64_t> time,
+                                               std::optional<std::string> fingerprint) {
   if (!c.roles.Has(Role::kAdmin) && !c.roles.Has(Role::kBackup)) {
     return c.authorizer().Check(Action::kBackup);
   }
@@ -555,7 +556,8 @@ Result<StartBackupResult> Service::StartBackup(const StoreCaller& c, const Group
                             .WithContext(group.ToString()));
   CAIRN_ASSIGN_OR_RETURN(StartBackupResult started,
                          server_->sessions()->StartBackup(c.store_name, c.store, group, time,
-                                                          c.principal.auth_id, Now()));
+                                                          c.principal.auth_id, Now(),
+                                                          std::move(fingerprint)));
   spdlog::info("backup {} of {} started by {}", started.session->id(),
                started.session->ref().ToString(), c.principal.auth_id);
   return started;
@@ -566,9 +568,10 @@ Result<std::shared_ptr<BackupSession>> Service::Backup(const Principal& p, const
 }
 
 Result<FinishedBackup> Service::FinishBackup(const std::shared_ptr<BackupSession>& s,
-                                             nlohmann::json client) {
+                                             nlohmann::json client,
+                                             std::optional<storage::CryptInfo> crypt) {
   // The catalog learns of the commit from the datastore (CatalogSync).
-  CAIRN_RETURN_IF_ERROR(s->Finish(std::move(client)).status());
+  CAIRN_RETURN_IF_ERROR(s->Finish(std::move(client), std::move(crypt)).status());
   FinishedBackup out{s->ref(), s->stats()};
   server_->sessions()->EndBackup(s->id());
   server_->usage()->MarkDirty(s->store_name());
@@ -621,6 +624,13 @@ Result<std::unique_ptr<ImageDownload>> Service::OpenDownload(const StoreCaller& 
                                                              const std::string& archive) {
   CAIRN_RETURN_IF_ERROR(storage::ValidateName(storage::NameKind::kArchive, archive));
   CAIRN_ASSIGN_OR_RETURN(auto reader, OpenReader(c, ref));
+  if (reader->manifest().crypt) {
+    // The server holds no key: it cannot make the image.
+    CloseReader(reader);
+    return Status::InvalidArgument("snapshot " + ref.ToString() + " is encrypted with key " +
+                                   reader->manifest().crypt->fingerprint +
+                                   ": restore it with `cairn restore` and that key");
+  }
   return ImageDownload::Open(std::move(reader), server_->sessions(), archive);
 }
 

@@ -193,12 +193,15 @@ class Service {
   // --- Backup sessions ---
   // Checks the role, makes the caller the owner of a new group (exclusive
   // create: of two first backups exactly one owns it), and starts the session.
+  // `fingerprint`: the client's key for an encrypted backup (none: plain).
   Result<StartBackupResult> StartBackup(const StoreCaller& c, const storage::GroupRef& group,
-                                        std::optional<int64_t> time);
+                                        std::optional<int64_t> time,
+                                        std::optional<std::string> fingerprint = std::nullopt);
   Result<std::shared_ptr<BackupSession>> Backup(const Principal& p, const std::string& id);
   // Commits, ends the session, and starts verify-new when the store asks.
   Result<FinishedBackup> FinishBackup(const std::shared_ptr<BackupSession>& s,
-                                      nlohmann::json client);
+                                      nlohmann::json client,
+                                      std::optional<storage::CryptInfo> crypt = std::nullopt);
   void EndBackup(const std::shared_ptr<BackupSession>& s);
 
   // --- Reader sessions ---

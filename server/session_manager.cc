@@ -41,7 +41,8 @@ Result<StartBackupResult> SessionManager::StartBackup(const std::string& store_n
                                                       storage::Datastore* store,
                                                       const storage::GroupRef& group,
                                                       std::optional<int64_t> time,
-                                                      const std::string& auth_id, int64_t now) {
+                                                      const std::string& auth_id, int64_t now,
+                                                      std::optional<std::string> fingerprint) {
   CAIRN_RETURN_IF_ERROR(group.Validate());
   const std::string key = store_name + "|" + group.ToString();
   const std::string id = NewSessionId();
@@ -107,7 +108,13 @@ Result<StartBackupResult> SessionManager::StartBackup(const std::string& store_n
     release();
     return staged.status();
   }
-  out.session = std::make_shared<BackupSession>(id, store_name, store, ref, previous, std::move(*staged), now);
+  std::optional<std::string> previous_fingerprint;
+  if (out.previous_manifest && out.previous_manifest->crypt) {
+    previous_fingerprint = out.previous_manifest->crypt->fingerprint;
+  }
+  out.session = std::make_shared<BackupSession>(id, store_name, store, ref, previous,
+                                                std::move(*staged), now, std::move(fingerprint),
+                                                std::move(previous_fingerprint));
   MutexLock lock(&mu_);
   backups_[id] = BackupEntry{store_name, key, auth_id, out.session};
   return out;

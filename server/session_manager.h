@@ -49,11 +49,12 @@ class SessionManager {
   // (default `now`). Conflict when the group has a backup running or a
   // snapshot at or after that time; TooManyRequests when `auth_id` holds
   // limits.backups_per_token backup sessions already. The owner is recorded
-  // by the caller.
+  // by the caller. `fingerprint`: set for an encrypted backup (BackupSession).
   Result<StartBackupResult> StartBackup(const std::string& store_name, storage::Datastore* store,
                                         const storage::GroupRef& group,
                                         std::optional<int64_t> time, const std::string& auth_id,
-                                        int64_t now);
+                                        int64_t now,
+                                        std::optional<std::string> fingerprint = std::nullopt);
   // NotFound for an unknown id, or one that belongs to another auth id.
   Result<std::shared_ptr<BackupSession>> GetBackup(const std::string& id,
                                                    const std::string& auth_id, int64_t now);

@@ -264,4 +264,19 @@ Result<const std::string*> BlobEncoder::EncodeZeros(size_t length) {
   return static_cast<const std::string*>(&out_);
 }
 
+bool EncryptedSizeFits(const BlobView& blob, uint64_t size) {
+  return EncryptedSizeFits(blob.kind, blob.payload.size(), size);
+}
+
+bool EncryptedSizeFits(BlobKind kind, uint64_t ciphertext, uint64_t size) {
+  switch (kind) {
+    case BlobKind::kEncrypted:
+      return ciphertext == size;
+    case BlobKind::kEncryptedZstd:
+      return ciphertext > 0 && ciphertext < size;
+    default:
+      return false;
+  }
+}
+
 }  // namespace cairn::storage

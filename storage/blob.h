@@ -76,6 +76,16 @@ struct BlobView {
   }
 };
 
+// Whether an encrypted-kind blob's ciphertext length fits the plaintext
+// `size` it is said to hold — the only size check possible without the key:
+// CRNBLOBe: ciphertext length == size; CRNBLOBE: 0 < ciphertext length < size
+// (a writer keeps the zstd form only when strictly smaller). False for the
+// other kinds.
+bool EncryptedSizeFits(const BlobView& blob, uint64_t size);
+// The same rule from a kind and a ciphertext length (for callers that kept
+// only those).
+bool EncryptedSizeFits(BlobKind kind, uint64_t ciphertext_length, uint64_t size);
+
 // Checks length, magic and CRC32C (in that order, FORMAT.md "Blob") and
 // returns the view. Corruption for anything that is not a well-formed
 // envelope. Does not look into the payload.

@@ -102,6 +102,11 @@ CREATE TRIGGER snapshots_summary_size AFTER UPDATE OF size ON snapshots BEGIN
   WHERE store = NEW.store AND ns = NEW.ns AND type = NEW.type AND id = NEW.id;
 END;
 )sql",
+    // 4: the key fingerprint of an encrypted snapshot (NULL: plain), for
+    // listings. Every snapshot before this version is plain.
+    R"sql(
+ALTER TABLE snapshots ADD COLUMN key_fingerprint TEXT;
+)sql",
 };
 static_assert(std::size(kMigrations) == kCatalogSchemaVersion,
               "kCatalogSchemaVersion must equal the number of migrations");
@@ -155,6 +160,7 @@ SnapshotRow SnapshotRow::FromManifest(const SnapshotRef& ref, const Manifest& m)
   r.notes = m.notes;
   r.verify = m.verify;
   r.client = m.client.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  if (m.crypt) r.key_fingerprint = m.crypt->fingerprint;
   r.archives = m.archives;
   std::sort(r.archives.begin(), r.archives.end(),
             [](const ArchiveInfo& a, const ArchiveInfo& b) { return a.name < b.name; });
@@ -257,12 +263,13 @@ Status Catalog::UpsertSnapshotLocked(const std::string& store, const SnapshotRef
   {
     Stmt st(db_,
             "INSERT INTO snapshots(store, ns, type, id, time, size, protected, notes, "
-            "verify_state, verify_time, verify_task, client) "
-            "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) "
+            "verify_state, verify_time, verify_task, client, key_fingerprint) "
+            "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) "
             "ON CONFLICT(store, ns, type, id, time) DO UPDATE SET size = excluded.size, "
             "protected = excluded.protected, notes = excluded.notes, "
             "verify_state = excluded.verify_state, verify_time = excluded.verify_time, "
-            "verify_task = excluded.verify_task, client = excluded.client, error = NULL");
+            "verify_task = excluded.verify_task, client = excluded.client, "
+            "key_fingerprint = excluded.key_fingerprint, error = NULL");
     BindSnapshot(st, store, ref);
     st.Int(6, static_cast<int64_t>(m.TotalSize())).Int(7, m.is_protected ? 1 : 0).Text(8, m.notes);
     if (m.verify) {
@@ -271,6 +278,11 @@ Status Catalog::UpsertSnapshotLocked(const std::string& store, const SnapshotRef
       st.Null(9).Null(10).Null(11);
     }
     st.Text(12, m.client.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    if (m.crypt) {
+      st.Text(13, m.crypt->fingerprint);
+    } else {
+      st.Null(13);
+    }
     CAIRN_RETURN_IF_ERROR(st.Run());
   }
   int64_t sid = 0;
@@ -416,7 +428,7 @@ namespace {
 
 constexpr char kSnapshotColumns[] =
     "ns, type, id, time, size, protected, notes, verify_state, verify_time, verify_task, client, "
-    "sid, error";
+    "sid, error, key_fingerprint";
 
 Result<SnapshotRow> SnapshotFromColumns(Stmt& st) {
   SnapshotRow r;
@@ -428,6 +440,7 @@ Result<SnapshotRow> SnapshotFromColumns(Stmt& st) {
   if (!st.ColIsNull(7)) r.verify = VerifyState{st.ColText(7), st.ColInt(8), st.ColText(9)};
   r.client = st.ColText(10);
   if (!st.ColIsNull(12)) r.error = st.ColText(12);
+  if (!st.ColIsNull(13)) r.key_fingerprint = st.ColText(13);
   return r;
 }
 
@@ -673,7 +686,7 @@ Result<std::string> Catalog::Dump(const std::string& store) {
   {
     Stmt st(db_,
             "SELECT ns, type, id, time, size, protected, notes, verify_state, verify_time, "
-            "verify_task, client, error FROM snapshots WHERE store = ?1 "
+            "verify_task, client, error, key_fingerprint FROM snapshots WHERE store = ?1 "
             "ORDER BY ns, type, id, time");
     st.Text(1, store);
     for (;;) {
@@ -685,6 +698,7 @@ Result<std::string> Catalog::Dump(const std::string& store) {
              " protected=" + std::to_string(st.ColInt(5)) + " notes=" + Quote(st.ColText(6)) +
              " client=" + Quote(st.ColText(10));
       if (!st.ColIsNull(11)) out += " error=" + Quote(st.ColText(11));
+      if (!st.ColIsNull(12)) out += " key=" + Quote(st.ColText(12));
       if (st.ColIsNull(7)) {
         out += " verify=none\n";
       } else {

@@ -39,7 +39,7 @@ struct sqlite3;
 namespace cairn::storage {
 
 // The schema version this build creates and understands.
-inline constexpr int kCatalogSchemaVersion = 3;
+inline constexpr int kCatalogSchemaVersion = 4;
 
 struct DatastoreRow {
   std::string name;
@@ -63,6 +63,7 @@ struct SnapshotRow {
   std::string notes;
   std::optional<VerifyState> verify;
   std::string client;           // Manifest::client as JSON text
+  std::string key_fingerprint;  // Manifest::crypt's fingerprint; empty for a plain snapshot
   std::vector<ArchiveInfo> archives;  // by name (filled by ListSnapshots and GetSnapshot)
   // Set for a snapshot whose index.json did not read at the last reindex
   // (the other fields are then empty): listings show it as damaged.

@@ -128,7 +128,8 @@ Mutex* ChunkStore::PrefixMutex(uint16_t prefix) {
 }
 
 Result<InsertResult> ChunkStore::InsertBlob(const Digest& digest, std::string_view blob,
-                                            uint64_t expected_size, DirtyFolders* dirty) {
+                                            uint64_t expected_size, DirtyFolders* dirty,
+                                            ChunkDomain domain) {
   // Everything is checked before anything touches the disk: a bad upload
   // changes nothing, not even the mtime of an existing chunk.
   if (blob.size() > kMaxBlobFileSize) {
@@ -140,6 +141,10 @@ Result<InsertResult> ChunkStore::InsertBlob(const Digest& digest, std::string_vi
   }
   CAIRN_ASSIGN_OR_RETURN(BlobView view, ParseBlob(blob));
   const BlobKind kind = view.kind;
+  if (domain == ChunkDomain::kEncrypted && !view.encrypted()) {
+    return Status::InvalidArgument("a " + std::string(BlobKindName(kind)) +
+                                   " chunk in an encrypted backup: every chunk must be encrypted");
+  }
   switch (kind) {
     case BlobKind::kPlain:
       // Hashed in place: no copy of the payload.
@@ -161,30 +166,25 @@ Result<InsertResult> ChunkStore::InsertBlob(const Digest& digest, std::string_vi
       break;
     }
     case BlobKind::kEncrypted:
-    case BlobKind::kEncryptedZstd: {
-      // An encrypted-kind blob proves nothing about its digest: accepting one
-      // would let any session register (and so reference, and read back) a
-      // digest whose data it does not hold. Refused until client-side
-      // encryption exists and keeps such chunks in their own domain.
-      if (!options_.allow_encrypted) {
-        return Status::InvalidArgument(
-            "encrypted chunks are not supported until client-side encryption exists");
-      }
+    case BlobKind::kEncryptedZstd:
       // Without the key only the envelope can be checked: CRC (done above)
-      // and the length of the ciphertext region.
-      const uint64_t payload = view.payload.size();
-      if (payload != expected_size) {
-        return Status::Corruption("encrypted chunk size mismatch: expected " +
-                                  std::to_string(expected_size) + ", payload holds " +
-                                  std::to_string(payload));
+      // and whether the ciphertext's length fits the size.
+      if (domain != ChunkDomain::kEncrypted) {
+        return Status::InvalidArgument(
+            "an encrypted chunk in an unencrypted backup: start the backup with encryption");
+      }
+      if (!EncryptedSizeFits(view, expected_size)) {
+        return Status::Corruption("encrypted chunk size mismatch: a " +
+                                  std::string(BlobKindName(kind)) + " blob with " +
+                                  std::to_string(view.payload.size()) +
+                                  " bytes of ciphertext cannot hold " +
+                                  std::to_string(expected_size) + " bytes");
       }
       break;
-    }
   }
-  const bool verified = kind == BlobKind::kPlain || kind == BlobKind::kZstd;
-  CAIRN_ASSIGN_OR_RETURN(Existing existing, Refresh(digest, dirty, verified));
-  if (existing == Existing::kVerified) return InsertResult::kExisted;
-  return Store(digest, blob, dirty, verified);
+  CAIRN_ASSIGN_OR_RETURN(Existing existing, Refresh(digest, dirty, domain));
+  if (existing == Existing::kSameDomain) return InsertResult::kExisted;
+  return Store(digest, blob, dirty, domain);
 }
 
 Result<InsertResult> ChunkStore::InsertData(std::string_view data, Digest* digest,
@@ -195,51 +195,67 @@ Result<InsertResult> ChunkStore::InsertData(std::string_view data, Digest* diges
   }
   *digest = PlaintextDigest(data);
   // Checked before compressing: most chunks of a re-read disk exist already.
-  CAIRN_ASSIGN_OR_RETURN(Existing existing, Refresh(*digest, dirty, /*verified=*/true));
-  if (existing == Existing::kVerified) return InsertResult::kExisted;
+  CAIRN_ASSIGN_OR_RETURN(Existing existing, Refresh(*digest, dirty, ChunkDomain::kVerified));
+  if (existing == Existing::kSameDomain) return InsertResult::kExisted;
   const std::string blob = EncodeBlob(data);
-  return Store(*digest, blob, dirty, /*verified=*/true);
+  return Store(*digest, blob, dirty, ChunkDomain::kVerified);
 }
 
-Result<bool> ChunkStore::IsVerifiedKind(const std::string& path) {
+Result<std::optional<ChunkDomain>> ChunkStore::StoredDomain(const std::string& path) {
   std::string head;
   CAIRN_RETURN_IF_ERROR(env_->ReadFileHead(path, &head, kBlobMagicSize));
   std::optional<BlobKind> kind = PeekBlobKind(head);
-  return kind == BlobKind::kPlain || kind == BlobKind::kZstd;
+  if (!kind.has_value()) return std::optional<ChunkDomain>();
+  const bool encrypted = *kind == BlobKind::kEncrypted || *kind == BlobKind::kEncryptedZstd;
+  return std::optional<ChunkDomain>(encrypted ? ChunkDomain::kEncrypted : ChunkDomain::kVerified);
 }
 
+namespace {
+
+Status OtherDomainConflict(const Digest& digest) {
+  return Status::Conflict("chunk " + digest.ToHex() +
+                          ": a verified chunk is stored under this digest; an encrypted chunk "
+                          "cannot take or share its place");
+}
+
+}  // namespace
+
 Result<ChunkStore::Existing> ChunkStore::Refresh(const Digest& digest, DirtyFolders* dirty,
-                                                 bool verified) {
+                                                 ChunkDomain domain) {
   const uint16_t prefix = DigestPrefix(digest);
   const std::string path = ChunkPath(digest);
   // Under the stripe lock: GC decides and deletes under the same lock, so it
-  // can never delete the chunk between our check and the new mtime.
-  // TouchMtime doubles as the existence check (one syscall).
+  // can never delete the chunk between our check and the new mtime. The
+  // magic (8 bytes) is read first: a chunk of the other domain is neither
+  // refreshed nor counted as stored for this insert.
   MutexLock lock(PrefixMutex(prefix));
+  auto stored = StoredDomain(path);
+  if (!stored.ok()) {
+    if (stored.status().IsNotFound()) return Existing::kAbsent;
+    return stored.status();
+  }
+  if (*stored != domain) {
+    if (domain == ChunkDomain::kEncrypted && *stored == ChunkDomain::kVerified) {
+      return OtherDomainConflict(digest);
+    }
+    return Existing::kReplaceable;
+  }
   Status s = env_->TouchMtime(path);
   if (s.IsNotFound()) return Existing::kAbsent;
   CAIRN_RETURN_IF_ERROR(s);
-  if (verified) {
-    // A verified upload never defers to a chunk whose content was never
-    // proven (an encrypted kind, or a header that is not a blob's): the
-    // caller replaces it. Only the magic is read: 8 bytes.
-    auto kind_ok = IsVerifiedKind(path);
-    if (!kind_ok.ok() && kind_ok.status().IsNotFound()) return Existing::kAbsent;
-    if (!kind_ok.ok() || !*kind_ok) return Existing::kUnverified;
-  }
   // An existing chunk whose folder entry is not known to be durable (another
   // session made it and has not fsynced the folder yet) joins `dirty`: this
   // session's snapshot will reference it, so this session's finish must make
   // it durable too.
   if (dirty != nullptr && inserted_gen_[prefix] != synced_gen_[prefix]) dirty->Add(prefix);
-  return Existing::kVerified;
+  return Existing::kSameDomain;
 }
 
-// Writes a chunk not found by Refresh (or found unverified). A concurrent
+// Writes a chunk not found by Refresh (or found replaceable). A concurrent
 // insert of the same digest may still win the race; the no-replace rename
-// settles it — except that a `verified` blob replaces an unverified file.
+// settles it — except for the replacements InsertBlob describes.
 Result<InsertResult> ChunkStore::Store(const Digest& digest, std::string_view blob,
-                                       DirtyFolders* dirty, bool verified) {
+                                       DirtyFolders* dirty, ChunkDomain domain) {
   const uint16_t prefix = DigestPrefix(digest);
   const std::string path = ChunkPath(digest);
 
@@ -277,12 +293,22 @@ Result<InsertResult> ChunkStore::Store(const Digest& digest, std::string_view bl
   // No-replace: a chunk that appeared meanwhile (a concurrent insert) is
   // kept, never overwritten — its inode and any reader of it stay intact.
   s = env_->RenameNoReplace(tmp, path);
-  if (s.IsAlreadyExists() && verified) {
-    // The file there may be one that proves nothing (Refresh found it so, or
-    // it appeared meanwhile): a verified copy takes its place by one rename,
-    // so a reader sees the old file or the new one, whole.
-    auto kind_ok = IsVerifiedKind(path);
-    if (!kind_ok.ok() || !*kind_ok) s = env_->Rename(tmp, path);
+  if (s.IsAlreadyExists()) {
+    // The file there (Refresh found it, or it appeared meanwhile) is kept
+    // when it is of our domain. Otherwise: a verified blob takes the place
+    // of one that proves nothing, and an encrypted blob that of one without
+    // a valid magic, by one rename (a reader sees the old file or the new
+    // one, whole); an encrypted blob never displaces a verified chunk.
+    auto stored = StoredDomain(path);
+    const bool unreadable = !stored.ok() || !stored->has_value();
+    if (unreadable || **stored != domain) {
+      if (domain == ChunkDomain::kVerified || unreadable) {
+        s = env_->Rename(tmp, path);
+      } else {
+        (void)env_->RemoveFile(tmp);
+        return OtherDomainConflict(digest);
+      }
+    }
   }
   if (s.ok()) {
     ++inserted_gen_[prefix];

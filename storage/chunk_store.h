@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -49,14 +50,16 @@ class DirtyFolders {
 struct ChunkStoreOptions {
   // fsync each new chunk file before its rename. Off only in benchmarks.
   bool sync = true;
-  // Accept encrypted-kind blobs (CRNBLOBe/CRNBLOBE) in InsertBlob. Off on
-  // the server: such a blob proves nothing about its digest, and until
-  // client-side encryption keeps encrypted chunks in a domain of their own
-  // (storage/FORMAT.md, "Chunk store") accepting one would let a session
-  // register a digest whose data it does not hold. Only tests that need an
-  // encrypted-kind chunk on disk turn it on.
-  bool allow_encrypted = false;
 };
+
+// Which kinds of chunk an insert deals in (storage/FORMAT.md, "Which kinds
+// prove their digest"). A plain backup inserts into kVerified (plain, zstd:
+// the store proves each digest); an encrypted backup, or a sync copying an
+// encrypted snapshot, into kEncrypted (CRNBLOBe/CRNBLOBE: only CRC and size
+// can be checked). The domains never mix under one digest: an encrypted
+// insert never registers, displaces or shadows a verified chunk; a verified
+// insert replaces an encrypted or unreadable file stored under its digest.
+enum class ChunkDomain { kVerified, kEncrypted };
 
 struct ChunkStats {
   uint64_t chunks = 0;
@@ -76,20 +79,25 @@ class ChunkStore {
   static Result<std::unique_ptr<ChunkStore>> Open(Env* env, const std::string& datastore_dir,
                                                   ChunkStoreOptions options = {});
 
-  // Server path: stores `blob` under `digest` after checking it — CRC, decode,
-  // SHA-256 of the plaintext equals `digest`, plaintext size equals
-  // `expected_size`. Corruption on any mismatch; nothing is written then.
-  // Encrypted kinds: InvalidArgument unless options.allow_encrypted, then
-  // CRC and `expected_size` against the blob's payload length only.
-  // An existing chunk only gets its mtime refreshed — unless this blob is a
-  // verified kind (plain, zstd) and the existing file is not (an encrypted
-  // kind, or no valid magic): then this blob replaces it (temp, fsync,
-  // rename) and the result is kInserted.
+  // Server path: stores `blob` under `digest` after checking it. Nothing is
+  // written (not even an mtime) when a check fails.
+  // kVerified: plain or zstd only (an encrypted kind is InvalidArgument);
+  //   CRC, decode, SHA-256 of the plaintext equals `digest`, plaintext size
+  //   equals `expected_size` (Corruption on a mismatch). An existing chunk
+  //   gets its mtime refreshed — unless it is not a verified kind (an
+  //   encrypted kind, or no valid magic): then this blob replaces it (temp,
+  //   fsync, rename) and the result is kInserted.
+  // kEncrypted: the encrypted kinds only (plain or zstd is InvalidArgument);
+  //   CRC and EncryptedSizeFits(`expected_size`). A verified chunk stored
+  //   under `digest` is Conflict (nothing changed, nothing to register); an
+  //   encrypted one gets its mtime refreshed (kExisted); a file without a
+  //   valid magic is replaced.
   // `dirty` (may be null) collects folders to fsync at session finish: the
   // folder of a new chunk, and that of an existing chunk whose entry may not
   // be durable yet (made by another session, or before this Open).
   Result<InsertResult> InsertBlob(const Digest& digest, std::string_view blob,
-                                  uint64_t expected_size, DirtyFolders* dirty);
+                                  uint64_t expected_size, DirtyFolders* dirty,
+                                  ChunkDomain domain = ChunkDomain::kVerified);
 
   // Local path: hashes (all-zero data is recognised without hashing),
   // compresses and stores `data`. Returns the digest through `*digest`.
@@ -125,19 +133,22 @@ class ChunkStore {
   // What Refresh found under a digest.
   enum class Existing {
     kAbsent,
-    kVerified,    // exists (mtime refreshed); counts as stored
-    kUnverified,  // exists, but its kind proves nothing: a verified insert replaces it
+    kSameDomain,   // exists in the caller's domain (mtime refreshed); counts as stored
+    kReplaceable,  // exists, but the caller's blob takes its place (see InsertBlob)
   };
 
   ChunkStore(Env* env, std::string chunks_dir, ChunkStoreOptions options);
-  // Refreshes the mtime of an existing chunk. With `verified` (the caller
-  // holds a verified blob), also reads the existing file's magic: anything
-  // but plain or zstd is kUnverified. Without it, any file is kVerified.
-  Result<Existing> Refresh(const Digest& digest, DirtyFolders* dirty, bool verified);
-  // True when the file at `path` starts with the magic of plain or zstd.
-  Result<bool> IsVerifiedKind(const std::string& path);
+  // Looks at an existing chunk for an insert into `domain`: reads its magic
+  // and, when it belongs to `domain`, refreshes its mtime (kSameDomain). A
+  // file of the other domain is kReplaceable for a verified insert and
+  // Conflict for an encrypted one; a file without a valid magic is
+  // kReplaceable for both.
+  Result<Existing> Refresh(const Digest& digest, DirtyFolders* dirty, ChunkDomain domain);
+  // What the file at `path` holds, by its magic: the domain, or nullopt
+  // when it is not a blob of any known kind. NotFound when absent.
+  Result<std::optional<ChunkDomain>> StoredDomain(const std::string& path);
   Result<InsertResult> Store(const Digest& digest, std::string_view blob, DirtyFolders* dirty,
-                             bool verified);
+                             ChunkDomain domain);
 
   static constexpr size_t kStripes = 1024;
 

@@ -1,5 +1,6 @@
 #include "storage/manifest.h"
 
+#include <algorithm>
 #include <limits>
 #include <set>
 
@@ -16,8 +17,10 @@ constexpr size_t kMaxJsonDepth = 32;
 // 9999-12-31T23:59:59Z: the last time a snapshot folder can be named for.
 constexpr int64_t kMaxBackupTime = 253402300799;
 
-constexpr const char* kTopKeys[] = {"backup-type", "backup-id",        "backup-time", "archives",
-                                    "client",      "protected-sha256", "unprotected"};
+constexpr const char* kTopKeys[] = {"backup-type", "backup-id",        "backup-time",
+                                    "archives",    "client",           "crypt",
+                                    "protected-sha256", "unprotected"};
+constexpr const char* kCryptKeys[] = {"mode", "fingerprint", "signature"};
 constexpr const char* kArchiveKeys[] = {"name", "size", "csum"};
 constexpr const char* kUnprotectedKeys[] = {"verify-state", "notes", "protected"};
 constexpr const char* kVerifyKeys[] = {"state", "time", "task"};
@@ -46,6 +49,14 @@ json ProtectedPart(const Manifest& m) {
   p["backup-time"] = m.backup_time;
   p["archives"] = std::move(archives);
   p["client"] = m.client;
+  // Absent for plain snapshots, so their checksum is what it always was.
+  if (m.crypt.has_value()) {
+    json c = json::object();
+    c["mode"] = "encrypt";
+    c["fingerprint"] = m.crypt->fingerprint;
+    c["signature"] = m.crypt->signature;
+    p["crypt"] = std::move(c);
+  }
   return p;
 }
 
@@ -144,10 +155,61 @@ Result<json> ParseJson(std::string_view text) {
   return std::move(j).value();
 }
 
+bool IsLowerHex(std::string_view text) {
+  for (char c : text) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+Result<CryptInfo> ParseCrypt(const json& c) {
+  if (!c.is_object()) return Bad("crypt must be an object");
+  CAIRN_RETURN_IF_ERROR(CheckKeys(c, kCryptKeys, "crypt"));
+  CAIRN_ASSIGN_OR_RETURN(std::string mode, GetString(c, "mode"));
+  if (mode != "encrypt") return Bad("crypt.mode must be \"encrypt\"");
+  CryptInfo info;
+  CAIRN_ASSIGN_OR_RETURN(info.fingerprint, GetString(c, "fingerprint"));
+  if (!IsKeyFingerprint(info.fingerprint)) {
+    return Bad("crypt.fingerprint must be 8 lowercase hex pairs joined by ':'");
+  }
+  CAIRN_ASSIGN_OR_RETURN(info.signature, GetString(c, "signature"));
+  if (!info.signature.empty() && (info.signature.size() != 64 || !IsLowerHex(info.signature))) {
+    return Bad("crypt.signature must be 64 lowercase hex digits or empty");
+  }
+  return info;
+}
+
 }  // namespace
 
+bool IsKeyFingerprint(std::string_view text) {
+  if (text.size() != 23) return false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (i % 3 == 2) {
+      if (text[i] != ':') return false;
+    } else if (!IsLowerHex(text.substr(i, 1))) {
+      return false;
+    }
+  }
+  return true;
+}
+
 bool Manifest::AllowsChunkKind(BlobKind kind) const {
-  return kind == BlobKind::kPlain || kind == BlobKind::kZstd;
+  const bool encrypted_kind = kind == BlobKind::kEncrypted || kind == BlobKind::kEncryptedZstd;
+  return encrypted_kind == crypt.has_value();
+}
+
+std::string ManifestSigningText(const Manifest& m) {
+  std::vector<const ArchiveInfo*> sorted;
+  for (const ArchiveInfo& a : m.archives) sorted.push_back(&a);
+  std::sort(sorted.begin(), sorted.end(),
+            [](const ArchiveInfo* a, const ArchiveInfo* b) { return a->name < b->name; });
+  std::string text = "cairn-manifest-v1\n";
+  text += m.backup_type + "/" + m.backup_id + "/" + std::to_string(m.backup_time) + "\n";
+  text += "fingerprint " + (m.crypt.has_value() ? m.crypt->fingerprint : std::string()) + "\n";
+  for (const ArchiveInfo* a : sorted) {
+    text += a->name + " " + std::to_string(a->size) + " " + a->csum.ToHex() + "\n";
+  }
+  return text;
 }
 
 uint64_t Manifest::TotalSize() const {
@@ -224,11 +286,15 @@ Result<Manifest> Manifest::Parse(std::string_view text) {
   const json* client = Find(j, "client");
   if (client == nullptr || !client->is_object()) return Bad("client must be an object");
   m.client = *client;
+  if (const json* c = Find(j, "crypt"); c != nullptr) {
+    CAIRN_ASSIGN_OR_RETURN(CryptInfo info, ParseCrypt(*c));
+    m.crypt = std::move(info);
+  }
 
   CAIRN_ASSIGN_OR_RETURN(Digest stored, GetDigest(j, "protected-sha256"));
   json protected_part = json::object();
-  for (const char* key : {"backup-type", "backup-id", "backup-time", "archives", "client"}) {
-    protected_part[key] = j[key];
+  for (const char* key : {"backup-type", "backup-id", "backup-time", "archives", "client", "crypt"}) {
+    if (j.contains(key)) protected_part[key] = j[key];
   }
   if (ProtectedChecksum(protected_part) != stored) {
     return Bad("protected-sha256 does not match the protected part");

@@ -41,6 +41,20 @@ struct VerifyState {
   auto operator<=>(const VerifyState&) const = default;
 };
 
+// A snapshot made with client-side encryption (storage/FORMAT.md,
+// "Manifest" and "Encryption keys"): which key, and the client's signature
+// over the protected facts (ManifestSigningText), which only the key's holder
+// can make or check. The server checks only the shapes.
+struct CryptInfo {
+  std::string fingerprint;  // "1f:2e:…": 8 bytes as lowercase hex pairs joined by ':'
+  std::string signature;    // 64 lowercase hex, or empty when the client sent none
+  auto operator<=>(const CryptInfo&) const = default;
+};
+
+// Whether `text` has the shape of a key fingerprint (8 lowercase hex pairs
+// joined by ':').
+bool IsKeyFingerprint(std::string_view text);
+
 struct Manifest {
   // Protected part.
   std::string backup_type;
@@ -48,17 +62,18 @@ struct Manifest {
   int64_t backup_time = 0;
   std::vector<ArchiveInfo> archives;
   nlohmann::json client = nlohmann::json::object();  // client info, bitmap and consistency facts
+  std::optional<CryptInfo> crypt;  // set for an encrypted snapshot
 
   // Unprotected part.
   std::optional<VerifyState> verify;
   std::string notes;
   bool is_protected = false;
 
-  // Whether chunks of `kind` may belong to this snapshot. Plain and zstd
-  // always; the encrypted kinds only in a snapshot whose manifest declares
-  // client-side encryption — which no manifest can do yet (there is no key
-  // for it), so today they never may (storage/FORMAT.md, "Manifest").
+  // Whether chunks of `kind` may belong to this snapshot: an encrypted
+  // snapshot (crypt set) holds only the encrypted kinds, any other only
+  // plain and zstd (storage/FORMAT.md, "Which kinds prove their digest").
   bool AllowsChunkKind(BlobKind kind) const;
+  bool encrypted() const { return crypt.has_value(); }
 
   // Sum of archive sizes.
   uint64_t TotalSize() const;
@@ -78,5 +93,13 @@ struct Manifest {
   // InvalidArgument): the text is a file or an upload, not a caller's argument.
   static Result<Manifest> Parse(std::string_view text);
 };
+
+// The text an encrypted snapshot's signature covers (storage/FORMAT.md,
+// "Manifest signature"): type, id, time, the key's fingerprint and every
+// archive's name, size and checksum, archives sorted by name. The client
+// signs it with CryptConfig::Sign before finishing a backup and checks it
+// before restoring, so a server cannot swap or drop archives unnoticed.
+// REQUIRES: crypt is set (its fingerprint is part of the text).
+std::string ManifestSigningText(const Manifest& m);
 
 }  // namespace cairn::storage

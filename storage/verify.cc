@@ -290,12 +290,18 @@ class Verifier {
                       ", which the manifest does not declare");
         }
         std::set<uint64_t> wrong;
+        // An encrypted chunk's size can only be checked as a fit of its
+        // ciphertext length (storage/FORMAT.md, "Blob").
+        const bool encrypted = k.kind == BlobKind::kEncrypted || k.kind == BlobKind::kEncryptedZstd;
         for (; j < refs.size() && refs[j].digest == d; ++j) {
-          if (refs[j].len != k.size) wrong.insert(refs[j].len);
+          const bool fits = encrypted ? EncryptedSizeFits(k.kind, k.size, refs[j].len)
+                                      : refs[j].len == k.size;
+          if (!fits) wrong.insert(refs[j].len);
         }
         for (uint64_t len : wrong) {
           reasons.Add("chunk " + d.ToHex() + ": the index expects " + std::to_string(len) +
-                      " bytes, the chunk holds " + std::to_string(k.size));
+                      " bytes, the chunk holds " + std::to_string(k.size) +
+                      (encrypted ? " bytes of ciphertext" : ""));
         }
       }
       i = j;
@@ -623,9 +629,10 @@ class Verifier {
         // Without the key: the CRC (checked) and the ciphertext length,
         // which the server checked against the size at upload.
         o.size = view->payload.size();
-        if (o.size != need.min_len && o.size != need.max_len) {
+        if (!EncryptedSizeFits(*view, need.min_len) && !EncryptedSizeFits(*view, need.max_len)) {
           return Bad("encrypted chunk holds " + std::to_string(o.size) +
-                     " bytes, the index expects " + std::to_string(need.max_len));
+                     " bytes of ciphertext, which cannot hold the " +
+                     std::to_string(need.max_len) + " bytes the index expects");
         }
         decoded_bytes_.fetch_add(o.size);
         return o;

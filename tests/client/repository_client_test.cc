@@ -46,7 +46,9 @@ json Snapshot() {
           {"notes", ""},
           {"client", {{"consistency", "crash"}}},
           {"verify", {{"state", "ok"}, {"time", 1800000100}, {"task", "t"}}},
-          {"owner", "admin!default"}};
+          {"owner", "admin!default"},
+          {"encrypted", true},
+          {"fingerprint", "1f:2e:3d:4c:5b:6a:79:88"}};
 }
 
 json Group() {
@@ -203,10 +205,21 @@ TEST(RepositoryClientTest, SnapshotsParse) {
   ASSERT_TRUE(one->verify.has_value());
   EXPECT_EQ(one->verify->state, "ok");
   EXPECT_EQ(one->owner, "admin!default");
+  EXPECT_TRUE(one->encrypted);
+  EXPECT_EQ(one->fingerprint, "1f:2e:3d:4c:5b:6a:79:88");
+  json old = Snapshot();
+  old.erase("encrypted");
+  old.erase("fingerprint");
+  auto plain = ParseSnapshotInfo(old);
+  ASSERT_TRUE(plain.ok()) << plain.status().ToString();
+  EXPECT_FALSE(plain->encrypted);
+  EXPECT_FALSE(plain->fingerprint.has_value());
 }
 
 TEST(RepositoryClientTest, MalformedSnapshotIsCorruption) {
-  ExpectEveryFieldChecked(Snapshot(), json::json_pointer(""), ParseSnapshotInfo, {}, {"client"});
+  // "encrypted" is optional: servers before encryption send neither field.
+  ExpectEveryFieldChecked(Snapshot(), json::json_pointer(""), ParseSnapshotInfo, {"encrypted"},
+                          {"client"});
   ExpectEveryFieldChecked(Snapshot(), json::json_pointer("/verify"), ParseSnapshotInfo);
   ExpectEveryFieldChecked(Snapshot(), json::json_pointer("/archives/0"), ParseSnapshotInfo);
   json list = json::array({Snapshot()});

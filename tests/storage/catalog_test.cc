@@ -173,7 +173,7 @@ TEST_F(CatalogTest, GroupSummaryEqualsTheAggregate) {
         "DROP TRIGGER snapshots_summary_size", "DROP INDEX snapshots_with_notes",
         "ALTER TABLE groups DROP COLUMN snapshot_count",
         "ALTER TABLE groups DROP COLUMN last_snapshot", "ALTER TABLE groups DROP COLUMN total_size",
-        "PRAGMA user_version = 2"}) {
+        "ALTER TABLE snapshots DROP COLUMN key_fingerprint", "PRAGMA user_version = 2"}) {
     Pragma(db_path_, sql);
   }
   EXPECT_EQ(Pragma(db_path_, "PRAGMA user_version"), 2);

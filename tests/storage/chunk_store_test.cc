@@ -273,9 +273,9 @@ TEST_F(ChunkStoreTest, ZstdBlobClaimingMoreThanExpectedIsRefused) {
   EXPECT_TRUE(s.IsCorruption()) << s.ToString();
 }
 
-// Until client-side encryption exists, an encrypted-kind blob proves nothing
-// about its digest: it is refused, and nothing is written.
-TEST_F(ChunkStoreTest, EncryptedKindsAreRefusedByDefault) {
+// An encrypted-kind blob proves nothing about its digest: outside the
+// encrypted domain it is refused, and nothing is written.
+TEST_F(ChunkStoreTest, EncryptedKindsAreRefusedInTheVerifiedDomain) {
   const std::string ciphertext = RandomBytes(7000, 7);
   const Digest d = Sha256("keyed digest the server cannot check");
   for (BlobKind kind : {BlobKind::kEncrypted, BlobKind::kEncryptedZstd}) {
@@ -283,7 +283,7 @@ TEST_F(ChunkStoreTest, EncryptedKindsAreRefusedByDefault) {
     blob.replace(0, kBlobMagicSize, BlobMagic(kind));
     Status s = store_->InsertBlob(d, blob, 7000, nullptr).status();
     EXPECT_TRUE(s.IsInvalidArgument()) << s.ToString();
-    EXPECT_NE(s.message().find("not supported"), std::string::npos) << s.message();
+    EXPECT_NE(s.message().find("unencrypted backup"), std::string::npos) << s.message();
   }
   EXPECT_FALSE(*store_->Exists(d));
   // Nor under the digest of data the store holds: that chunk stays as it is.
@@ -297,39 +297,80 @@ TEST_F(ChunkStoreTest, EncryptedKindsAreRefusedByDefault) {
   EXPECT_EQ(*store_->ReadChunk(real), data);
 }
 
-TEST_F(ChunkStoreTest, EncryptedBlobChecksCrcAndSizeOnlyWhenAllowed) {
-  ChunkStoreOptions options;
-  options.allow_encrypted = true;
-  auto opened = ChunkStore::Open(env_, root_, options);
-  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
-  ChunkStore* store = opened->get();
+TEST_F(ChunkStoreTest, EncryptedDomainChecksCrcAndSizeOnly) {
   const std::string ciphertext = RandomBytes(7000, 7);
   const std::string blob = EncryptedBlob(ciphertext);
   const Digest d = Sha256("keyed digest the server cannot check");
-  EXPECT_TRUE(store->InsertBlob(d, blob, 6999, nullptr).status().IsCorruption());
+  const ChunkDomain enc = ChunkDomain::kEncrypted;
+  EXPECT_TRUE(store_->InsertBlob(d, blob, 6999, nullptr, enc).status().IsCorruption());
   std::string flipped = blob;
   flipped[blob.size() / 2] ^= 1;
-  EXPECT_TRUE(store->InsertBlob(d, flipped, 7000, nullptr).status().IsCorruption());
-  EXPECT_FALSE(*store->Exists(d));
-  auto r = store->InsertBlob(d, blob, 7000, nullptr);
+  EXPECT_TRUE(store_->InsertBlob(d, flipped, 7000, nullptr, enc).status().IsCorruption());
+  // Encrypted+zstd: the ciphertext must be strictly shorter than the size.
+  std::string zblob = blob;
+  zblob.replace(0, kBlobMagicSize, BlobMagic(BlobKind::kEncryptedZstd));
+  EXPECT_TRUE(store_->InsertBlob(d, zblob, 7000, nullptr, enc).status().IsCorruption());
+  EXPECT_FALSE(*store_->Exists(d));
+  // A plain or zstd blob has no place in the encrypted domain.
+  const std::string data = TextLike(7000, 4);
+  EXPECT_TRUE(store_->InsertBlob(Sha256(data), EncodeBlob(data), data.size(), nullptr, enc)
+                  .status()
+                  .IsInvalidArgument());
+  EXPECT_FALSE(*store_->Exists(Sha256(data)));
+  auto r = store_->InsertBlob(d, blob, 7000, nullptr, enc);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
-  EXPECT_TRUE(*store->ReadBlob(d) == blob);
-  EXPECT_FALSE(store->ReadChunk(d).ok());  // no key to check it with
+  EXPECT_EQ(*r, InsertResult::kInserted);
+  EXPECT_TRUE(*store_->ReadBlob(d) == blob);
+  EXPECT_FALSE(store_->ReadChunk(d).ok());  // no key to check it with
+  // The same digest again: refreshed, not rewritten.
+  const ino_t first = StatOrDie(store_->ChunkPath(d)).st_ino;
+  r = store_->InsertBlob(d, EncryptedBlob(RandomBytes(7000, 8)), 7000, nullptr, enc);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(*r, InsertResult::kExisted);
+  EXPECT_EQ(StatOrDie(store_->ChunkPath(d)).st_ino, first);
+}
+
+// The attack the domains exist for: whoever knows the plain digest of
+// someone's data uploads an encrypted blob under it. It must neither count
+// as stored (no registration: Conflict), nor touch the verified chunk.
+TEST_F(ChunkStoreTest, EncryptedInsertNeverDisplacesOrSharesAVerifiedChunk) {
+  const std::string data = TextLike(9000, 21);
+  const Digest d = Sha256(data);
+  ASSERT_TRUE(store_->InsertBlob(d, EncodeBlob(data), data.size(), nullptr).ok());
+  const std::string path = store_->ChunkPath(d);
+  SetOldMtime(path);
+  const struct stat before = StatOrDie(path);
+  Status s = store_->InsertBlob(d, EncryptedBlob(RandomBytes(9000, 5)), 9000, nullptr,
+                                ChunkDomain::kEncrypted)
+                 .status();
+  EXPECT_TRUE(s.IsConflict()) << s.ToString();
+  const struct stat after = StatOrDie(path);
+  EXPECT_EQ(after.st_ino, before.st_ino);
+  EXPECT_EQ(after.st_mtime, before.st_mtime);  // not even refreshed
+  EXPECT_EQ(*store_->ReadChunk(d), data);
+  EXPECT_EQ(ListPrefix(DigestPrefix(d)), std::vector<std::string>{d.ToHex()});
+  // A file that is no blob at all is replaced by an encrypted insert.
+  const Digest junk_digest = Sha256("junk");
+  ASSERT_TRUE(CreateDirAll(env_, store_->PrefixDir(DigestPrefix(junk_digest))).ok());
+  ASSERT_TRUE(WriteFileAtomic(env_, store_->ChunkPath(junk_digest), "CRN", false).ok());
+  auto r = store_->InsertBlob(junk_digest, EncryptedBlob(RandomBytes(100, 1)), 100, nullptr,
+                              ChunkDomain::kEncrypted);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(*r, InsertResult::kInserted);
 }
 
 // Issue 17, item 3: a verified (plain or zstd) insert never defers to a file
 // that proves nothing — an encrypted kind, or no blob at all — under its
 // digest: it replaces it by temp, fsync, rename.
 TEST_F(ChunkStoreTest, VerifiedInsertReplacesAnUnverifiableChunkFile) {
-  ChunkStoreOptions options;
-  options.allow_encrypted = true;
-  auto permissive = ChunkStore::Open(env_, root_, options);
-  ASSERT_TRUE(permissive.ok()) << permissive.status().ToString();
   for (bool compress : {true, false}) {
     const std::string data = TextLike(9000, compress ? 10 : 11);
     const Digest d = Sha256(data);
     // Planted: an encrypted-kind blob of the right length under d.
-    ASSERT_TRUE((*permissive)->InsertBlob(d, EncryptedBlob(RandomBytes(9000, 3)), 9000, nullptr).ok());
+    ASSERT_TRUE(store_
+                    ->InsertBlob(d, EncryptedBlob(RandomBytes(9000, 3)), 9000, nullptr,
+                                 ChunkDomain::kEncrypted)
+                    .ok());
     const std::string path = store_->ChunkPath(d);
     const ino_t planted = StatOrDie(path).st_ino;
     EXPECT_EQ(*CheckBlob(*store_->ReadBlob(d)), BlobKind::kEncrypted);

@@ -41,13 +41,14 @@ void ExpectSame(const Manifest& a, const Manifest& b) {
   EXPECT_EQ(a.verify, b.verify);
   EXPECT_EQ(a.notes, b.notes);
   EXPECT_EQ(a.is_protected, b.is_protected);
+  EXPECT_EQ(a.crypt, b.crypt);
 }
 
 // An independent implementation of the documented checksum rule, so tests can
 // produce manifests whose checksum is right but whose content is not.
 std::string Reseal(json j) {
   json p = json::object();
-  for (const char* k : {"backup-type", "backup-id", "backup-time", "archives", "client"}) {
+  for (const char* k : {"backup-type", "backup-id", "backup-time", "archives", "client", "crypt"}) {
     if (j.contains(k)) p[k] = j[k];
   }
   j["protected-sha256"] = Sha256(p.dump()).ToHex();
@@ -107,6 +108,71 @@ TEST(ManifestTest, KeysAndCanonicalChecksum) {
                           "\"backup-time\":1795283438,\"backup-type\":\"vm\","
                           "\"client\":{\"a\":1,\"consistency\":\"crash\"}}";
   EXPECT_EQ(j["protected-sha256"], Sha256(canonical).ToHex());
+}
+
+Manifest EncryptedSample() {
+  Manifest m = Sample();
+  m.crypt = CryptInfo{"1f:2e:3d:4c:5b:6a:79:88", Sha256("signature").ToHex()};
+  return m;
+}
+
+TEST(ManifestTest, CryptRoundTripsAndIsProtected) {
+  const Manifest m = EncryptedSample();
+  auto parsed = Manifest::Parse(m.ToJson());
+  ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
+  ExpectSame(*parsed, m);
+  EXPECT_TRUE(parsed->encrypted());
+  const json j = json::parse(m.ToJson());
+  EXPECT_EQ(j["crypt"]["mode"], "encrypt");
+  EXPECT_EQ(j["crypt"]["fingerprint"], "1f:2e:3d:4c:5b:6a:79:88");
+  // A plain manifest has no crypt key at all (its checksum is as before).
+  EXPECT_FALSE(json::parse(Sample().ToJson()).contains("crypt"));
+  // The checksum covers crypt: changing or dropping it without resealing fails.
+  json changed = j;
+  changed["crypt"]["fingerprint"] = "00:2e:3d:4c:5b:6a:79:88";
+  EXPECT_TRUE(Manifest::Parse(changed.dump()).status().IsCorruption());
+  json dropped = j;
+  dropped.erase("crypt");
+  EXPECT_TRUE(Manifest::Parse(dropped.dump()).status().IsCorruption());
+  // Resealed with bad shapes: still refused.
+  for (const json& bad : {json("x"), json{{"mode", "none"}, {"fingerprint", "1f:2e:3d:4c:5b:6a:79:88"}, {"signature", ""}},
+                          json{{"mode", "encrypt"}, {"fingerprint", "1F:2E:3D:4C:5B:6A:79:88"}, {"signature", ""}},
+                          json{{"mode", "encrypt"}, {"fingerprint", "1f2e3d4c5b6a7988"}, {"signature", ""}},
+                          json{{"mode", "encrypt"}, {"fingerprint", "1f:2e:3d:4c:5b:6a:79:88"}, {"signature", "abc"}},
+                          json{{"mode", "encrypt"}, {"fingerprint", "1f:2e:3d:4c:5b:6a:79:88"}, {"signature", ""}, {"x", 1}}}) {
+    json r = j;
+    r["crypt"] = bad;
+    EXPECT_TRUE(Manifest::Parse(Reseal(r)).status().IsCorruption()) << bad.dump();
+  }
+}
+
+TEST(ManifestTest, ChunkKindsFollowEncryption) {
+  const Manifest plain = Sample();
+  const Manifest enc = EncryptedSample();
+  EXPECT_TRUE(plain.AllowsChunkKind(BlobKind::kPlain));
+  EXPECT_TRUE(plain.AllowsChunkKind(BlobKind::kZstd));
+  EXPECT_FALSE(plain.AllowsChunkKind(BlobKind::kEncrypted));
+  EXPECT_FALSE(plain.AllowsChunkKind(BlobKind::kEncryptedZstd));
+  EXPECT_FALSE(enc.AllowsChunkKind(BlobKind::kPlain));
+  EXPECT_FALSE(enc.AllowsChunkKind(BlobKind::kZstd));
+  EXPECT_TRUE(enc.AllowsChunkKind(BlobKind::kEncrypted));
+  EXPECT_TRUE(enc.AllowsChunkKind(BlobKind::kEncryptedZstd));
+}
+
+TEST(ManifestTest, SigningTextIsTheDocumentedOne) {
+  Manifest m = EncryptedSample();
+  const std::string expected =
+      "cairn-manifest-v1\n"
+      "vm/100/1795283438\n"
+      "fingerprint 1f:2e:3d:4c:5b:6a:79:88\n"
+      "drive-scsi0.img.fidx 34359738368 " + Sha256("index a").ToHex() + "\n"
+      "qemu-server.conf.blob 612 " + Sha256("config").ToHex() + "\n";
+  EXPECT_EQ(ManifestSigningText(m), expected);
+  // Archive order does not matter; their content, the key and the time do.
+  std::swap(m.archives[0], m.archives[1]);
+  EXPECT_EQ(ManifestSigningText(m), expected);
+  m.archives[0].size += 1;
+  EXPECT_NE(ManifestSigningText(m), expected);
 }
 
 TEST(ManifestTest, UnprotectedChangesKeepChecksumValid) {

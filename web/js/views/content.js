@@ -47,6 +47,15 @@ function mode(client) {
   return modes.length === 0 ? DASH : modes.length === 1 ? modes[0] : 'mixed';
 }
 
+// A lock and the key's fingerprint for an encrypted snapshot (the server
+// cannot read it; restoring needs that key).
+function encryptionCell(s) {
+  if (!s.encrypted) return h('td', { 'data-testid': 'encryption' }, 'none');
+  return h('td', { 'data-testid': 'encryption', title: `Encrypted with key ${s.fingerprint}` },
+    h('span', { 'aria-label': 'encrypted', role: 'img' }, '🔒'), ' ',
+    h('code', { 'data-testid': 'fingerprint' }, s.fingerprint || ''));
+}
+
 function verifyCell(v) {
   if (!v || !v.state) return DASH;
   return h('span', {}, h('span', { class: `state state-${v.state}`, 'data-testid': 'verify-state' }, v.state),
@@ -57,9 +66,10 @@ function snapshotTime(snapshot) {
   return snapshot.slice(snapshot.lastIndexOf('/') + 1);
 }
 
-export function restoreCommand(store, snapshot, archive) {
+export function restoreCommand(store, snapshot, archive, encrypted) {
   const target = restoreTarget(archive);
-  return `cairn --repo https://${location.host}/${store} restore ${snapshot} ${archive} ${target}`;
+  const key = encrypted ? ' --keyfile KEYFILE' : '';
+  return `cairn --repo https://${location.host}/${store} restore ${snapshot} ${archive} ${target}${key}`;
 }
 
 // The file a disk archive is restored to: its name without .fidx, as .raw.
@@ -228,10 +238,11 @@ async function pruneDialog(store, group, app) {
 function archivesRow(store, snap, colspan) {
   const items = (snap.archives || []).map((a) => {
     const isDisk = /\.fidx$/.test(a.name);
-    const cmd = isDisk ? restoreCommand(store, snap.snapshot, a.name) : null;
+    const cmd = isDisk ? restoreCommand(store, snap.snapshot, a.name, snap.encrypted) : null;
+    // The server has no key: an encrypted image is restored by the client only.
     return h('li', { 'data-testid': 'archive', 'data-archive': a.name },
       h('strong', {}, a.name), ` ${formatBytes(a.size)} `,
-      isDisk ? h('a', { href: api.downloadUrl(store, snap.snapshot, a.name), download: restoreTarget(a.name),
+      isDisk && !snap.encrypted ? h('a', { href: api.downloadUrl(store, snap.snapshot, a.name), download: restoreTarget(a.name),
                         'data-testid': 'download' }, 'Download') : null,
       cmd ? h('div', { class: 'cmd' },
         h('code', { 'data-testid': 'restore-cmd' }, cmd),
@@ -288,7 +299,7 @@ async function snapshotsView(store, group, params, app) {
   const snaps = r.data;
   const total = Number(r.headers.get('X-Total-Count') ?? snaps.length);
   const refresh = () => app.render();
-  const head = ['', 'Backup time', 'Size', 'Owner', 'Verify', 'Protected', 'Notes', 'Consistency', 'Mode', 'Actions'];
+  const head = ['', 'Backup time', 'Size', 'Owner', 'Verify', 'Protected', 'Encryption', 'Notes', 'Consistency', 'Mode', 'Actions'];
   const tbody = h('tbody');
   for (const s of snaps) {
     if (s.error) {
@@ -307,6 +318,7 @@ async function snapshotsView(store, group, params, app) {
       h('td', {}, orDash(s.owner)),
       h('td', {}, verifyCell(s.verify)),
       h('td', { 'data-testid': 'protected' }, s.protected ? 'yes' : 'no'),
+      encryptionCell(s),
       h('td', { class: 'notes', 'data-testid': 'notes', title: s.notes || '' }, firstLine(s.notes)),
       h('td', {}, orDash(s.client && s.client.consistency)),
       h('td', {}, mode(s.client)),
