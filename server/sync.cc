@@ -569,9 +569,14 @@ class Puller {
     storage::Manifest manifest;
     std::vector<Archive> archives;
     CAIRN_RETURN_IF_ERROR(ReadSource(*reader, ref, &manifest, &archives));
+    // An encrypted snapshot goes into an encrypted session: its chunks are
+    // checked by CRC and size in the encrypted domain, and the key never
+    // comes near this server.
+    std::optional<std::string> fingerprint;
+    if (manifest.crypt) fingerprint = manifest.crypt->fingerprint;
     CAIRN_ASSIGN_OR_RETURN(StartBackupResult started,
                            sessions_->StartBackup(ctx_.store_name, ctx_.store, ref.group, ref.time,
-                                                  auth_id_, Now()));
+                                                  auth_id_, Now(), fingerprint));
     std::shared_ptr<BackupSession> session = started.session;
     // Ends (and, unless committed, aborts) the session on every path.
     struct End {
@@ -599,9 +604,9 @@ class Puller {
                                     : session->WriteBlob(a.info.name, a.bytes));
     }
     const storage::Manifest target = TargetManifest(manifest);
-    CAIRN_ASSIGN_OR_RETURN(storage::Manifest committed, session->Finish(target.client));
-    if (committed.archives != target.archives) {
-      Warn(task_, ref.ToString() + ": the committed manifest lists other archives than the source's");
+    CAIRN_ASSIGN_OR_RETURN(storage::Manifest committed, session->Finish(target.client, target.crypt));
+    if (committed.archives != target.archives || committed.crypt != target.crypt) {
+      Warn(task_, ref.ToString() + ": the committed manifest differs from the source's");
     }
     if (!target.notes.empty()) (void)ctx_.store->SetNotes(ref, target.notes);
     ++report_.snapshots_copied;
@@ -803,8 +808,10 @@ class Pusher {
       CAIRN_RETURN_IF_ERROR(CheckArchive(ref.ToString(), &a));
       archives.push_back(std::move(a));
     }
+    json start_crypt;  // null: a plain session
+    if (manifest.crypt) start_crypt = {{"mode", "encrypt"}, {"fingerprint", manifest.crypt->fingerprint}};
     CAIRN_ASSIGN_OR_RETURN(auto backup,
-                           RemoteBackup::Start(&api_, ref.group.ToString(), ref.time, json()));
+                           RemoteBackup::Start(&api_, ref.group.ToString(), ref.time, start_crypt));
     std::unordered_set<storage::Digest, storage::DigestHash> known;
     KnownFromPrevious(*backup, &known);
     uint64_t distinct = 0;
@@ -819,6 +826,11 @@ class Pusher {
                                     : backup->WriteBlob(a.info.name, a.bytes));
     }
     json body = {{"client", manifest.client}};
+    if (manifest.crypt) {
+      body["crypt"] = {{"mode", "encrypt"},
+                       {"fingerprint", manifest.crypt->fingerprint},
+                       {"signature", manifest.crypt->signature}};
+    }
     CAIRN_RETURN_IF_ERROR(backup->Finish(body).status());
     if (!manifest.notes.empty()) (void)rc_.SetNotes(ref.ToString(), manifest.notes);
     ++report_.snapshots_copied;
