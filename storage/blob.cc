@@ -185,6 +185,41 @@ Status DecodeBlob(std::string_view blob, std::string* payload, size_t max_payloa
   return DecodeBlobPayload(view, payload, max_payload);
 }
 
+bool CompressForBlob(std::string_view payload, int zstd_level, std::string* frame) {
+  if (payload.empty()) return false;
+  ZSTD_CCtx* cctx = ThreadCCtx();
+  if (cctx == nullptr) return false;
+  const size_t bound = ZSTD_compressBound(payload.size());
+  frame->resize(bound);
+  // ZSTD_compressCCtx writes the content size into the frame header, which
+  // readers require.
+  size_t n = ZSTD_compressCCtx(cctx, frame->data(), bound, payload.data(), payload.size(),
+                               zstd_level);
+  if (ZSTD_isError(n) || n >= payload.size()) return false;
+  frame->resize(n);
+  return true;
+}
+
+Result<std::string> BuildEncryptedBlob(
+    BlobKind kind, size_t ciphertext_size,
+    const std::function<Status(const EncryptedBlobParts& parts)>& fill) {
+  if (kind != BlobKind::kEncrypted && kind != BlobKind::kEncryptedZstd) {
+    return Status::InvalidArgument("BuildEncryptedBlob needs an encrypted kind");
+  }
+  if (ciphertext_size > kMaxBlobPayload) {
+    return Status::InvalidArgument("encrypted blob payload exceeds the limit");
+  }
+  std::string blob(kBlobHeaderSize + kBlobIvSize + kBlobTagSize + ciphertext_size, '\0');
+  auto* base = reinterpret_cast<uint8_t*>(blob.data());
+  EncryptedBlobParts parts{
+      .iv = {base + kBlobHeaderSize, kBlobIvSize},
+      .tag = {base + kBlobHeaderSize + kBlobIvSize, kBlobTagSize},
+      .ciphertext = {base + kBlobHeaderSize + kBlobIvSize + kBlobTagSize, ciphertext_size}};
+  CAIRN_RETURN_IF_ERROR(fill(parts));
+  Seal(&blob, kind);
+  return blob;
+}
+
 std::string EncodeBlob(std::string_view payload, bool compress) {
   std::string blob;
   // Without a context (out of memory) the blob is plain: still valid.

@@ -5,9 +5,11 @@
 //   magic (8 bytes, one per kind) · CRC32C of everything after it (4 bytes LE)
 //   · [IV (12) · GCM tag (16), encrypted kinds only] · payload
 //
-// Byte-level description: storage/FORMAT.md. The encrypted kinds are reserved:
-// their layout is fixed here so the server can check CRC and size without the
-// key, but this library does not encrypt or decrypt yet.
+// Byte-level description: storage/FORMAT.md. The encrypted kinds are parsed
+// here (the server checks CRC and size without the key); encrypting and
+// decrypting is storage/crypt_config.h, which builds its envelopes with
+// CompressForBlob and BuildEncryptedBlob so this file stays the only code that
+// knows the byte layout.
 //
 // Readers parse without copying (ParseBlob → BlobView) and decode from the
 // view; writers of many blobs keep one BlobEncoder each.
@@ -17,7 +19,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -111,6 +115,32 @@ Status DecodeBlob(std::string_view blob, std::string* payload,
 // call; writers of many blobs use a BlobEncoder. REQUIRES: payload.size() <=
 // kMaxBlobPayload.
 std::string EncodeBlob(std::string_view payload, bool compress = true);
+
+// The zstd frame of `payload` at `zstd_level`, as a zstd-kind blob's payload
+// holds it (content size in the frame header), into *frame — when that is
+// strictly smaller than `payload`. false (and *frame unspecified) when it is
+// not, when `payload` is empty, or when no zstd context could be made: the
+// caller then stores the data uncompressed. Uses the thread's zstd context.
+// REQUIRES: payload.size() <= kMaxBlobPayload.
+bool CompressForBlob(std::string_view payload, int zstd_level, std::string* frame);
+
+// The parts of an encrypted-kind blob being built, for the encryptor to fill
+// in place: `iv` is kBlobIvSize bytes, `tag` kBlobTagSize, `ciphertext` the
+// size asked for. They point into the blob under construction.
+struct EncryptedBlobParts {
+  std::span<uint8_t> iv;
+  std::span<uint8_t> tag;
+  std::span<uint8_t> ciphertext;
+};
+
+// Builds an encrypted-kind blob around `ciphertext_size` bytes of ciphertext
+// without copying it: sizes the blob, lets `fill` write IV, tag and ciphertext
+// where they belong, then writes magic and CRC32C. A non-OK status of `fill`
+// is returned as is (and no blob). InvalidArgument when `kind` is not an
+// encrypted kind or ciphertext_size > kMaxBlobPayload.
+Result<std::string> BuildEncryptedBlob(
+    BlobKind kind, size_t ciphertext_size,
+    const std::function<Status(const EncryptedBlobParts& parts)>& fill);
 
 // Writes blobs one after another, keeping its zstd context and output buffer
 // between them: once it has made a blob of the largest size, it allocates

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <optional>
 #include <random>
 
@@ -210,6 +211,55 @@ TEST(BlobTest, ParseIsAViewIntoTheBytes) {
   std::string bad = EncodeBlob("data", false);
   bad.back() ^= 1;
   EXPECT_TRUE(ParseBlob(bad).status().IsCorruption());
+}
+
+TEST(BlobTest, BuildEncryptedBlobPutsThePartsWhereTheFormatSays) {
+  auto blob = BuildEncryptedBlob(BlobKind::kEncryptedZstd, 5, [](const EncryptedBlobParts& p) {
+    EXPECT_EQ(p.iv.size(), kBlobIvSize);
+    EXPECT_EQ(p.tag.size(), kBlobTagSize);
+    EXPECT_EQ(p.ciphertext.size(), 5u);
+    std::fill(p.iv.begin(), p.iv.end(), 'i');
+    std::fill(p.tag.begin(), p.tag.end(), 't');
+    std::fill(p.ciphertext.begin(), p.ciphertext.end(), 'c');
+    return Status::OK();
+  });
+  ASSERT_TRUE(blob.ok());
+  std::string rest = std::string(kBlobIvSize, 'i') + std::string(kBlobTagSize, 't') + "ccccc";
+  EXPECT_EQ(*blob, Reseal(std::string(BlobMagic(BlobKind::kEncryptedZstd)) + "0000" + rest));
+  auto view = ParseBlob(*blob);
+  ASSERT_TRUE(view.ok());
+  EXPECT_EQ(view->payload, "ccccc");
+  // The empty ciphertext, the fill's error, plain kinds, the limit.
+  auto empty = BuildEncryptedBlob(BlobKind::kEncrypted, 0,
+                                  [](const EncryptedBlobParts&) { return Status::OK(); });
+  ASSERT_TRUE(empty.ok());
+  EXPECT_EQ(empty->size(), kBlobHeaderSize + kBlobIvSize + kBlobTagSize);
+  EXPECT_EQ(*CheckBlob(*empty), BlobKind::kEncrypted);
+  auto failed = BuildEncryptedBlob(BlobKind::kEncrypted, 3, [](const EncryptedBlobParts&) {
+    return Status::IOError("no entropy");
+  });
+  EXPECT_TRUE(failed.status().IsIOError());
+  auto ok_fill = [](const EncryptedBlobParts&) { return Status::OK(); };
+  EXPECT_TRUE(BuildEncryptedBlob(BlobKind::kZstd, 3, ok_fill).status().IsInvalidArgument());
+  EXPECT_TRUE(BuildEncryptedBlob(BlobKind::kEncrypted, kMaxBlobPayload + 1, ok_fill)
+                  .status()
+                  .IsInvalidArgument());
+}
+
+TEST(BlobTest, CompressForBlobOnlyWhenSmaller) {
+  std::string frame;
+  const std::string text = TextLike(100000);
+  ASSERT_TRUE(CompressForBlob(text, kBlobZstdLevel, &frame));
+  EXPECT_LT(frame.size(), text.size());
+  // The frame is what a zstd blob carries: it decodes with the blob reader.
+  BlobView view;
+  view.kind = BlobKind::kZstd;
+  view.payload = frame;
+  std::string out;
+  ASSERT_TRUE(DecodeBlobPayload(view, &out).ok());
+  EXPECT_EQ(out, text);
+  EXPECT_FALSE(CompressForBlob("", kBlobZstdLevel, &frame));
+  EXPECT_FALSE(CompressForBlob(RandomBytes(5000, 3), kBlobZstdLevel, &frame));
 }
 
 TEST(BlobTest, PeekLooksAtTheMagicOnly) {
