@@ -653,6 +653,8 @@ class Pusher {
     if (groups.empty()) {
       CAIRN_ASSIGN_OR_RETURN(groups, ctx_.store->ListGroups());
     }
+    CAIRN_ASSIGN_OR_RETURN(auto remote_groups, rc_.ListGroups());
+    for (const auto& g : remote_groups.value) remote_groups_.insert(g.group);
     Log(task_, fmt::format("push from {} to {}/{} ({}): {} group(s){}", ctx_.store_name,
                            repo_.host, repo_.store, report_.remote, groups.size(),
                            options_.rate_limit_mbps > 0
@@ -681,11 +683,15 @@ class Pusher {
  private:
   Status Group(const GroupRef& g) {
     std::vector<client::SnapshotInfo> remote;
-    auto listed = rc_.ListSnapshots(g.ToString());
-    if (listed.ok()) {
-      remote = std::move(listed->value);
-    } else if (!listed.status().IsNotFound()) {
-      return listed.status();
+    // A group the remote token cannot see is new there (or another owner's:
+    // then the backup start says so); asking for its snapshots would be 403.
+    if (remote_groups_.contains(g.ToString())) {
+      auto listed = rc_.ListSnapshots(g.ToString());
+      if (listed.ok()) {
+        remote = std::move(listed->value);
+      } else if (!listed.status().IsNotFound()) {
+        return listed.status();
+      }
     }
     int64_t newest = INT64_MIN;  // the resume rule: only snapshots newer than the remote's newest
     for (const auto& info : remote) newest = std::max(newest, info.time);
@@ -850,6 +856,7 @@ class Pusher {
   std::vector<std::unique_ptr<client::ApiClient>> workers_;
   RateLimiter limiter_;
   SyncReport report_;
+  std::set<std::string> remote_groups_;  // the groups the remote token sees there
 };
 
 }  // namespace
