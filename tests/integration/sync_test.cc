@@ -171,12 +171,13 @@ class SyncTest : public ::testing::Test {
   // `cairn-server sync-job|push-job run ID --output json` on `data` (through
   // its running server); the task JSON it prints.
   json RunJob(const std::string& data, const std::string& command, const std::string& id,
-              int expect_exit = 0) {
+              int expect_exit = 0, bool server_runs = true) {
     auto r = RunServerCommand(data, {command, "run", id, "--output", "json"});
     EXPECT_EQ(r.exit_code, expect_exit) << r.output;
     json task = LastJson(r.output);
     EXPECT_TRUE(task.is_object()) << r.output;
-    EXPECT_NE(r.output.find("running job " + id + " on the server"), std::string::npos)
+    EXPECT_EQ(r.output.find("running job " + id + " on the server") != std::string::npos,
+              server_runs)
         << r.output;
     return task;
   }
@@ -408,6 +409,16 @@ TEST_F(SyncTest, RemoveVanishedFollowsAPruneButKeepsAProtectedSnapshot) {
     left.insert(s["snapshot"]);
   }
   EXPECT_EQ(left, (std::set<std::string>{kept, "vm/800/2026-06-04T00:00:00Z"}));
+
+  // With B stopped, `sync-job run` runs in the command itself. The new
+  // snapshot is the first one again, whose chunk B still holds (removed
+  // snapshots leave their chunks to GC): it is taken from B's own store.
+  ASSERT_NE(BackupImage(*api_a_, "vm/800", T("2026-06-05T00:00:00Z"), Change(img, 0, 800)), "");
+  b_->Stop(SIGTERM);
+  task = RunJob(dir_b_.path(), "sync-job", "pull", 0, /*server_runs=*/false);
+  EXPECT_EQ(task["result"]["snapshots-copied"], 1) << task.dump(2);
+  EXPECT_EQ(task["result"]["chunks-fetched"], 0) << task.dump(2);
+  EXPECT_EQ(task["result"]["chunks-local"], 1);
 }
 
 TEST_F(SyncTest, PushCopiesToTheTargetThroughItsBackupApi) {
