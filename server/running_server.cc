@@ -102,7 +102,7 @@ Result<client::TaskInfo> RunJobOnServer(const std::string& data_dir, const Runni
   CAIRN_ASSIGN_OR_RETURN(nlohmann::json body, client::ParseAnswerBody(started->body));
   CAIRN_ASSIGN_OR_RETURN(std::string task_id, client::ParseTaskStarted(body));
   client::RepositoryClient rc(repo);
-  rc.set_poll_interval(std::chrono::milliseconds(250));
+  rc.set_poll_interval(std::chrono::milliseconds(100));
   return rc.WaitTask(task_id, on_log_line);
 }
 
