@@ -239,7 +239,7 @@ void AddSyncJobCommands(CLI::App& app, const std::string& kind,
   add->add_flag("--remove-vanished", f->remove_vanished,
                 pull ? "delete local snapshots the remote no longer has (never protected ones)"
                      : "delete remote snapshots this server no longer has (needs a token that may)");
-  add->add_option("--rate-limit", f->rate_limit, "MB/s of chunk data at most");
+  add->add_option("--rate-limit", f->rate_limit, "MB/s of chunk blobs moved, at most");
   if (pull) {
     add->add_option("--owner", f->owner,
                     "local owner of the groups it copies (USER or USER!TOKEN; default admin)");

@@ -53,7 +53,7 @@ struct SyncOptions {
   std::string remote_store;  // the datastore on the remote
   std::vector<storage::GroupRef> groups;  // empty: every group of the source
   bool remove_vanished = false;
-  double rate_limit_mbps = 0;  // MB/s (10^6 bytes) of chunk data moved; 0 = none
+  double rate_limit_mbps = 0;  // MB/s (10^6 bytes) of chunk blobs moved; 0 = none
   // Pull: the local owner of groups the sync creates, and the only owner
   // whose groups it writes into. Push: unused (the remote token owns).
   std::string owner = "admin";
