@@ -81,6 +81,7 @@ void RegisterBackupRoutes(Service* service, httplib::Server* http);
 void RegisterReaderRoutes(Service* service, httplib::Server* http);
 void RegisterJobRoutes(Service* service, httplib::Server* http);
 void RegisterAccessRoutes(Service* service, httplib::Server* http);
+void RegisterRemoteRoutes(Service* service, httplib::Server* http);
 void RegisterLoginRoutes(Server* server, httplib::Server* http);
 // The web UI's static files under `web_dir` (server/api_web.cc); nothing
 // when it is empty.

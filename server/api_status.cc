@@ -100,6 +100,7 @@ void RegisterRoutes(Server* server, httplib::Server* http) {
   api::RegisterReaderRoutes(service, http);
   api::RegisterJobRoutes(service, http);
   api::RegisterAccessRoutes(service, http);
+  api::RegisterRemoteRoutes(service, http);
   api::RegisterLoginRoutes(server, http);
   api::RegisterWebRoutes(server->web_dir(), http);
   // Errors httplib answers itself (no route, unreadable body) get their JSON

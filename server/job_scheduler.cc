@@ -56,8 +56,9 @@ Status ValidateJob(const JobConfig& job) {
   if (!storage::ValidateName(storage::NameKind::kStore, job.id).ok()) {
     return Status::InvalidArgument("job id must be 1-32 of A-Z a-z 0-9 _ . - (not starting with . or -)");
   }
-  if (job.kind != "prune" && job.kind != "gc" && job.kind != "verify") {
-    return Status::InvalidArgument("job kind must be prune, gc or verify");
+  if (job.kind != "prune" && job.kind != "gc" && job.kind != "verify" && job.kind != "sync" &&
+      job.kind != "push") {
+    return Status::InvalidArgument("job kind must be prune, gc, verify, sync or push");
   }
   CAIRN_RETURN_IF_ERROR(storage::ValidateName(storage::NameKind::kStore, job.store));
   auto event = CalendarEvent::Parse(job.schedule);
@@ -150,9 +151,10 @@ Result<std::string> JobScheduler::Launch(const JobConfig& job, const std::string
       job.kind, job.store, auth_id,
       [this, job](Task& t) -> TaskOutcome {
         t.Log("job " + job.id + " (" + job.schedule + ")");
-        Status s = runner_(job, t);
-        if (!s.ok()) spdlog::warn("job {} failed: {}", job.id, s.ToString());
-        return {s, "job " + job.id + " done", nullptr};
+        TaskOutcome out = runner_(job, t);
+        if (!out.status.ok()) spdlog::warn("job {} failed: {}", job.id, out.status.ToString());
+        if (out.summary.empty()) out.summary = "job " + job.id + " done";
+        return out;
       },
       [this, id = job.id] {
         MutexLock lock(&mu_);

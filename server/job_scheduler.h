@@ -1,6 +1,7 @@
 #pragma once
 
-// Jobs: prune, gc and verify runs on calendar schedules (server/calendar_event.h),
+// Jobs: prune, gc, verify, sync and push runs on calendar schedules
+// (server/calendar_event.h; sync and push: server/sync.h),
 // stored in <data>/server.db (table `jobs`) so the admin command line can add
 // and remove them while the server runs.
 //
@@ -36,7 +37,7 @@ namespace cairn::server {
 
 struct JobConfig {
   std::string id;        // [A-Za-z0-9_][A-Za-z0-9_.-]{0,31}
-  std::string kind;      // "prune", "gc" or "verify"
+  std::string kind;      // "prune", "gc", "verify", "sync" (pull) or "push"
   std::string store;
   std::string schedule;  // calendar event, e.g. "daily", "sat 02:00"
   nlohmann::json options = nlohmann::json::object();  // kind-specific (keep-…, group, …)
@@ -50,8 +51,10 @@ struct JobConfig {
 // options an object. (Which options a kind takes: JobOptionsFromJson.)
 Status ValidateJob(const JobConfig& job);
 
-// Runs one job; its log goes to `task`. Provided by the server.
-using JobRunner = std::function<Status(const JobConfig& job, Task& task)>;
+// Runs one job; its log goes to `task`, and it ends with the task's status,
+// summary (empty: "job ID done") and structured result (null for none).
+// Provided by the server.
+using JobRunner = std::function<TaskOutcome(const JobConfig& job, Task& task)>;
 
 class JobScheduler {
  public:

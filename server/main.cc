@@ -21,8 +21,10 @@
 #include <semaphore>
 #include <string>
 
+#include "server/admin_cli.h"
 #include "server/maintenance.h"
 #include "server/server.h"
+#include "server/sync.h"
 #include "storage/env.h"
 
 namespace {
@@ -561,7 +563,9 @@ struct JobCommand {
     job->require_subcommand(1);
     add = job->add_subcommand("add", "add a job (a running server picks it up)");
     add->add_option("ID", new_job.id)->required();
-    add->add_option("--kind", new_job.kind, "prune, gc or verify")->required();
+    add->add_option("--kind", new_job.kind,
+                    "prune, gc or verify (sync and push: sync-job add, push-job add)")
+        ->required();
     add->add_option("--store", new_job.store)->required();
     add->add_option("--schedule", new_job.schedule, "calendar event: daily, 'sat 02:00', '*:0/15'")
         ->required();
@@ -575,8 +579,8 @@ struct JobCommand {
     list->add_option("--output", output)->check(CLI::IsMember({"text", "json"}));
     remove = job->add_subcommand("remove", "remove a job");
     remove->add_option("ID", id)->required();
-    run =
-        job->add_subcommand("run", "run a job now (server stopped; else POST /api/v1/jobs/ID/run)");
+    run = job->add_subcommand(
+        "run", "run a job now and wait for it (through the running server when there is one)");
     run->add_option("ID", id)->required();
     next = job->add_subcommand("next", "print the next run times of a calendar event");
     next->add_option("EXPR", next_expr)->required();
@@ -605,28 +609,21 @@ struct JobCommand {
   }
 
   int Execute(const Admin& admin) {
-    auto tasks = cairn::server::TaskLog::Open(admin.data);
-    if (!tasks.ok()) return Fail(tasks.status());
-    // The offline runner opens the store itself (the server must be stopped).
-    cairn::storage::Catalog* cat = admin.catalog.get();
-    auto runner = [cat](const cairn::server::JobConfig& j, cairn::server::Task& task) -> Status {
-      auto opened = cairn::server::OpenOffline(cat, j.store, "is the server running?");
-      if (!opened.ok()) return opened.status();
-      cairn::server::MaintenanceContext ctx;
-      ctx.store = opened->store.get();
-      ctx.store_name = j.store;
-      return cairn::server::RunJob(ctx, j, task);
-    };
-    // Declared before the scheduler: the scheduler (destroyed first) waits
-    // for its runs, which run here.
-    cairn::server::TaskRunner task_runner(tasks->get(), {.workers = 1});
-    auto jobs = cairn::server::JobScheduler::Open(admin.data, &task_runner, runner,
+    // Through the running server when there is one (server/admin_cli.h).
+    if (run->parsed()) return cairn::server::RunJobAndWait(admin.data, id, false);
+    if (add->parsed() && cairn::server::IsSyncJobKind(new_job.kind)) {
+      return Fail(Status::InvalidArgument("add " + new_job.kind + " jobs with `" +
+                                          (new_job.kind == "sync" ? "sync" : "push") +
+                                          "-job add`"));
+    }
+    // The jobs table only: runs happen in RunJobAndWait or in the server.
+    cairn::server::TaskRunner none(nullptr, {.workers = 1});
+    auto jobs = cairn::server::JobScheduler::Open(admin.data, &none, nullptr,
                                                   cairn::storage::TimeZone::Utc());
     if (!jobs.ok()) return Fail(jobs.status());
     if (add->parsed()) return AddJob(**jobs);
     if (list->parsed()) return ListJobs(**jobs);
     if (remove->parsed()) return RemoveJob(**jobs);
-    if (run->parsed()) return RunJobNow(**jobs, **tasks);
     return 0;
   }
 
@@ -671,16 +668,6 @@ struct JobCommand {
     if (Status s = jobs.Remove(id); !s.ok()) return Fail(s);
     std::cout << "job " << id << " removed\n";
     return 0;
-  }
-
-  int RunJobNow(cairn::server::JobScheduler& jobs, cairn::server::TaskLog& tasks) {
-    auto task_id = jobs.RunNow(id, "root@cli");
-    if (!task_id.ok()) return Fail(task_id.status());
-    jobs.Stop();  // waits for the run
-    auto info = tasks.Get(*task_id);
-    auto log = tasks.ReadLog(*task_id, 0, 1 << 20);
-    if (log.ok()) std::cout << *log;
-    return info.ok() && info->state != cairn::server::TaskState::kFailed ? 0 : 1;
   }
 };
 
@@ -760,8 +747,17 @@ int main(int argc, char** argv) {
   gc.Add(app);
   job.Add(app);
   verify.Add(app);
+  // Offsite copies: remotes and sync/push jobs (server/cmd_remote.cc, cmd_sync_job.cc).
+  std::vector<cairn::server::AdminCommand> offsite;
+  cairn::server::AddRemoteCommands(app, &offsite);
+  cairn::server::AddSyncJobCommands(app, "sync", &offsite);
+  cairn::server::AddSyncJobCommands(app, "push", &offsite);
 
   CLI11_PARSE(app, argc, argv);
+
+  for (const auto& c : offsite) {
+    if (c.app->parsed()) return c.run(data);
+  }
 
   if (job.next->parsed()) return job.Next();
   if (run.cmd->parsed()) return run.Execute(data);

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "server/session_manager.h"
+#include "server/sync.h"
 #include "storage/env.h"
 
 namespace cairn::server {
@@ -298,8 +299,12 @@ Result<nlohmann::json> JobOptionsFromJson(const std::string& kind, const nlohman
       return Status::InvalidArgument("ignore-verified must be true or false");
     }
     CAIRN_RETURN_IF_ERROR(UnsignedUpTo(j, "outdated-after-days", 1000000));
+  } else if (kind == "sync" || kind == "push") {
+    // Checked and rebuilt by the sync engine (server/sync.h).
+    CAIRN_ASSIGN_OR_RETURN(SyncOptions o, SyncOptions::FromJson(kind, j));
+    return o.ToJson(kind);
   } else {
-    return Status::InvalidArgument("job kind must be prune, gc or verify");
+    return Status::InvalidArgument("job kind must be prune, gc, verify, sync or push");
   }
   nlohmann::json out = nlohmann::json::object();
   for (const auto& [key, value] : j.items()) {

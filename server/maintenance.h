@@ -123,8 +123,9 @@ Result<storage::PruneOptions> PruneOptionsFromJson(const nlohmann::json& j);
 // The options a job of `kind` runs with, checked and rebuilt from `j` (an
 // object; null for none): prune takes "group" and keep-last … keep-yearly;
 // gc "grace-seconds" (0..604800); verify "target" (a group, a snapshot or ""),
-// "ignore-verified" and "outdated-after-days" (0..1000000). InvalidArgument
-// for another key, a wrong type or value, or an unknown kind.
+// "ignore-verified" and "outdated-after-days" (0..1000000); sync and push
+// those of SyncOptions::FromJson (server/sync.h). InvalidArgument for
+// another key, a wrong type or value, or an unknown kind.
 Result<nlohmann::json> JobOptionsFromJson(const std::string& kind, const nlohmann::json& j);
 
 }  // namespace cairn::server

@@ -11,6 +11,8 @@
 #include <fmt/format.h>
 
 #include "server/request_auth.h"
+#include "server/running_server.h"
+#include "server/sync.h"
 #include "storage/env.h"
 
 namespace cairn::server {
@@ -88,6 +90,7 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerOptions& options, Start
   CAIRN_ASSIGN_OR_RETURN(s->tasks_, TaskLog::Open(data));
   s->runner_ = std::make_unique<TaskRunner>(s->tasks_.get(), s->options_.tasks);
   CAIRN_ASSIGN_OR_RETURN(s->settings_, StoreSettings::Open(data));
+  CAIRN_ASSIGN_OR_RETURN(s->remotes_, RemoteStore::Open(data));
   CAIRN_ASSIGN_OR_RETURN(Notifier notifier, Notifier::Create(s->options_.notify));
   s->notifier_.emplace(std::move(notifier));
   CAIRN_ASSIGN_OR_RETURN(s->overdue_notices_, OverdueNotices::Open(data));
@@ -95,12 +98,15 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerOptions& options, Start
   CAIRN_ASSIGN_OR_RETURN(
       s->jobs_, JobScheduler::Open(
                     data, s->runner_.get(),
-                    [self](const JobConfig& job, Task& task) -> Status {
-                      CAIRN_ASSIGN_OR_RETURN(MaintenanceContext ctx, self->Maintenance(job.store));
-                      Status ran = RunJob(ctx, job, task);
-                      // A prune or GC changes what groups hold alone.
+                    [self](const JobConfig& job, Task& task) -> TaskOutcome {
+                      auto ctx = self->Maintenance(job.store);
+                      if (!ctx.ok()) return {ctx.status(), "", nullptr};
+                      TaskOutcome out = IsSyncJobKind(job.kind)
+                                            ? RunSyncJob(*ctx, self->remotes(), job, task)
+                                            : TaskOutcome{RunJob(*ctx, job, task), "", nullptr};
+                      // A prune, GC or sync changes what groups hold alone.
                       if (job.kind != "verify") self->usage()->MarkDirty(job.store);
-                      return ran;
+                      return out;
                     },
                     s->tz_));
   CAIRN_ASSIGN_OR_RETURN(
@@ -265,6 +271,10 @@ Status Server::Start() {
   CAIRN_ASSIGN_OR_RETURN(bound_port_, gate_->Bind(options_.host, options_.port));
   gate_->Start();
   start_time_ = Now();
+  // For the admin commands that ask a running server (server/running_server.h).
+  if (Status s = WriteRunningServer(options_.data_dir, options_.host, bound_port_); !s.ok()) {
+    spdlog::warn("cannot write server.json: {}", s.ToString());
+  }
   jobs_->Start();
   usage_->Start(StoreNames());
   reaper_ = std::thread([this] {
@@ -300,7 +310,10 @@ Status Server::Start() {
 
 void Server::Stop() {
   if (stopping_.exchange(true)) return;
-  if (gate_) gate_->Stop();
+  if (gate_) {
+    RemoveRunningServer(options_.data_dir);
+    gate_->Stop();
+  }
   if (reaper_.joinable()) reaper_.join();
   if (overdue_.joinable()) overdue_.join();
   // The runner first: long tasks see its cancel flag and end early, queued

@@ -6,10 +6,12 @@
 // Data directory layout:
 //   <data>/cairn.db          SQLite catalog: datastores, groups, snapshots (storage/catalog.h)
 //   <data>/auth.db           users, tokens, ACL (server/auth_store.h)
-//   <data>/server.db         tasks and jobs (server/task_log.h, server/job_scheduler.h)
+//   <data>/server.db         tasks, jobs, settings, remotes (server/task_log.h,
+//                            server/job_scheduler.h, server/remotes.h)
 //   <data>/tasks/<id>.log    task logs
 //   <data>/tls/{cert,key}.pem the server's self-signed identity
 //   <data>/admin.token       the first admin token, mode 0600, written once
+//   <data>/server.json       where the running server listens (server/running_server.h)
 //   <data>/stores/default/   the default datastore (others live where `datastore create` puts them)
 //
 // Thread safety: Start/Stop from one thread; request handlers run on the
@@ -30,6 +32,7 @@
 #include "server/maintenance.h"
 #include "server/notifier.h"
 #include "server/overdue.h"
+#include "server/remotes.h"
 #include "server/server_db.h"
 #include "server/service.h"
 #include "server/session_manager.h"
@@ -112,6 +115,8 @@ class Server {
   int64_t start_time() const { return start_time_; }
   TaskLog* tasks() { return tasks_.get(); }
   StoreSettings* settings() { return settings_.get(); }
+  // Other servers that sync jobs pull from or push to (server/remotes.h).
+  RemoteStore* remotes() { return remotes_.get(); }
   JobScheduler* jobs() { return jobs_.get(); }
   // Groups' unique bytes, computed in the background (server/group_usage.h).
   GroupUsage* usage() { return usage_.get(); }
@@ -149,6 +154,7 @@ class Server {
   std::unique_ptr<Service> service_;
   std::unique_ptr<TaskLog> tasks_;
   std::unique_ptr<StoreSettings> settings_;
+  std::unique_ptr<RemoteStore> remotes_;
   std::unique_ptr<JobScheduler> jobs_;
   std::optional<Notifier> notifier_;
   std::unique_ptr<OverdueNotices> overdue_notices_;

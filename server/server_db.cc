@@ -46,6 +46,14 @@ CREATE TABLE group_usage(
 CREATE TABLE overdue_notices(store TEXT NOT NULL, grp TEXT NOT NULL,
   last_backup INTEGER NOT NULL, announced INTEGER NOT NULL, PRIMARY KEY (store, grp));
 )sql",
+    // Other cairn-servers that sync jobs pull from or push to
+    // (server/remotes.h). `secret` is the remote token's secret, needed to
+    // talk to it; it is never shown again.
+    R"sql(
+CREATE TABLE remotes(name TEXT PRIMARY KEY, host TEXT NOT NULL, port INTEGER NOT NULL,
+  fingerprint TEXT NOT NULL, auth_id TEXT NOT NULL, secret TEXT NOT NULL,
+  created INTEGER NOT NULL);
+)sql",
 };
 
 }  // namespace

@@ -1,7 +1,7 @@
 #pragma once
 
 // <data>/server.db: the server's own state that no datastore folder can
-// rebuild — tasks and jobs. (The catalog, cairn.db, indexes the datastores;
+// rebuild — tasks, jobs, settings and remotes. (The catalog, cairn.db, indexes the datastores;
 // auth.db holds users, tokens and roles.) Versioned with PRAGMA user_version.
 
 #include <cstdint>

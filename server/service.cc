@@ -10,6 +10,7 @@
 #include "server/overdue.h"
 #include "server/password_hash.h"
 #include "server/server.h"
+#include "server/sync.h"
 
 namespace cairn::server {
 namespace {
@@ -354,9 +355,19 @@ Status Service::CheckJobStore(const Principal& p, const std::string& store) {
   return server_->Store(store).status();
 }
 
+Status Service::CheckSyncJob(const Principal& p, const JobConfig& job) {
+  if (!IsSyncJobKind(job.kind)) return Status::OK();
+  CAIRN_RETURN_IF_ERROR(Authorizer(server_->auth()->RolesOn(p, "*"))
+                            .Check(Action::kAccess)
+                            .WithContext("sync and push jobs use a remote's credentials"));
+  CAIRN_ASSIGN_OR_RETURN(SyncOptions o, SyncOptions::FromJson(job.kind, job.options));
+  return server_->remotes()->Get(o.remote).status();
+}
+
 Result<JobConfig> Service::AddJob(const Principal& p, JobConfig job) {
   CAIRN_RETURN_IF_ERROR(CheckJobStore(p, job.store));
   CAIRN_ASSIGN_OR_RETURN(job.options, JobOptionsFromJson(job.kind, job.options));
+  CAIRN_RETURN_IF_ERROR(CheckSyncJob(p, job));
   job.created = 0;
   job.last_run = 0;
   CAIRN_RETURN_IF_ERROR(server_->jobs()->Add(job));
@@ -369,6 +380,7 @@ Result<JobConfig> Service::UpdateJob(const Principal& p, const std::string& id,
                                      const JobPatch& patch) {
   CAIRN_ASSIGN_OR_RETURN(JobConfig job, server_->jobs()->Get(id));
   CAIRN_RETURN_IF_ERROR(CheckJobStore(p, job.store));
+  CAIRN_RETURN_IF_ERROR(CheckSyncJob(p, job));
   if (patch.kind) job.kind = *patch.kind;
   if (patch.store) job.store = *patch.store;
   if (patch.schedule) job.schedule = *patch.schedule;
@@ -376,6 +388,7 @@ Result<JobConfig> Service::UpdateJob(const Principal& p, const std::string& id,
   if (patch.enabled) job.enabled = *patch.enabled;
   CAIRN_RETURN_IF_ERROR(CheckJobStore(p, job.store));
   CAIRN_ASSIGN_OR_RETURN(job.options, JobOptionsFromJson(job.kind, job.options));
+  CAIRN_RETURN_IF_ERROR(CheckSyncJob(p, job));
   CAIRN_RETURN_IF_ERROR(server_->jobs()->Update(job));
   spdlog::info("job {} changed by {}", id, p.auth_id);
   return server_->jobs()->Get(id);
@@ -487,6 +500,35 @@ Status Service::SetAcl(const Principal& p, const std::string& store, const std::
   }
   CAIRN_RETURN_IF_ERROR(auth->SetAcl(store, auth_id, *role));
   spdlog::info("{} granted {} on {} by {}", auth_id, RoleName(*role), store, p.auth_id);
+  return Status::OK();
+}
+
+// ---------------------------------------------------------------------------
+// Remotes
+
+Result<std::vector<Remote>> Service::ListRemotes(const Principal& p) {
+  CAIRN_RETURN_IF_ERROR(CheckAccessAdmin(p));
+  return server_->remotes()->List();
+}
+
+Result<Remote> Service::AddRemote(const Principal& p, const std::string& name,
+                                  const std::string& url, const std::string& fingerprint,
+                                  const std::string& token) {
+  CAIRN_RETURN_IF_ERROR(CheckAccessAdmin(p));
+  CAIRN_ASSIGN_OR_RETURN(Remote remote, MakeRemote(name, url, fingerprint, token));
+  CAIRN_RETURN_IF_ERROR(server_->remotes()->Add(remote));
+  spdlog::info("remote {} ({}, token {}) added by {}", name, remote.Url(), remote.auth_id,
+               p.auth_id);
+  return server_->remotes()->Get(name);
+}
+
+Status Service::RemoveRemote(const Principal& p, const std::string& name) {
+  CAIRN_RETURN_IF_ERROR(CheckAccessAdmin(p));
+  CAIRN_RETURN_IF_ERROR(server_->remotes()->Get(name).status());
+  CAIRN_ASSIGN_OR_RETURN(std::vector<JobConfig> jobs, server_->jobs()->List());
+  CAIRN_RETURN_IF_ERROR(CheckRemoteUnused(jobs, name));
+  CAIRN_RETURN_IF_ERROR(server_->remotes()->Remove(name));
+  spdlog::info("remote {} removed by {}", name, p.auth_id);
   return Status::OK();
 }
 

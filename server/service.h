@@ -24,6 +24,7 @@
 #include "server/authorizer.h"
 #include "server/image_download.h"
 #include "server/maintenance.h"
+#include "server/remotes.h"
 #include "server/request_auth.h"
 #include "server/session_manager.h"
 #include "server/task_log.h"
@@ -146,8 +147,9 @@ class Service {
   // Jobs on stores where the caller is Admin or Audit, with their next run.
   Result<std::vector<std::pair<JobConfig, std::optional<int64_t>>>> ListJobs(const Principal& p);
   Result<std::string> RunJob(const Principal& p, const std::string& id);
-  // Adds a job (Admin on its store; the store must exist). Its options are
-  // checked and rebuilt by JobOptionsFromJson. The job as stored.
+  // Adds a job (Admin on its store; the store must exist; a sync or push
+  // job: Admin on "*" and a known remote). Its options are checked and
+  // rebuilt by JobOptionsFromJson. The job as stored.
   Result<JobConfig> AddJob(const Principal& p, JobConfig job);
   // Changes the fields `patch` sets (Admin on the job's old and new store;
   // options are checked against the resulting kind). NotFound for an
@@ -178,6 +180,15 @@ class Service {
   // token or (removing) entry.
   Status SetAcl(const Principal& p, const std::string& store, const std::string& auth_id,
                 std::optional<Role> role);
+
+  // --- Remotes (server/remotes.h). Admin on "*" only (PermissionDenied) ---
+  Result<std::vector<Remote>> ListRemotes(const Principal& p);
+  // The remote as stored. AlreadyExists for a taken name; InvalidArgument
+  // as MakeRemote.
+  Result<Remote> AddRemote(const Principal& p, const std::string& name, const std::string& url,
+                           const std::string& fingerprint, const std::string& token);
+  // NotFound for an unknown name; Conflict while a job uses it.
+  Status RemoveRemote(const Principal& p, const std::string& name);
 
   // --- Backup sessions ---
   // Checks the role, makes the caller the owner of a new group (exclusive
@@ -215,6 +226,9 @@ class Service {
   Status CheckAccessAdmin(const Principal& p);
   // PermissionDenied unless `p` is Admin on `store`; NotFound for an unknown store.
   Status CheckJobStore(const Principal& p, const std::string& store);
+  // A sync or push job reaches out with a remote's credentials: adding or
+  // changing one needs Admin on "*", and its remote must exist.
+  Status CheckSyncJob(const Principal& p, const JobConfig& job);
 
   Server* const server_;
 };

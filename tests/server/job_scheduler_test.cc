@@ -48,9 +48,11 @@ class JobSchedulerTest : public ::testing::Test {
           runs_++;
           task.Log("running " + job.id);
           if (job.options.value("block", false)) gate_open_.wait();
-          if (job.options.value("fail", false)) return Status::IOError("the job failed on purpose");
+          if (job.options.value("fail", false)) {
+            return TaskOutcome{Status::IOError("the job failed on purpose"), "", nullptr};
+          }
           if (job.options.value("warn", false)) task.Warn("something to look at");
-          return Status::OK();
+          return TaskOutcome{Status::OK(), "", nullptr};
         },
         TimeZone::Utc());
     ASSERT_TRUE(s.ok()) << s.status().ToString();

@@ -1,11 +1,12 @@
-// Jobs: scheduled prune, GC and verify. List, add, edit, remove, run now;
+// Jobs: scheduled prune, GC, verify, sync (pull from a remote) and push.
+// List, add, edit, remove, run now;
 // while a schedule is typed, its next five run times come from
 // GET /calendar/next (the server's own parser, so what is shown is what runs).
 
 import * as api from '../api.js';
 import { h, replace, DASH, timeEl, orDash, dialog, confirmDialog, toast } from '../dom.js';
 
-const KINDS = ['verify', 'prune', 'gc'];
+const KINDS = ['verify', 'prune', 'gc', 'sync', 'push'];
 
 function scheduleWatcher(input, out) {
   let timer = 0, seq = 0;
