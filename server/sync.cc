@@ -262,6 +262,30 @@ Status CheckOwner(const std::string& owner) {
   return ok ? Status::OK() : Status::InvalidArgument("owner must be USER or USER!TOKEN");
 }
 
+// Runs `group` for each group in turn, as pull and push both do: a failed
+// group is logged and reported and the run goes on, unless the failure ends
+// the whole run (IsFatal) or the server is stopping.
+template <typename Fn>
+void ForEachGroup(const std::vector<GroupRef>& groups, const std::atomic<bool>* cancel,
+                  Task* task, SyncReport* report, Fn group) {
+  for (const auto& g : groups) {
+    if (Cancelled(cancel)) {
+      report->errors.push_back(CancelledStatus().ToString());
+      report->aborted = true;
+      return;
+    }
+    ++report->groups;
+    Status s = group(g);
+    if (s.ok()) continue;
+    Warn(task, "group " + g.ToString() + ": " + s.ToString());
+    report->errors.push_back(g.ToString() + ": " + s.ToString());
+    if (IsFatal(s)) {
+      report->aborted = true;
+      return;
+    }
+  }
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -395,22 +419,8 @@ class Puller {
                            options_.rate_limit_mbps > 0
                                ? fmt::format(", at most {} MB/s", options_.rate_limit_mbps)
                                : ""));
-    for (const auto& g : groups) {
-      if (Cancelled(ctx_.cancel)) {
-        report_.errors.push_back(CancelledStatus().ToString());
-        report_.aborted = true;
-        break;
-      }
-      ++report_.groups;
-      Status s = Group(g);
-      if (s.ok()) continue;
-      Warn(task_, "group " + g.ToString() + ": " + s.ToString());
-      report_.errors.push_back(g.ToString() + ": " + s.ToString());
-      if (IsFatal(s)) {
-        report_.aborted = true;
-        break;
-      }
-    }
+    ForEachGroup(groups, ctx_.cancel, task_, &report_,
+                 [this](const GroupRef& g) { return Group(g); });
     report_.duration_ms = MsSince(start);
     return report_;
   }
@@ -660,22 +670,8 @@ class Pusher {
                            options_.rate_limit_mbps > 0
                                ? fmt::format(", at most {} MB/s", options_.rate_limit_mbps)
                                : ""));
-    for (const auto& g : groups) {
-      if (Cancelled(ctx_.cancel)) {
-        report_.errors.push_back(CancelledStatus().ToString());
-        report_.aborted = true;
-        break;
-      }
-      ++report_.groups;
-      Status s = Group(g);
-      if (s.ok()) continue;
-      Warn(task_, "group " + g.ToString() + ": " + s.ToString());
-      report_.errors.push_back(g.ToString() + ": " + s.ToString());
-      if (IsFatal(s)) {
-        report_.aborted = true;
-        break;
-      }
-    }
+    ForEachGroup(groups, ctx_.cancel, task_, &report_,
+                 [this](const GroupRef& g) { return Group(g); });
     report_.duration_ms = MsSince(start);
     return report_;
   }
