@@ -41,7 +41,8 @@ class EncryptedTest(cairn_browser.BrowserTest):
         self.css('[data-testid="snapshots-section"][data-group="vm/303"]')
         enc_row = self.css(f'tr[data-snapshot="{self.enc}"]')
         cell = enc_row.find_element("css selector", '[data-testid="encryption"]')
-        self.assertIn("🔒", cell.text)
+        self.assertIn("encrypted", cell.text)
+        self.assertEqual(len(cell.find_elements("css selector", ".lock")), 1)
         self.assertEqual(cell.find_element("css selector", '[data-testid="fingerprint"]').text,
                          self.fingerprint)
         self.assertIn(self.fingerprint, cell.get_attribute("title"))

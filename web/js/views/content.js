@@ -52,7 +52,7 @@ function mode(client) {
 function encryptionCell(s) {
   if (!s.encrypted) return h('td', { 'data-testid': 'encryption' }, 'none');
   return h('td', { 'data-testid': 'encryption', title: `Encrypted with key ${s.fingerprint}` },
-    h('span', { 'aria-label': 'encrypted', role: 'img' }, '🔒'), ' ',
+    h('span', { class: 'lock', 'aria-hidden': 'true' }), 'encrypted ',
     h('code', { 'data-testid': 'fingerprint' }, s.fingerprint || ''));
 }
 
