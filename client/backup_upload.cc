@@ -19,6 +19,7 @@
 #include "storage/blob.h"
 #include "storage/digest.h"
 #include "storage/fixed_index.h"
+#include "storage/sigpipe_block.h"
 #include "storage/manifest.h"
 #include "storage/mutex.h"
 
@@ -41,40 +42,6 @@ constexpr size_t kBufferSize = kDataOffset + kChunkSize;
 // (server/server.cc); a request written just as that close arrives fails.
 // A connection idle for longer than this is replaced before it is used.
 constexpr auto kMaxIdle = std::chrono::seconds(3);
-
-// A write into a connection the server closed raises SIGPIPE, whose default
-// action ends the process. A library must not decide that for its caller
-// (nor change the process-wide disposition), so SIGPIPE is blocked in the
-// calling thread while this lives, and one raised meanwhile is taken off
-// the thread before the old mask returns: the write fails with EPIPE
-// instead, which httplib reports as an error.
-class SigpipeBlock {
- public:
-  SigpipeBlock() {
-    sigemptyset(&pipe_);
-    sigaddset(&pipe_, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipe_, &old_);
-    sigset_t pending;
-    sigpending(&pending);
-    was_pending_ = sigismember(&pending, SIGPIPE) == 1;
-  }
-  ~SigpipeBlock() {
-    sigset_t pending;
-    sigpending(&pending);
-    if (!was_pending_ && sigismember(&pending, SIGPIPE) == 1) {
-      timespec zero{0, 0};
-      sigtimedwait(&pipe_, nullptr, &zero);
-    }
-    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
-  }
-  SigpipeBlock(const SigpipeBlock&) = delete;
-  SigpipeBlock& operator=(const SigpipeBlock&) = delete;
-
- private:
-  sigset_t pipe_;
-  sigset_t old_;
-  bool was_pending_ = false;
-};
 
 // One HTTPS connection that is replaced when it sat idle too long.
 class Connection {
@@ -378,7 +345,7 @@ Status UploadCore::Begin(const std::string& group, std::optional<int64_t> backup
 Result<HttpResponse> UploadCore::Control(
     const std::function<Result<HttpResponse>(ApiClient&)>& call, bool idempotent) {
   MutexLock l(&control_mu_);
-  SigpipeBlock no_sigpipe;
+  storage::SigpipeBlock no_sigpipe;
   Result<HttpResponse> r = call(control_.Get());
   if (!r.ok() && idempotent) r = call(control_.Get());
   control_.Used();
@@ -672,7 +639,7 @@ void UploadCore::UseDigestLocked(Archive* a, uint64_t chunk, const Digest& d, Kn
 }
 
 void UploadCore::WorkerLoop() {
-  SigpipeBlock no_sigpipe;  // for the thread's whole life
+  storage::SigpipeBlock no_sigpipe;  // for the thread's whole life
   Connection conn(repo_);
   BlobEncoder enc(options_.zstd_level);
   for (;;) {

@@ -13,6 +13,8 @@
 
 #include <fmt/format.h>
 
+#include "storage/sigpipe_block.h"
+
 namespace cairn::server {
 namespace {
 
@@ -148,9 +150,14 @@ Status Notifier::SendMail(const Notification& n) const {
     ::_exit(127);
   }
   ::close(fds[0]);
-  // A sendmail that exits early must not kill the server with SIGPIPE:
-  // the server ignores SIGPIPE (main.cc), and a failed write is an error.
-  const bool written = WriteAll(fds[1], message);
+  // A sendmail that exits early must not kill the process with SIGPIPE (the
+  // server ignores it, a test or another caller may not): a failed write is
+  // an error.
+  bool written = false;
+  {
+    storage::SigpipeBlock no_sigpipe;
+    written = WriteAll(fds[1], message);
+  }
   ::close(fds[1]);
   int status = 0;
   const auto until =
