@@ -388,21 +388,42 @@ std::string SyncReport::Summary() const {
 
 namespace {
 
-class Puller {
- public:
-  Puller(const MaintenanceContext& ctx, SessionManager* sessions, const Remote& remote,
-         const SyncOptions& options, const std::string& job_id, Task* task)
+// What a pull and a push both hold: the remote's connections (one for
+// control, `connections` for chunks), the rate limit and the report.
+class SyncRun {
+ protected:
+  SyncRun(const MaintenanceContext& ctx, SessionManager* sessions, const Remote& remote,
+          const SyncOptions& options, std::string auth_id, const char* direction, Task* task)
       : ctx_(ctx), sessions_(sessions), repo_(remote.RepositoryFor(options.remote_store)),
-        options_(options), auth_id_("sync-job:" + job_id), task_(task), rc_(repo_), api_(repo_),
+        options_(options), auth_id_(std::move(auth_id)), task_(task), rc_(repo_), api_(repo_),
         limiter_(options.rate_limit_mbps * 1e6) {
     for (int i = 0; i < std::max(options.connections, 1); ++i) {
       workers_.push_back(std::make_unique<client::ApiClient>(repo_));
     }
-    report_.direction = "pull";
+    report_.direction = direction;
     report_.remote = remote.name;
     report_.remote_store = options.remote_store;
     report_.store = ctx.store_name;
   }
+
+  const MaintenanceContext& ctx_;
+  SessionManager* const sessions_;
+  const client::Repository repo_;
+  const SyncOptions& options_;
+  const std::string auth_id_;
+  Task* const task_;
+  client::RepositoryClient rc_;
+  client::ApiClient api_;
+  std::vector<std::unique_ptr<client::ApiClient>> workers_;
+  RateLimiter limiter_;
+  SyncReport report_;
+};
+
+class Puller : private SyncRun {
+ public:
+  Puller(const MaintenanceContext& ctx, SessionManager* sessions, const Remote& remote,
+         const SyncOptions& options, const std::string& job_id, Task* task)
+      : SyncRun(ctx, sessions, remote, options, "sync-job:" + job_id, "pull", task) {}
 
   Result<SyncReport> Run() {
     const auto start = Clock::now();
@@ -625,37 +646,16 @@ class Puller {
     return Status::OK();
   }
 
-  const MaintenanceContext& ctx_;
-  SessionManager* const sessions_;
-  const client::Repository repo_;
-  const SyncOptions& options_;
-  const std::string auth_id_;
-  Task* const task_;
-  client::RepositoryClient rc_;
-  client::ApiClient api_;
-  std::vector<std::unique_ptr<client::ApiClient>> workers_;
-  RateLimiter limiter_;
-  SyncReport report_;
 };
 
 // ---------------------------------------------------------------------------
 // Push
 
-class Pusher {
+class Pusher : private SyncRun {
  public:
   Pusher(const MaintenanceContext& ctx, SessionManager* sessions, const Remote& remote,
          const SyncOptions& options, const std::string& job_id, Task* task)
-      : ctx_(ctx), sessions_(sessions), repo_(remote.RepositoryFor(options.remote_store)),
-        options_(options), auth_id_("push-job:" + job_id), task_(task), rc_(repo_), api_(repo_),
-        limiter_(options.rate_limit_mbps * 1e6) {
-    for (int i = 0; i < std::max(options.connections, 1); ++i) {
-      workers_.push_back(std::make_unique<client::ApiClient>(repo_));
-    }
-    report_.direction = "push";
-    report_.remote = remote.name;
-    report_.remote_store = options.remote_store;
-    report_.store = ctx.store_name;
-  }
+      : SyncRun(ctx, sessions, remote, options, "push-job:" + job_id, "push", task) {}
 
   Result<SyncReport> Run() {
     const auto start = Clock::now();
@@ -841,17 +841,6 @@ class Pusher {
     return Status::OK();
   }
 
-  const MaintenanceContext& ctx_;
-  SessionManager* const sessions_;
-  const client::Repository repo_;
-  const SyncOptions& options_;
-  const std::string auth_id_;
-  Task* const task_;
-  client::RepositoryClient rc_;
-  client::ApiClient api_;
-  std::vector<std::unique_ptr<client::ApiClient>> workers_;
-  RateLimiter limiter_;
-  SyncReport report_;
   std::set<std::string> remote_groups_;  // the groups the remote token sees there
 };
 
