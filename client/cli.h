@@ -6,7 +6,9 @@
 //
 // Exit codes: 0 done, 2 a bad argument (InvalidArgument, and every command
 // line CLI11 refuses: main.cc maps its own codes to 2), 1 anything else
-// (a wrong passphrase, a file that exists, the server's refusal, …).
+// (a wrong passphrase, a file that exists, the server's refusal, …),
+// kExitSomeFailed (3) when `backup all` backed up some VMs and failed on
+// others.
 //
 // Not thread-safe: the command line runs on one thread.
 
@@ -23,7 +25,10 @@
 
 namespace cairn::client {
 
-// The flags before the subcommand.
+// `backup all`: some VMs were backed up, some failed (cairn(1), EXIT STATUS).
+inline constexpr int kExitSomeFailed = 3;
+
+// The global flags: before or after the subcommand.
 struct GlobalOptions {
   std::string repo;         // --repo, or $CAIRN_REPO
   std::string token_file;   // --token-file, or $CAIRN_TOKEN

@@ -8,6 +8,7 @@
 
 #include <climits>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string_view>
@@ -23,7 +24,18 @@
 
 namespace cairn::server {
 
-std::string DefaultWebDir() { return CAIRN_WEB_DIR; }
+std::string DefaultWebDir() {
+  // An installed server (PREFIX/bin/cairn-server) serves the UI installed
+  // next to it (PREFIX/share/cairn/web, the package's /usr/share/cairn/web);
+  // a build tree's, the source tree's web/.
+  std::error_code ec;
+  const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec && exe.parent_path().filename() == "bin") {
+    const std::filesystem::path installed = exe.parent_path().parent_path() / "share/cairn/web";
+    if (std::filesystem::is_regular_file(installed / "index.html", ec)) return installed.string();
+  }
+  return CAIRN_WEB_DIR;
+}
 
 namespace api {
 namespace {

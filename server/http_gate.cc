@@ -358,7 +358,10 @@ class HttpGate::Impl {
       : limits_(limits), core_(core), admit_(std::move(admit)) {}
 
   ~Impl() {
-    if (ctx_) SSL_CTX_free(ctx_);
+    {
+      MutexLock lock(&ctx_mu_);
+      if (ctx_) SSL_CTX_free(ctx_);
+    }
     for (int fd : {listen_fd_, epoll_fd_, wake_fd_, stop_fd_}) {
       if (fd >= 0) ::close(fd);
     }
@@ -366,19 +369,45 @@ class HttpGate::Impl {
 
   void SetAnswerHeaders(std::string lines) { answer_headers_ = std::move(lines); }
 
-  Status Init(const TlsPaths& tls) {
-    ctx_ = SSL_CTX_new(TLS_server_method());
-    if (!ctx_) return Status::IOError("cannot create a TLS context");
-    SSL_CTX_set_min_proto_version(ctx_, TLS1_2_VERSION);
-    SSL_CTX_set_options(ctx_, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
-                                  SSL_OP_CIPHER_SERVER_PREFERENCE);
-    SSL_CTX_set_mode(ctx_, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  // A TLS context with the certificate (chain) and key of `tls`.
+  static Result<SSL_CTX*> NewContext(const TlsPaths& tls) {
+    SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) return Status::IOError("cannot create a TLS context");
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+                                 SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     // Clients do not resume sessions; tickets would be work and memory for nothing.
-    SSL_CTX_set_num_tickets(ctx_, 0);
-    if (SSL_CTX_use_certificate_chain_file(ctx_, tls.cert.c_str()) != 1 ||
-        SSL_CTX_use_PrivateKey_file(ctx_, tls.key.c_str(), SSL_FILETYPE_PEM) != 1 ||
-        SSL_CTX_check_private_key(ctx_) != 1) {
-      return Status::IOError("cannot load the TLS certificate or key");
+    SSL_CTX_set_num_tickets(ctx, 0);
+    if (SSL_CTX_use_certificate_chain_file(ctx, tls.cert.c_str()) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx, tls.key.c_str(), SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
+      SSL_CTX_free(ctx);
+      return Status::IOError("cannot load the TLS certificate " + tls.cert + " or key " +
+                             tls.key);
+    }
+    return ctx;
+  }
+
+  // New connections use the new context; open ones keep theirs (an SSL
+  // holds a reference to its context).
+  Status ReloadCertificate(const TlsPaths& tls) {
+    CAIRN_ASSIGN_OR_RETURN(SSL_CTX * fresh, NewContext(tls));
+    SSL_CTX* old;
+    {
+      MutexLock lock(&ctx_mu_);
+      old = ctx_;
+      ctx_ = fresh;
+    }
+    if (old) SSL_CTX_free(old);
+    return Status::OK();
+  }
+
+  Status Init(const TlsPaths& tls) {
+    CAIRN_ASSIGN_OR_RETURN(SSL_CTX * ctx, NewContext(tls));
+    {
+      MutexLock lock(&ctx_mu_);
+      ctx_ = ctx;
     }
     epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
     wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -559,7 +588,10 @@ class HttpGate::Impl {
     c->addr = addr;
     c->port = port;
     c->seq = ++seq_;
-    c->ssl = SSL_new(ctx_);
+    {
+      MutexLock lock(&ctx_mu_);
+      c->ssl = SSL_new(ctx_);
+    }
     SSL_set_fd(c->ssl, fd);
     SSL_set_accept_state(c->ssl);
     c->phase = Phase::kHandshake;
@@ -894,7 +926,8 @@ class HttpGate::Impl {
   HttpCore* const core_;
   const AdmitFn admit_;
   std::string answer_headers_;  // "Name: value\r\n"…; set before Start, then only read
-  SSL_CTX* ctx_ = nullptr;
+  Mutex ctx_mu_;
+  SSL_CTX* ctx_ CAIRN_GUARDED_BY(ctx_mu_) = nullptr;
   int listen_fd_ = -1;
   int epoll_fd_ = -1;
   int wake_fd_ = -1;
@@ -1078,6 +1111,7 @@ void HttpGate::SetAnswerHeaders(std::vector<std::pair<std::string, std::string>>
 }
 
 void HttpGate::Start() { impl_->Start(); }
+Status HttpGate::ReloadCertificate(const TlsPaths& tls) { return impl_->ReloadCertificate(tls); }
 void HttpGate::Stop() {
   if (impl_) impl_->Stop();
 }

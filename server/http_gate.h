@@ -143,6 +143,9 @@ class HttpGate {
   void Stop();
 
   GateCounts counts() const;
+  // Loads the certificate and key again (SIGHUP): new connections get them,
+  // open ones keep the old. On failure nothing changes.
+  Status ReloadCertificate(const TlsPaths& tls);
 
   // The error handler the core should use: JSON errors, and 413 for a chunked
   // body that outgrew its endpoint's limit (a worker's read fails then).

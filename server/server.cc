@@ -61,8 +61,15 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerOptions& options, Start
   CAIRN_RETURN_IF_ERROR(storage::CreateDirAll(env, data));
   ::chmod(data.c_str(), 0700);
   CAIRN_RETURN_IF_ERROR(storage::CreateDirAll(env, storage::JoinPath(data, "tls")));
-  s->tls_ = {storage::JoinPath(data, "tls/cert.pem"), storage::JoinPath(data, "tls/key.pem")};
-  CAIRN_RETURN_IF_ERROR(EnsureSelfSignedCertificate(s->tls_));
+  if (options.tls_cert.empty() != options.tls_key.empty()) {
+    return Status::InvalidArgument("tls-cert and tls-key go together");
+  }
+  if (!options.tls_cert.empty()) {
+    s->tls_ = {options.tls_cert, options.tls_key};
+  } else {
+    s->tls_ = {storage::JoinPath(data, "tls/cert.pem"), storage::JoinPath(data, "tls/key.pem")};
+    CAIRN_RETURN_IF_ERROR(EnsureSelfSignedCertificate(s->tls_));
+  }
   CAIRN_ASSIGN_OR_RETURN(s->auth_, AuthStore::Open(storage::JoinPath(data, "auth.db")));
   CAIRN_ASSIGN_OR_RETURN(s->catalog_, storage::Catalog::Open(storage::JoinPath(data, "cairn.db")));
 
@@ -120,11 +127,29 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerOptions& options, Start
 }
 
 Status Server::OpenStores() {
+  MutexLock lock(&stores_mu_);
+  return OpenStoresLocked();
+}
+
+Status Server::OpenNewStores() {
+  MutexLock lock(&stores_mu_);
+  return OpenStoresLocked();
+}
+
+Result<std::string> Server::ReloadCertificate() {
+  CAIRN_ASSIGN_OR_RETURN(std::string fingerprint, CertificateFingerprint(tls_.cert));
+  if (gate_) CAIRN_RETURN_IF_ERROR(gate_->ReloadCertificate(tls_));
+  return fingerprint;
+}
+
+// Opens each datastore of the catalog that is not open yet.
+Status Server::OpenStoresLocked() {
   CAIRN_ASSIGN_OR_RETURN(auto rows, catalog_->ListDatastores());
   storage::DatastoreOptions opts;
   opts.chunks.sync = options_.sync_chunks;
-  MutexLock lock(&stores_mu_);
   for (const auto& row : rows) {
+    if (stores_.contains(row.name)) continue;
+    if (stopping_) break;
     auto ds = storage::Datastore::Open(storage::Env::Default(), row.path, opts);
     if (!ds.ok()) return ds.status().WithContext("datastore " + row.name);
     // The catalog follows every change of the store from here on; a store
@@ -158,6 +183,11 @@ Server::~Server() { Stop(); }
 Result<storage::Datastore*> Server::Store(const std::string& name) {
   MutexLock lock(&stores_mu_);
   auto it = stores_.find(name);
+  if (it == stores_.end()) {
+    // Created since the start (`cairn-server datastore create`)?
+    if (Status s = OpenStoresLocked(); !s.ok()) spdlog::error("opening datastores: {}", s.ToString());
+    it = stores_.find(name);
+  }
   if (it == stores_.end()) return Status::NotFound("no datastore " + name);
   return it->second.store.get();
 }
@@ -238,6 +268,7 @@ GateCounts Server::connection_counts() const { return gate_ ? gate_->counts() : 
 
 std::vector<std::string> Server::StoreNames() {
   MutexLock lock(&stores_mu_);
+  if (Status s = OpenStoresLocked(); !s.ok()) spdlog::error("opening datastores: {}", s.ToString());
   std::vector<std::string> out;
   for (const auto& [name, ds] : stores_) out.push_back(name);
   return out;

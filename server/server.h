@@ -73,6 +73,10 @@ struct ServerOptions {
   int overdue_check_seconds = 60;   // how often overdue groups are looked for
   std::string web_dir = DefaultWebDir();  // the UI's static files; empty: no UI
   int64_t usage_settle_ms = 5000;   // quiet time before unique bytes are recomputed
+  // The certificate and key clients see (PEM; the certificate file may hold
+  // the chain). Both empty: a self-signed pair in <data>/tls, made on first
+  // start. The printed fingerprint is always the served certificate's.
+  std::string tls_cert, tls_key;
 };
 
 // What the first start prints.
@@ -111,7 +115,15 @@ class Server {
   Result<storage::CatalogSync*> Sync(const std::string& name);
   // The typed operations the HTTP layer calls (server/service.h).
   Service* service() { return service_.get(); }
+  // Every datastore's name; datastores added to the catalog since (by
+  // `cairn-server datastore create`) are opened first.
   std::vector<std::string> StoreNames();
+  // Opens the datastores of the catalog that are not open yet, so that a
+  // datastore created while the server runs serves without a restart.
+  Status OpenNewStores();
+  // Reads the certificate and key files again (SIGHUP); new connections
+  // use them. The new fingerprint, or the error (then nothing changed).
+  Result<std::string> ReloadCertificate();
   int64_t start_time() const { return start_time_; }
   TaskLog* tasks() { return tasks_.get(); }
   StoreSettings* settings() { return settings_.get(); }
@@ -132,6 +144,7 @@ class Server {
  private:
   explicit Server(ServerOptions options);
   Status OpenStores();
+  Status OpenStoresLocked() CAIRN_REQUIRES(stores_mu_);
   // The gate's question for every request head: authenticated (by token or
   // session cookie, with the CSRF rule; but for the version, the login and
   // the static UI), and how large a body its endpoint takes.

@@ -3,7 +3,9 @@
 #include <openssl/rand.h>
 
 #include <algorithm>
+#include <chrono>
 #include <stdexcept>
+#include <thread>
 
 namespace cairn::server {
 
@@ -74,6 +76,14 @@ Result<StartBackupResult> SessionManager::StartBackup(const std::string& store_n
   int64_t t = time.value_or(now);
   if (snaps.ok() && !snaps->empty()) {
     const SnapshotRef& last = snaps->back();
+    if (!time && t <= last.time && last.time - t <= 1) {
+      // A backup in the same second as the last one (two runs back to
+      // back): it waits for the next second rather than failing. The group
+      // stays reserved meanwhile. An explicit time is never moved.
+      std::this_thread::sleep_until(std::chrono::system_clock::time_point(
+          std::chrono::seconds(last.time + 1)));
+      t = last.time + 1;
+    }
     if (t <= last.time) {
       release();
       return Status::Conflict("backup time " + storage::FormatSnapshotTime(t) +

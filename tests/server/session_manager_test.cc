@@ -12,6 +12,7 @@
 #include <stdlib.h>
 
 #include <atomic>
+#include <ctime>
 #include <thread>
 
 #include "server/maintenance.h"
@@ -81,6 +82,22 @@ TEST_F(SessionManagerTest, BaseIsPinnedBeforeItIsRead) {
             Status::Code::kConflict);
   sessions_.EndBackup(started->session->id());
   EXPECT_TRUE(DeleteSnapshotIfUnused(*store_, "s", &sessions_, base).ok());
+}
+
+// Two backups of a group in the same second: the second one, given no
+// time, waits for the next second instead of failing with Conflict; an
+// explicit time that is not later than the last snapshot still fails.
+TEST_F(SessionManagerTest, SameSecondBackupTakesTheNextSecond) {
+  const int64_t now = std::time(nullptr);
+  Commit(now);
+  auto explicit_time = sessions_.StartBackup("s", store_.get(), group_, now, "a!b", now);
+  EXPECT_EQ(explicit_time.status().code(), Status::Code::kConflict)
+      << explicit_time.status().ToString();
+  auto started = sessions_.StartBackup("s", store_.get(), group_, std::nullopt, "a!b", now);
+  ASSERT_TRUE(started.ok()) << started.status().ToString();
+  EXPECT_EQ(started->session->ref().time, now + 1);
+  EXPECT_GE(std::time(nullptr), now + 1) << "the snapshot time is ahead of the clock";
+  sessions_.EndBackup(started->session->id());
 }
 
 // (a) A delete arriving while a reader opens the snapshot: refused.
