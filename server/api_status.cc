@@ -4,6 +4,7 @@
 #include <ctime>
 
 #include "server/api_common.h"
+#include "server/metrics.h"
 #include "server/path_scrub.h"
 #include "server/server.h"
 
@@ -102,6 +103,7 @@ void RegisterRoutes(Server* server, httplib::Server* http) {
   api::RegisterAccessRoutes(service, http);
   api::RegisterRemoteRoutes(service, http);
   api::RegisterLoginRoutes(server, http);
+  api::RegisterMetricsRoutes(server, http);
   api::RegisterWebRoutes(server->web_dir(), http);
   // Errors httplib answers itself (no route, unreadable body) get their JSON
   // from the gate's error handler (HttpGate::InstallErrorHandler).
