@@ -28,10 +28,21 @@ PROGRAMS = ("cairn", "cairn-server")
 
 
 def code_lines(text):
-    """The lines of the README's fenced code blocks, continuations joined."""
+    """The lines of the README's fenced code blocks, continuations joined
+    (a trailing backslash, or an indented line that starts with `[`)."""
     inside = False
     pending = ""
+    lines = []
+    fenced = False
     for line in text.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif (fenced and re.match(r"^\s+\[", line) and lines
+              and not lines[-1].rstrip().endswith("\\")):
+            lines[-1] = strip_comment(lines[-1]).rstrip() + " " + line.strip()
+            continue
+        lines.append(line)
+    for line in lines:
         if line.startswith("```"):
             inside = not inside
             pending = ""
@@ -82,16 +93,26 @@ def split_top(text):
 
 
 def expand_brackets(text):
-    """Every reading of `[a]` (absent, present) and `[a | b]` (absent, a, b)."""
-    m = re.search(r"\[([^\[\]]*)\]", text)
-    if not m:
-        return [text]
-    head, tail = text[: m.start()], text[m.end():]
-    choices = [""] + [c.strip() for c in m.group(1).split(" | ")]
-    out = []
-    for c in choices:
-        out.extend(expand_brackets(head + c + tail))
-    return out
+    """The readings of the `[optional]` parts: all left out, and all put in
+    (`[a | b]`: once with each alternative). Nested brackets work from the
+    inside out. Every option the README shows is in at least one reading."""
+    inner = re.compile(r"\[([^\[\]]*)\]")
+    alts = max([len(m.split(" | ")) for m in inner.findall(text)] or [0])
+    readings = [inner.sub("", text) if alts else text]
+    while inner.search(readings[0]):
+        readings[0] = inner.sub("", readings[0])
+    for k in range(alts):
+        r = text
+        while inner.search(r):
+            r = inner.sub(lambda m: m.group(1).split(" | ")[min(k, len(m.group(1).split(" | ")) - 1)].strip(), r)
+        readings.append(r)
+    return list(dict.fromkeys(readings))
+
+
+# Placeholders of the README's notation that stand for numbers or for a
+# file that must exist (any will do for parsing: this script).
+NUMBERS = {"S": "60", "N": "16", "MS": "1000", "SECONDS": "60",
+           "PEM": os.path.abspath(__file__)}
 
 
 def expand_alternatives(words):
@@ -132,7 +153,7 @@ def commands(readme):
                     raise SystemExit(f"README line not shell syntax: {raw!r}: {e}")
                 # `…` alone or in an option's name (`--keep-…`) goes; in a
                 # value (`AB:CD:…`) it stands for text.
-                words = [w.replace("…", "x") for w in words
+                words = [NUMBERS.get(w, w.replace("…", "x")) for w in words
                          if "…" not in w or not (w == "…" or w.startswith("-"))]
                 for alt in expand_alternatives(words):
                     cmd = [program] + alt
