@@ -10,6 +10,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev libfmt-dev libspdlog-dev
   qemu-system-x86 qemu-utils openssl sqlite3 zstd tzdata
   universal-ctags
+  help2man lintian prometheus curl dpkg-dev adduser
   chromium chromium-driver python3-selenium
 )
 

@@ -27,7 +27,16 @@ CC=clang CXX=clang++ cmake -S . -B build-clang -G Ninja -DCMAKE_BUILD_TYPE=Debug
 ninja -C build-clang -j"$JOBS"
 
 echo "== tests"
-ctest --test-dir build -j"$JOBS" --output-on-failure
+# `package` installs system packages: once, below, never in parallel or under ASan.
+ctest --test-dir build -j"$JOBS" --output-on-failure -LE package
+
+echo "== Debian packages: build, install, back up, restore, upgrade, purge"
+cmake --build build --target package
+for deb in build/packages/*.deb; do
+  echo "lintian $(basename "$deb"):"
+  lintian --fail-on error "$deb"
+done
+ctest --test-dir build --output-on-failure -L package
 
 if [ "${CAIRN_SKIP_ASAN:-0}" != "1" ]; then
   echo "== build (ASan + UBSan)"
@@ -36,5 +45,5 @@ if [ "${CAIRN_SKIP_ASAN:-0}" != "1" ]; then
   ninja -C build-asan -j"$JOBS"
   echo "== tests under ASan + UBSan"
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-    ctest --test-dir build-asan -j"$JOBS" --output-on-failure
+    ctest --test-dir build-asan -j"$JOBS" --output-on-failure -LE package
 fi
