@@ -52,7 +52,7 @@ install(DIRECTORY ${PROJECT_SOURCE_DIR}/web/ DESTINATION ${CMAKE_INSTALL_DATADIR
 install(FILES ${CAIRN_PKG_DIR}/systemd/cairn-server.service DESTINATION lib/systemd/system
         COMPONENT server)
 install(FILES ${CAIRN_PKG_DIR}/server.conf.example DESTINATION /etc/cairn RENAME server.conf
-        PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ COMPONENT server)
+        PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ COMPONENT server)
 install(FILES ${CAIRN_PKG_DIR}/bash-completion/cairn-completion.bash
         DESTINATION ${CMAKE_INSTALL_DATADIR}/bash-completion/completions RENAME cairn-server
         COMPONENT server)
@@ -77,6 +77,18 @@ if(EXISTS ${CAIRN_PKG_DIR}/backup.conf.example)
   set(CAIRN_CLIENT_CONFFILES "/etc/cairn/backup.conf\n")
 endif()
 
+# Debian's copyright and changelog files in each package's doc folder.
+set(CAIRN_DEB_CHANGELOG ${PROJECT_BINARY_DIR}/packaging/changelog.Debian.gz)
+add_custom_command(
+  OUTPUT ${CAIRN_DEB_CHANGELOG}
+  COMMAND gzip -9nc ${CAIRN_PKG_DIR}/debian/changelog > ${CAIRN_DEB_CHANGELOG}
+  DEPENDS ${CAIRN_PKG_DIR}/debian/changelog)
+add_custom_target(cairn_deb_changelog ALL DEPENDS ${CAIRN_DEB_CHANGELOG})
+foreach(component server client)
+  install(FILES ${CAIRN_PKG_DIR}/debian/copyright ${CAIRN_DEB_CHANGELOG}
+          DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/cairn-${component} COMPONENT ${component})
+endforeach()
+
 # Files under /etc are the admin's (dpkg keeps their edits on upgrade).
 file(WRITE ${PROJECT_BINARY_DIR}/packaging/server/conffiles "/etc/cairn/server.conf\n")
 file(WRITE ${PROJECT_BINARY_DIR}/packaging/client/conffiles "${CAIRN_CLIENT_CONFFILES}")
@@ -92,7 +104,8 @@ set(CPACK_GENERATOR DEB)
 set(CPACK_PACKAGE_NAME cairn)
 set(CPACK_PACKAGE_VENDOR "Cairn")
 set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
-set(CPACK_PACKAGE_CONTACT "Cairn maintainers <cairn@localhost>")
+set(CPACK_PACKAGE_CONTACT "Cairn maintainers <maintainers@cairn-backup.org>")
+set(CPACK_STRIP_FILES ON)
 set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
 set(CPACK_PACKAGE_DIRECTORY ${PROJECT_BINARY_DIR}/packages)
 set(CPACK_DEB_COMPONENT_INSTALL ON)
@@ -107,8 +120,8 @@ set(CPACK_DEBIAN_COMPRESSION_TYPE xz)
 
 set(CPACK_DEBIAN_SERVER_PACKAGE_NAME cairn-server)
 set(CPACK_COMPONENT_SERVER_DESCRIPTION
-    "backup server for QEMU/KVM virtual machines\n Cairn's server stores deduplicated, verified snapshots of virtual disks sent\n by the cairn client, prunes, collects garbage and verifies on a schedule, and\n shows it all in a web UI.")
-set(CPACK_DEBIAN_SERVER_PACKAGE_DEPENDS "adduser, init-system-helpers")
+    "backup server for QEMU/KVM virtual machines\nCairn's server stores deduplicated, verified snapshots of virtual disks sent\nby the cairn client, prunes, collects garbage and verifies on a schedule, and\nshows it all in a web UI.")
+set(CPACK_DEBIAN_SERVER_PACKAGE_DEPENDS "adduser")
 set(CPACK_DEBIAN_SERVER_PACKAGE_CONTROL_EXTRA
     ${CAIRN_PKG_DIR}/debian/server/postinst ${CAIRN_PKG_DIR}/debian/server/prerm
     ${CAIRN_PKG_DIR}/debian/server/postrm ${PROJECT_BINARY_DIR}/packaging/server/conffiles)
@@ -116,8 +129,8 @@ set(CPACK_DEBIAN_SERVER_PACKAGE_CONTROL_STRICT_PERMISSION ON)
 
 set(CPACK_DEBIAN_CLIENT_PACKAGE_NAME cairn-client)
 set(CPACK_COMPONENT_CLIENT_DESCRIPTION
-    "back up QEMU/KVM virtual machines to a cairn-server\n The cairn client backs up running VMs over QMP with persistent dirty bitmaps\n (only changed chunks travel), disk images of shut-off VMs, and restores them.")
-set(CPACK_DEBIAN_CLIENT_PACKAGE_DEPENDS "qemu-utils, qemu-system-common, init-system-helpers")
+    "back up QEMU/KVM virtual machines to a cairn-server\nThe cairn client backs up running VMs over QMP with persistent dirty bitmaps\n(only changed chunks travel), disk images of shut-off VMs, and restores them.")
+set(CPACK_DEBIAN_CLIENT_PACKAGE_DEPENDS "qemu-utils, qemu-system-common")
 set(CPACK_DEBIAN_CLIENT_PACKAGE_CONTROL_EXTRA ${CAIRN_CLIENT_EXTRA})
 set(CPACK_DEBIAN_CLIENT_PACKAGE_CONTROL_STRICT_PERMISSION ON)
 

@@ -21,7 +21,7 @@ fail() { echo "package_test: FAIL: $*" >&2; exit 1; }
 step() { echo "== $*"; }
 
 [ "$(id -u)" = 0 ] || fail "needs root (it installs packages)"
-for tool in apt-get dpkg-query cpack qemu-img qemu-io promtool curl runuser python3; do
+for tool in apt-get dpkg-query cpack qemu-img qemu-io promtool curl setpriv python3; do
   command -v "$tool" >/dev/null || fail "$tool not found"
 done
 shopt -s nullglob
@@ -92,7 +92,8 @@ fi
 start_server() {
   local log=$work/server-$1.log
   # shellcheck disable=SC2086
-  (cd / && exec runuser -u cairn -- env -i PATH=/usr/bin:/bin $exec_start --listen 127.0.0.1:0) \
+  (cd / && exec setpriv --reuid=cairn --regid=cairn --init-groups --no-new-privs -- \
+    env -i PATH=/usr/bin:/bin $exec_start --listen 127.0.0.1:0) \
     >"$log" 2>&1 &
   server_pid=$!
   for _ in $(seq 1 100); do
@@ -135,7 +136,8 @@ step "restore $snapshot $archive"
   fail "restore"
 cmp "$work/expected.raw" "$work/restored-1.raw" || fail "restored image differs"
 
-step "GET /metrics | promtool check metrics"
+step "GC, then GET /metrics | promtool check metrics"
+/usr/bin/cairn --token-file "$work/token" gc >/dev/null || fail "cairn gc"
 curl -sS --fail -k -H "Authorization: CairnToken $(cat "$work/token")" \
   "https://127.0.0.1:$port/metrics" >"$work/metrics.txt" || fail "GET /metrics"
 promtool check metrics <"$work/metrics.txt" || fail "promtool check metrics"
@@ -178,5 +180,5 @@ done
 getent passwd cairn >/dev/null && left+=" user:cairn"
 getent group cairn >/dev/null && left+=" group:cairn"
 [ -z "$left" ] || fail "left after purge:$left"
-[ -d /var/lib/cairn/default ] || fail "purge removed the data directory"
+[ -d /var/lib/cairn/stores/default ] && [ -f /var/lib/cairn/cairn.db ] || fail "purge removed the data directory"
 echo "package_test: OK (installed, backed up, restored, metrics, upgraded to -$next, restored, purged)"
