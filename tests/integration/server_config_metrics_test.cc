@@ -72,8 +72,9 @@ TEST(ServerMetricsTest, MetricsPassPromtoolAndShowTheBackup) {
   EXPECT_EQ(Sample(r.body, R"(cairn_datastore_last_gc_success{store="default"})"), 1);
   EXPECT_GT(Sample(r.body, R"(cairn_datastore_total_bytes{store="default"})"), 0);
   EXPECT_GT(Sample(r.body, R"(cairn_tasks{kind="gc",state="ok"})"), 0) << r.body;
-  // The chunks went up through the backup endpoints and were counted.
-  EXPECT_GE(Sample(r.body, "cairn_upload_bytes_total"), static_cast<double>(img.size()));
+  // The chunks went up through the backup endpoints and were counted
+  // (compressed: fewer bytes than the image, but some).
+  EXPECT_GT(Sample(r.body, "cairn_upload_bytes_total"), 0);
   EXPECT_GT(Sample(r.body, R"(cairn_http_requests_total{endpoint="backup",code="200"})"), 0)
       << r.body;
   EXPECT_NE(r.body.find(R"(cairn_http_request_duration_seconds_bucket{endpoint="backup",le="+Inf"})"),
