@@ -145,8 +145,7 @@ digest2=$(sha256sum "$work/state2.raw" | cut -d' ' -f1)
 echo "== final image sha256 $digest2"
 
 # --- the server (cairn) ---
-if [[ " $tools " == *" cairn "* ]]; then
-  mkdir -p "$work/srv"
+start_server() {
   "$server_bin" --data "$work/srv" run --listen 127.0.0.1:0 >"$work/srv.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 1 300); do
@@ -155,10 +154,17 @@ if [[ " $tools " == *" cairn "* ]]; then
   done
   port=$(sed -n 's|.*listening on https://127.0.0.1:\([0-9]*\)/.*|\1|p' "$work/srv.log")
   fp=$(sed -n 's|^certificate fingerprint (SHA-256): ||p' "$work/srv.log")
+}
+if [[ " $tools " == *" cairn "* ]]; then
+  mkdir -p "$work/srv"
+  start_server
   head -1 "$work/srv/admin.token" >"$work/token"
   if [ -n "${CAIRN_SERVER_ARGS:-}" ]; then
+    # A datastore's sync-level changes while no server has it open.
+    kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
     # shellcheck disable=SC2086
     "$server_bin" --data "$work/srv" datastore set default $CAIRN_SERVER_ARGS
+    start_server
   fi
 fi
 export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes

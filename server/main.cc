@@ -217,6 +217,10 @@ struct RunCommand {
 
 // --- datastore create | list | set ---
 
+constexpr const char* kSyncLevelHelp =
+    "how new chunks are made durable before a snapshot commits: file (fsync each), "
+    "filesystem (one syncfs before the commit), none (unsafe: tests only)";
+
 struct DatastoreCommand {
   CLI::App* create = nullptr;
   CLI::App* list = nullptr;
@@ -224,6 +228,7 @@ struct DatastoreCommand {
   std::string name, path;
   std::string output = "text";
   std::string set_name, verify_new, set_group;
+  std::string sync_level;    // "": not given (storage/FORMAT.md "Sync level")
   int64_t stale_after = -1;  // -1: not given
 
   void Add(CLI::App& app) {
@@ -232,6 +237,8 @@ struct DatastoreCommand {
     create = ds->add_subcommand("create", "create and register a datastore");
     create->add_option("NAME", name)->required();
     create->add_option("PATH", path)->required();
+    create->add_option("--sync-level", sync_level, kSyncLevelHelp)
+        ->check(CLI::IsMember({"file", "filesystem", "none"}));
     list = ds->add_subcommand("list", "list datastores");
     list->add_option("--output", output)->check(CLI::IsMember({"text", "json"}));
     set = ds->add_subcommand("set", "change a datastore setting");
@@ -243,6 +250,8 @@ struct DatastoreCommand {
                     "93600; with --group, 0 returns the group to the store's value)")
         ->check(CLI::Range(int64_t{0}, cairn::server::kMaxStaleAfterSeconds));
     set->add_option("--group", set_group, "set --stale-after for this group only ([NS:]TYPE/ID)");
+    set->add_option("--sync-level", sync_level, kSyncLevelHelp)
+        ->check(CLI::IsMember({"file", "filesystem", "none"}));
   }
 
   bool parsed() const { return create->parsed() || list->parsed() || set->parsed(); }
@@ -255,6 +264,12 @@ struct DatastoreCommand {
 
   int Create(const Admin& admin) {
     if (Status s = cairn::storage::Datastore::Create(admin.env, path); !s.ok()) return Fail(s);
+    if (!sync_level.empty()) {
+      auto level = cairn::storage::ParseSyncLevel(sync_level);
+      Status s = level.ok() ? cairn::storage::Datastore::SetSyncLevel(admin.env, path, *level)
+                            : level.status();
+      if (!s.ok()) return Fail(s);
+    }
     if (Status s = admin.catalog->AddDatastore(name, path); !s.ok()) return Fail(s);
     std::cout << "datastore " << name << " created at " << path
               << " (a running server sees it after a restart)\n";
@@ -265,8 +280,20 @@ struct DatastoreCommand {
     if (auto row = admin.catalog->GetDatastore(set_name); !row.ok()) return Fail(row.status());
     auto settings = cairn::server::StoreSettings::Open(admin.data);
     if (!settings.ok()) return Fail(settings.status());
+    if (!sync_level.empty()) {
+      if (!set_group.empty()) return Fail(Status::InvalidArgument("--group goes with --stale-after alone"));
+      auto level = cairn::storage::ParseSyncLevel(sync_level);
+      Status s = level.ok() ? cairn::storage::Datastore::SetSyncLevel(admin.env,
+                                                                      admin.catalog->GetDatastore(set_name)->path,
+                                                                      *level)
+                            : level.status();
+      if (!s.ok()) return Fail(s);
+      std::cout << "datastore " << set_name << ": sync-level " << sync_level
+                << " (a running server uses it after a restart)\n";
+      if (verify_new.empty() && stale_after < 0) return 0;
+    }
     if (verify_new.empty() && stale_after < 0) {
-      return Fail(Status::InvalidArgument("nothing to set: give --verify-new or --stale-after"));
+      return Fail(Status::InvalidArgument("nothing to set: give --verify-new, --stale-after or --sync-level"));
     }
     if (!set_group.empty()) {
       if (stale_after < 0 || !verify_new.empty()) {
