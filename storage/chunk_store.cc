@@ -276,7 +276,7 @@ Result<InsertResult> ChunkStore::Store(const Digest& digest, std::string_view bl
     if (!file.ok()) return file.status();
   }
   Status s = (*file)->Append(blob);
-  if (s.ok() && options_.effective_level() == SyncLevel::kFile) {
+  if (s.ok() && options_.sync_each_chunk()) {
     s = (*file)->Sync();
     // A new chunk is rarely read again soon (restores and verifies come
     // later), and keeping it cached makes the kernel take fresh pages for
@@ -395,7 +395,7 @@ Result<SyncLevel> ParseSyncLevel(std::string_view name) {
 
 Status ChunkStore::SyncFolders(DirtyFolders* dirty) {
   std::bitset<kChunkPrefixCount> bits = dirty->Take();
-  const SyncLevel level = options_.effective_level();
+  const SyncLevel level = options_.sync_level;
   if (level == SyncLevel::kNone) return Status::OK();
   if (level == SyncLevel::kFilesystem) {
     if (bits.none()) return Status::OK();

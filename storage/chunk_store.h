@@ -69,10 +69,10 @@ Result<SyncLevel> ParseSyncLevel(std::string_view name);
 
 struct ChunkStoreOptions {
   SyncLevel sync_level = SyncLevel::kFile;
-  // false: as kNone, whatever sync_level says (benchmarks, the server's
-  // test-only --no-sync).
+  // false: no per-chunk fdatasync even at kFile (benchmarks, the server's
+  // test-only --no-sync); SyncFolders still follows sync_level.
   bool sync = true;
-  SyncLevel effective_level() const { return sync ? sync_level : SyncLevel::kNone; }
+  bool sync_each_chunk() const { return sync && sync_level == SyncLevel::kFile; }
 };
 
 // Which kinds of chunk an insert deals in (storage/FORMAT.md, "Which kinds
@@ -155,7 +155,7 @@ class ChunkStore {
   std::string ChunkPath(const Digest& digest) const;
   std::string PrefixDir(uint16_t prefix) const;
   Env* env() const { return env_; }
-  SyncLevel sync_level() const { return options_.effective_level(); }
+  SyncLevel sync_level() const { return options_.sync_level; }
 
  private:
   // What Refresh found under a digest.

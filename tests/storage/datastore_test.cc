@@ -853,7 +853,9 @@ int CrashChunksThenCommit(DatastoreCrashTest* t, const std::string& root, SyncLe
     auto seen = check(std::string("sync-level ") + SyncLevelName(level) + ", crash after k=" +
                       std::to_string(k) + " of " + std::to_string(total));
     const bool visible = std::find(seen.begin(), seen.end(), ref) != seen.end();
-    if (s.ok()) EXPECT_TRUE(visible) << "committed snapshot missing, k=" << k;
+    if (s.ok()) {
+      EXPECT_TRUE(visible) << "committed snapshot missing, k=" << k;
+    }
     if (!visible) continue;
     base->push_back(ref);
     auto ds = Datastore::Open(Env::Default(), root);
