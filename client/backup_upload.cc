@@ -1,5 +1,6 @@
 #include "client/backup_upload.h"
 
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <zstd.h>
@@ -61,6 +62,22 @@ class Connection {
   std::unique_ptr<ApiClient> client_;
   std::chrono::steady_clock::time_point last_used_;
 };
+
+// glibc serves allocations of 4 MiB (chunk buffers, compressed blobs, HTTP
+// bodies) with a fresh mmap and returns them with munmap: every chunk then
+// faults ~1,000 zeroed pages in again (issue 11: 339,000 minor faults and
+// 1.8 s of system time per 2 GiB). Raising the mmap threshold above the
+// largest body and the trim threshold keeps those blocks in the heap, where
+// the next chunk reuses them already faulted in. Memory stays bounded by the
+// buffer pool; the heap just does not shrink between chunks.
+void KeepChunkMemoryMapped() {
+  static const bool done = [] {
+    (void)mallopt(M_MMAP_THRESHOLD, 64 << 20);
+    (void)mallopt(M_TRIM_THRESHOLD, 256 << 20);
+    return true;
+  }();
+  (void)done;
+}
 
 std::string Range(uint64_t begin, uint64_t end) {
   return "[" + std::to_string(begin) + ", " + std::to_string(end) + ")";
@@ -989,6 +1006,7 @@ Result<std::unique_ptr<UploadSession>> UploadSession::Start(const Repository& re
                                                             std::optional<int64_t> backup_time,
                                                             const UploadOptions& options) {
   CAIRN_RETURN_IF_ERROR(CheckOptions(options));
+  KeepChunkMemoryMapped();
   if (repo.fingerprint.size() != 64 ||
       !std::all_of(repo.fingerprint.begin(), repo.fingerprint.end(),
                    [](char c) { return std::isxdigit(static_cast<unsigned char>(c)) != 0; })) {

@@ -1,5 +1,7 @@
 #include "client/storage_daemon.h"
 
+#include <cstdlib>
+
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -106,6 +108,17 @@ Result<std::unique_ptr<StorageDaemon>> StorageDaemon::Start(const std::vector<st
   argv.insert(argv.end(), {"--chardev", "socket,id=cairn-qmp,path=" + d->qmp_socket_ +
                                             ",server=on,wait=off",
                            "--monitor", "chardev=cairn-qmp"});
+  // QEMU's block layer allocates each request's bounce buffer with
+  // posix_memalign; glibc serves those of a MiB and more with a fresh mmap
+  // and munmaps them afterwards, so every buffer is faulted in again: 61,000
+  // of the 87,000 minor faults of a 512 MiB `backup image` (issue 11).
+  // Larger mmap and trim thresholds keep the buffers in the heap for reuse.
+  // (`env` execs the daemon: the pid is the daemon's.)
+  if (std::getenv("GLIBC_TUNABLES") == nullptr) {
+    argv.insert(argv.begin(),
+                {"env", "GLIBC_TUNABLES=glibc.malloc.mmap_threshold=67108864:"
+                        "glibc.malloc.trim_threshold=268435456"});
+  }
   CAIRN_ASSIGN_OR_RETURN(d->pid_, StartProcess(argv, d->dir_ + "/qsd.log"));
   // Up when its QMP socket answers; an image it cannot open ends it first.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);

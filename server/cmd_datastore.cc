@@ -15,6 +15,10 @@
 namespace cairn::server {
 namespace {
 
+constexpr const char* kSyncLevelHelp =
+    "how new chunks are made durable before a snapshot commits: file (fsync each), "
+    "filesystem (one syncfs before the commit), none (unsafe: tests only)";
+
 struct DatastoreCommand {
   CLI::App* create = nullptr;
   CLI::App* list = nullptr;
@@ -22,6 +26,7 @@ struct DatastoreCommand {
   std::string name, path;
   std::string output = "text";
   std::string set_name, verify_new, set_group;
+  std::string sync_level;    // "": not given (storage/FORMAT.md "Sync level")
   int64_t stale_after = -1;  // -1: not given
 
   void Add(CLI::App& app) {
@@ -30,6 +35,8 @@ struct DatastoreCommand {
     create = ds->add_subcommand("create", "create and register a datastore");
     create->add_option("NAME", name)->required();
     create->add_option("PATH", path)->required();
+    create->add_option("--sync-level", sync_level, kSyncLevelHelp)
+        ->check(CLI::IsMember({"file", "filesystem", "none"}));
     list = ds->add_subcommand("list", "list datastores");
     list->add_option("--output", output)->check(CLI::IsMember({"text", "json"}));
     set = ds->add_subcommand("set", "change a datastore setting");
@@ -41,6 +48,8 @@ struct DatastoreCommand {
                     "93600; with --group, 0 returns the group to the store's value)")
         ->check(CLI::Range(int64_t{0}, kMaxStaleAfterSeconds));
     set->add_option("--group", set_group, "set --stale-after for this group only ([NS:]TYPE/ID)");
+    set->add_option("--sync-level", sync_level, kSyncLevelHelp)
+        ->check(CLI::IsMember({"file", "filesystem", "none"}));
   }
 
   bool parsed() const { return create->parsed() || list->parsed() || set->parsed(); }
@@ -53,6 +62,12 @@ struct DatastoreCommand {
 
   int Create(const Admin& admin) {
     if (Status s = storage::Datastore::Create(admin.env, path); !s.ok()) return FailCommand(s);
+    if (!sync_level.empty()) {
+      auto level = cairn::storage::ParseSyncLevel(sync_level);
+      Status s = level.ok() ? cairn::storage::Datastore::SetSyncLevel(admin.env, path, *level)
+                            : level.status();
+      if (!s.ok()) return FailCommand(s);
+    }
     if (Status s = admin.catalog->AddDatastore(name, path); !s.ok()) return FailCommand(s);
     std::cout << "datastore " << name << " created at " << path
               << " (a running server opens it at its first use)\n";
@@ -60,11 +75,25 @@ struct DatastoreCommand {
   }
 
   int Set(const Admin& admin) {
-    if (auto row = admin.catalog->GetDatastore(set_name); !row.ok()) return FailCommand(row.status());
+    auto row = admin.catalog->GetDatastore(set_name);
+    if (!row.ok()) return FailCommand(row.status());
     auto settings = StoreSettings::Open(admin.data);
     if (!settings.ok()) return FailCommand(settings.status());
+    if (!sync_level.empty()) {
+      if (!set_group.empty()) {
+        return FailCommand(Status::InvalidArgument("--group goes with --stale-after alone"));
+      }
+      auto level = storage::ParseSyncLevel(sync_level);
+      Status s = level.ok() ? storage::Datastore::SetSyncLevel(admin.env, row->path, *level)
+                            : level.status();
+      if (!s.ok()) return FailCommand(s);
+      std::cout << "datastore " << set_name << ": sync-level " << sync_level
+                << " (a running server uses it after a restart)\n";
+      if (verify_new.empty() && stale_after < 0) return 0;
+    }
     if (verify_new.empty() && stale_after < 0) {
-      return FailCommand(Status::InvalidArgument("nothing to set: give --verify-new or --stale-after"));
+      return FailCommand(
+          Status::InvalidArgument("nothing to set: give --verify-new, --stale-after or --sync-level"));
     }
     if (!set_group.empty()) {
       if (stale_after < 0 || !verify_new.empty()) {

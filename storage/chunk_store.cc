@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
+#include <vector>
 
 namespace cairn::storage {
 namespace {
@@ -274,7 +276,7 @@ Result<InsertResult> ChunkStore::Store(const Digest& digest, std::string_view bl
     if (!file.ok()) return file.status();
   }
   Status s = (*file)->Append(blob);
-  if (s.ok() && options_.sync) {
+  if (s.ok() && options_.sync_each_chunk()) {
     s = (*file)->Sync();
     // A new chunk is rarely read again soon (restores and verifies come
     // later), and keeping it cached makes the kernel take fresh pages for
@@ -371,8 +373,51 @@ Status ChunkStore::MarkBad(const Digest& digest) {
   return Status::IOError(path + ": too many bad copies");
 }
 
+const char* SyncLevelName(SyncLevel level) {
+  switch (level) {
+    case SyncLevel::kFile:
+      return "file";
+    case SyncLevel::kFilesystem:
+      return "filesystem";
+    case SyncLevel::kNone:
+      return "none";
+  }
+  return "file";
+}
+
+Result<SyncLevel> ParseSyncLevel(std::string_view name) {
+  if (name == "file") return SyncLevel::kFile;
+  if (name == "filesystem") return SyncLevel::kFilesystem;
+  if (name == "none") return SyncLevel::kNone;
+  return Status::InvalidArgument("sync-level must be file, filesystem or none, not '" +
+                                 std::string(name) + "'");
+}
+
 Status ChunkStore::SyncFolders(DirtyFolders* dirty) {
   std::bitset<kChunkPrefixCount> bits = dirty->Take();
+  const SyncLevel level = options_.sync_level;
+  if (level == SyncLevel::kNone) return Status::OK();
+  if (level == SyncLevel::kFilesystem) {
+    if (bits.none()) return Status::OK();
+    // Only the renames made before the syncfs starts are known to be covered.
+    std::vector<std::pair<uint16_t, uint32_t>> gens;
+    for (size_t p = 0; p < kChunkPrefixCount; ++p) {
+      if (!bits.test(p)) continue;
+      const auto prefix = static_cast<uint16_t>(p);
+      MutexLock lock(PrefixMutex(prefix));
+      gens.emplace_back(prefix, inserted_gen_[p]);
+    }
+    Status s = env_->SyncFilesystem(chunks_dir_);
+    if (!s.ok()) {
+      for (const auto& [prefix, gen] : gens) dirty->Add(prefix);
+      return s;
+    }
+    for (const auto& [prefix, gen] : gens) {
+      MutexLock lock(PrefixMutex(prefix));
+      synced_gen_[prefix] = gen;
+    }
+    return Status::OK();
+  }
   for (size_t p = 0; p < kChunkPrefixCount; ++p) {
     if (!bits.test(p)) continue;
     const auto prefix = static_cast<uint16_t>(p);

@@ -47,9 +47,32 @@ class DirtyFolders {
   std::bitset<kChunkPrefixCount> bits_ CAIRN_GUARDED_BY(mu_);
 };
 
+// How a new chunk is made durable before a snapshot may reference it
+// (storage/FORMAT.md, "Sync level"). A datastore setting (`sync-level` in
+// `.cairn-datastore`).
+enum class SyncLevel {
+  // fsync of every new chunk file before its rename; SyncFolders() fsyncs
+  // the prefix folders that got new entries.
+  kFile,
+  // No per-chunk fsync; SyncFolders() is one syncfs(2) of the datastore's
+  // file system, which makes every chunk written before it durable.
+  kFilesystem,
+  // No fsync of chunks at all: a power loss may leave a committed snapshot
+  // that names chunks which are gone or empty. Unsafe; tests and throwaway
+  // stores only.
+  kNone,
+};
+// "file", "filesystem", "none".
+const char* SyncLevelName(SyncLevel level);
+// InvalidArgument for anything but the three names.
+Result<SyncLevel> ParseSyncLevel(std::string_view name);
+
 struct ChunkStoreOptions {
-  // fsync each new chunk file before its rename. Off only in benchmarks.
+  SyncLevel sync_level = SyncLevel::kFile;
+  // false: no per-chunk fdatasync even at kFile (benchmarks, the server's
+  // test-only --no-sync); SyncFolders still follows sync_level.
   bool sync = true;
+  bool sync_each_chunk() const { return sync && sync_level == SyncLevel::kFile; }
 };
 
 // Which kinds of chunk an insert deals in (storage/FORMAT.md, "Which kinds
@@ -113,7 +136,11 @@ class ChunkStore {
   Result<bool> Exists(const Digest& digest);
   // Renames the chunk aside to `<digest>.<n>.bad` (n = first free number).
   Status MarkBad(const Digest& digest);
-  // fsyncs every prefix folder named in `dirty`, clearing it.
+  // Makes every chunk named in `dirty` durable, clearing it; call before a
+  // snapshot that references them is committed. kFile: fsyncs each prefix
+  // folder named there. kFilesystem: one syncfs of the store's file system
+  // (the chunk files' contents and names). kNone: clears `dirty`, nothing
+  // more. On an error `dirty` keeps what is still unsynced.
   Status SyncFolders(DirtyFolders* dirty);
 
   // Calls `fn` for every good chunk file (not temp, not bad). Stops at, and
@@ -128,6 +155,7 @@ class ChunkStore {
   std::string ChunkPath(const Digest& digest) const;
   std::string PrefixDir(uint16_t prefix) const;
   Env* env() const { return env_; }
+  SyncLevel sync_level() const { return options_.sync_level; }
 
  private:
   // What Refresh found under a digest.

@@ -280,8 +280,10 @@ Status Datastore::Create(Env* env, const std::string& path) {
                          /*sync_dir=*/true);
 }
 
-Result<std::unique_ptr<Datastore>> Datastore::Open(Env* env, const std::string& path,
-                                                   DatastoreOptions options) {
+namespace {
+
+// The self-description, checked.
+Result<nlohmann::json> ReadInfo(Env* env, const std::string& path) {
   const std::string info_path = JoinPath(path, kDatastoreInfoFile);
   std::string text;
   Status s = env->ReadFile(info_path, &text, kMaxInfoSize);
@@ -299,6 +301,39 @@ Result<std::unique_ptr<Datastore>> Datastore::Open(Env* env, const std::string& 
                               std::to_string(info["version"].get<int64_t>()) +
                               " is not supported (this build: " +
                               std::to_string(kDatastoreFormatVersion) + ")");
+  }
+  if (info.contains("sync-level")) {
+    const auto& v = info["sync-level"];
+    if (!v.is_string() || !ParseSyncLevel(v.get<std::string>()).ok()) {
+      return Status::Corruption(info_path + ": sync-level must be \"file\", \"filesystem\" or \"none\"");
+    }
+  }
+  return info;
+}
+
+}  // namespace
+
+Result<std::optional<SyncLevel>> Datastore::StoredSyncLevel(Env* env, const std::string& path) {
+  CAIRN_ASSIGN_OR_RETURN(nlohmann::json info, ReadInfo(env, path));
+  if (!info.contains("sync-level")) return std::optional<SyncLevel>();
+  CAIRN_ASSIGN_OR_RETURN(SyncLevel level, ParseSyncLevel(info["sync-level"].get<std::string>()));
+  return std::optional<SyncLevel>(level);
+}
+
+Status Datastore::SetSyncLevel(Env* env, const std::string& path, SyncLevel level) {
+  CAIRN_ASSIGN_OR_RETURN(nlohmann::json info, ReadInfo(env, path));
+  CAIRN_ASSIGN_OR_RETURN(auto lock, env->LockFile(JoinPath(path, kDatastoreLockFile)));
+  info["sync-level"] = SyncLevelName(level);
+  return WriteFileAtomic(env, JoinPath(path, kDatastoreInfoFile), info.dump() + "\n",
+                         /*sync_dir=*/true);
+}
+
+Result<std::unique_ptr<Datastore>> Datastore::Open(Env* env, const std::string& path,
+                                                   DatastoreOptions options) {
+  CAIRN_ASSIGN_OR_RETURN(nlohmann::json info, ReadInfo(env, path));
+  if (info.contains("sync-level")) {
+    CAIRN_ASSIGN_OR_RETURN(options.chunks.sync_level,
+                           ParseSyncLevel(info["sync-level"].get<std::string>()));
   }
 
   CAIRN_ASSIGN_OR_RETURN(auto lock, env->LockFile(JoinPath(path, kDatastoreLockFile)));

@@ -27,6 +27,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -137,9 +138,19 @@ class Datastore {
   // Opens the datastore in `path`. NotFound when there is no self-description,
   // Corruption when it is malformed or of another format version, Busy when
   // another user holds `.lock`. Removes what an earlier crash left in
-  // `.staging/`. REQUIRES: `env` outlives the Datastore.
+  // `.staging/`. The self-description's "sync-level" (when present) takes
+  // the place of options.chunks.sync_level. REQUIRES: `env` outlives the
+  // Datastore.
   static Result<std::unique_ptr<Datastore>> Open(Env* env, const std::string& path,
                                                  DatastoreOptions options = {});
+
+  // Stores `level` as the datastore's "sync-level" in its self-description
+  // (temp, fsync, rename, folder fsync). Takes `.lock`: Busy while a server
+  // has the store open (it reads the setting when it opens the store).
+  static Status SetSyncLevel(Env* env, const std::string& path, SyncLevel level);
+  // The self-description's "sync-level"; nullopt when it has none (the
+  // built-in default, ChunkStoreOptions::sync_level, applies).
+  static Result<std::optional<SyncLevel>> StoredSyncLevel(Env* env, const std::string& path);
 
   ~Datastore();
   Datastore(const Datastore&) = delete;

@@ -83,6 +83,11 @@ class Env {
   virtual Status SyncDir(const std::string& path) = 0;
   // Sets the file's mtime to now.
   virtual Status TouchMtime(const std::string& path) = 0;
+  // Makes everything written to the file system that holds `path` durable
+  // (syncfs(2)): file contents, new names, renames — of every file on it,
+  // whoever wrote them. One call instead of an fsync per file; costs what
+  // the file system has dirty, which on a shared disk may be more than ours.
+  virtual Status SyncFilesystem(const std::string& path);
   // Takes an exclusive lock on `path` (created if missing). Busy when another
   // process or another Env user holds it.
   virtual Result<std::unique_ptr<FileLock>> LockFile(const std::string& path) = 0;
@@ -124,6 +129,7 @@ class EnvWrapper : public Env {
   }
   Status SyncDir(const std::string& p) override { return target_->SyncDir(p); }
   Status TouchMtime(const std::string& p) override { return target_->TouchMtime(p); }
+  Status SyncFilesystem(const std::string& p) override { return target_->SyncFilesystem(p); }
   Result<std::unique_ptr<FileLock>> LockFile(const std::string& p) override {
     return target_->LockFile(p);
   }

@@ -239,4 +239,14 @@ Env* Env::Default() {
 
 int64_t Env::NowSeconds() { return static_cast<int64_t>(::time(nullptr)); }
 
+Status Env::SyncFilesystem(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return PathError(path, errno);
+  int r = ::syncfs(fd);
+  int err = errno;
+  ::close(fd);
+  if (r != 0) return PathError(path, err);
+  return Status::OK();
+}
+
 }  // namespace cairn::storage

@@ -379,6 +379,20 @@ Status FaultInjectionEnv::SyncDir(const std::string& path) {
   return Status::OK();
 }
 
+Status FaultInjectionEnv::SyncFilesystem(const std::string& path) {
+  std::lock_guard<std::mutex> l(mu_);
+  CAIRN_RETURN_IF_ERROR(BeginOpLocked(Op::kSyncDir, "SyncFilesystem " + path));
+  CAIRN_RETURN_IF_ERROR(target()->SyncFilesystem(path));
+  // syncfs: every file's contents, every name and every rename on the file
+  // system is durable now (the env tracks one file system).
+  for (auto& [p, st] : files_) {
+    st->synced_size = st->size;
+    st->entry_durable = true;
+  }
+  renames_.clear();
+  return Status::OK();
+}
+
 Status FaultInjectionEnv::DropUnsyncedData() {
   std::lock_guard<std::mutex> l(mu_);
   Status s = DropLocked();

@@ -16,7 +16,7 @@
 //
 // Mutating operations: NewWritableFile, NewExclusiveFile, Append, Sync,
 // Close, Rename, RenameNoReplace, RemoveFile, CreateDir, RemoveDir, SyncDir,
-// TouchMtime. Reads (ReadFile, Stat, ListDir), LockFile and NowSeconds are
+// SyncFilesystem (counted as a SyncDir), TouchMtime. Reads (ReadFile, Stat, ListDir), LockFile and NowSeconds are
 // never counted and never fail, even after a crash, so a test can inspect
 // the store with the same env.
 //
@@ -147,6 +147,9 @@ class FaultInjectionEnv : public EnvWrapper {
   Status CreateDir(const std::string& path) override;
   Status RemoveDir(const std::string& path) override;
   Status SyncDir(const std::string& path) override;
+  // Counted (and failed by FailNth) as a kSyncDir. Makes everything tracked
+  // durable: every file at its current size, every name, every rename.
+  Status SyncFilesystem(const std::string& path) override;
   Status TouchMtime(const std::string& path) override;
   int64_t NowSeconds() override;
 
