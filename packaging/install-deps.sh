@@ -11,6 +11,7 @@ PACKAGES=(
   qemu-system-x86 qemu-utils openssl sqlite3 zstd tzdata
   universal-ctags
   chromium chromium-driver python3-selenium
+  libvirt-daemon-system libvirt-clients libvirt-dev libnbd-dev libxml2-dev curl
 )
 
 missing=()
