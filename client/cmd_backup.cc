@@ -40,7 +40,7 @@ struct BackupFlags {
   // backup domain
   std::string domain, uri = "qemu:///system";
   std::vector<std::string> domain_disks;
-  bool quiesce = false, require_quiesce = false;
+  bool quiesce = false, require_quiesce = false, dry_run = false;
 };
 
 // --encrypt: the key (and, with --master-pubkey, its copy for the master key).
@@ -155,8 +155,12 @@ int RunDomainBackup(const GlobalOptions& global, const BackupFlags& flags) {
       !s.ok()) {
     return Fail(s);
   }
-  auto summary = BackupDomain(*repo, o);
+  auto summary = flags.dry_run ? PlanDomainBackup(&*repo, o) : BackupDomain(*repo, o);
   if (!summary.ok()) return Fail(summary.status());
+  if (flags.dry_run) {
+    std::cout << summary->dump(global.json() ? -1 : 2) << "\n";
+    return 0;
+  }
   if (global.json()) {
     std::cout << summary->dump() << "\n";
   } else {
@@ -242,6 +246,8 @@ void AddBackupCommands(CLI::App& app, const GlobalOptions& global, std::vector<C
   domain->add_flag("--require-quiesce", flags->require_quiesce,
                    "like --quiesce, but fail when the guest cannot be frozen")
       ->excludes(quiesce);
+  domain->add_flag("--dry-run", flags->dry_run,
+                   "print what would be backed up, full or incremental and why; touch nothing");
   vm->add_option("--qmp", flags->qmp_socket, "QEMU's QMP socket")->required();
   vm->add_option("--drive", flags->drives, "a disk's node name (default: every writable disk)");
   vm->add_option("--guest-agent", flags->guest_agent,

@@ -131,6 +131,9 @@ restores_to "$S1" vda "$W/a1.raw" && restores_to "$S1" vdb "$W/b1.raw" && ok "1:
 write $D virtio-disk0 "write -P 0x41 1M 64k"      # chunk 0
 write $D virtio-disk0 "write -P 0x42 70M 1M"      # chunk 17
 write $D virtio-disk1 "write -P 0x43 63M 4k"      # vdb chunk 15
+# --dry-run (PlanDomainBackup) says what the run will do, touching nothing.
+"$CAIRN" --output json backup domain $D --connect "$URI" --dry-run > "$W/last.json" 2> "$W/last.err"
+[ "$(j '[x["mode"] for x in d["disks"]]')" = "['incremental', 'incremental']" ] && ok "dry run: incremental" || fail "dry run: $(cat "$W/last.json") $(cat "$W/last.err")"
 backup $D
 [ $RC = 0 ] || fail "incremental: $(cat "$W/last.err")"
 [ "$(j 'd["mode"]')" = incremental ] && ok "1: second backup incremental" || fail "1: mode $(j 'd["mode"]'): $(j 'd["disks"]')"
