@@ -1,6 +1,7 @@
-// cairn backup vm --qmp SOCKET --id ID / cairn backup image --id ID FILE…:
-// back up a running VM over QMP, or the image files of a shut-off one
-// (through qemu-storage-daemon), and print the summary. With --encrypt
+// cairn backup vm --qmp SOCKET --id ID / cairn backup image --id ID FILE… /
+// cairn backup domain NAME: back up a running VM over QMP, the image files of
+// a shut-off one (through qemu-storage-daemon), or a libvirt domain
+// (client/domain_backup.h), and print the summary. With --encrypt
 // [--keyfile F] [--passphrase-file P] [--master-pubkey PEM] every chunk is
 // encrypted with the key file's key (client/backup_upload.h).
 
@@ -9,10 +10,13 @@
 #include <charconv>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <iostream>
 #include <memory>
+#include <optional>
 
 #include "client/cli.h"
+#include "client/domain_backup.h"
 #include "client/encryption_key.h"
 #include "client/storage_daemon.h"
 #include "client/vm_backup.h"
@@ -33,6 +37,10 @@ struct BackupFlags {
   bool encrypt = false;
   KeyOptions key;
   std::string master_pubkey;
+  // backup domain
+  std::string domain, uri = "qemu:///system";
+  std::vector<std::string> domain_disks;
+  bool quiesce = false, require_quiesce = false, dry_run = false;
 };
 
 // --encrypt: the key (and, with --master-pubkey, its copy for the master key).
@@ -106,6 +114,61 @@ void PrintSummary(const json& s) {
   std::cout << "\n";
 }
 
+// The options `backup vm`, `image` and `domain` share (upload, encryption,
+// time, output).
+Status SetUpCommon(const GlobalOptions& global, const BackupFlags& flags, UploadOptions* upload,
+                   std::optional<int64_t>* backup_time,
+                   std::function<void(const json&)>* progress,
+                   std::function<void(const std::string&)>* note) {
+  upload->connections = flags.connections;
+  upload->rate_limit = static_cast<uint64_t>(flags.rate_limit_mb * 1e6);
+  if (flags.encrypt) {
+    // Before anything starts: a passphrase prompt must not hold a session open.
+    CAIRN_RETURN_IF_ERROR(SetUpEncryption(flags, upload));
+  }
+  if (!flags.backup_time.empty()) {
+    CAIRN_ASSIGN_OR_RETURN(*backup_time, ParseBackupTime(flags.backup_time));
+  }
+  if (!global.json() && ::isatty(2)) *progress = ShowProgress;
+  *note = [](const std::string& line) { std::cerr << "cairn: " << line << "\n"; };
+  return Status::OK();
+}
+
+int RunDomainBackup(const GlobalOptions& global, const BackupFlags& flags) {
+  auto repo = global.Resolve();
+  if (!repo.ok()) return Fail(repo.status());
+  if (!flags.id.empty()) {
+    if (Status s = storage::ValidateName(storage::NameKind::kBackupId, flags.id); !s.ok()) {
+      return Fail(s);
+    }
+  }
+  DomainBackupOptions o;
+  o.uri = flags.uri;
+  o.domain = flags.domain;
+  o.id = flags.id;
+  o.disks = flags.domain_disks;
+  o.full = flags.full;
+  o.quiesce = flags.require_quiesce ? QuiescePolicy::kRequire
+              : flags.quiesce       ? QuiescePolicy::kTry
+                                    : QuiescePolicy::kNone;
+  if (Status s = SetUpCommon(global, flags, &o.upload, &o.backup_time, &o.progress, &o.note);
+      !s.ok()) {
+    return Fail(s);
+  }
+  auto summary = flags.dry_run ? PlanDomainBackup(&*repo, o) : BackupDomain(*repo, o);
+  if (!summary.ok()) return Fail(summary.status());
+  if (flags.dry_run) {
+    std::cout << summary->dump(global.json() ? -1 : 2) << "\n";
+    return 0;
+  }
+  if (global.json()) {
+    std::cout << summary->dump() << "\n";
+  } else {
+    PrintSummary(*summary);
+  }
+  return 0;
+}
+
 int RunBackup(const GlobalOptions& global, const BackupFlags& flags, bool image) {
   auto repo = global.Resolve();
   if (!repo.ok()) return Fail(repo.status());
@@ -169,6 +232,22 @@ void AddBackupCommands(CLI::App& app, const GlobalOptions& global, std::vector<C
   backup->require_subcommand(1);
   auto* vm = backup->add_subcommand("vm", "back up a running VM over QMP");
   auto* image = backup->add_subcommand("image", "back up image files of a shut-off VM");
+  auto* domain = backup->add_subcommand(
+      "domain", "back up a libvirt domain (running: libvirt's backup API; shut off: its images)");
+  domain->add_option("NAME", flags->domain, "the domain's name or UUID")->required();
+  domain->add_option("--connect,-c", flags->uri, "libvirt URI (default qemu:///system)");
+  domain->add_option("--id", flags->id,
+                     "the VM's id: snapshots go to the group vm/ID (default: the domain's name "
+                     "if a valid id, else its UUID)");
+  domain->add_option("--disk", flags->domain_disks,
+                     "a disk's target name, e.g. vda (default: every eligible disk)");
+  auto* quiesce = domain->add_flag("--quiesce", flags->quiesce,
+                                   "freeze the guest's file systems through libvirt's guest agent");
+  domain->add_flag("--require-quiesce", flags->require_quiesce,
+                   "like --quiesce, but fail when the guest cannot be frozen")
+      ->excludes(quiesce);
+  domain->add_flag("--dry-run", flags->dry_run,
+                   "print what would be backed up, full or incremental and why; touch nothing");
   vm->add_option("--qmp", flags->qmp_socket, "QEMU's QMP socket")->required();
   vm->add_option("--drive", flags->drives, "a disk's node name (default: every writable disk)");
   vm->add_option("--guest-agent", flags->guest_agent,
@@ -180,6 +259,8 @@ void AddBackupCommands(CLI::App& app, const GlobalOptions& global, std::vector<C
   image->add_option("FILE", flags->image_files, "image files")->required();
   for (auto* c : {vm, image}) {
     c->add_option("--id", flags->id, "the VM's id: snapshots go to the group vm/ID")->required();
+  }
+  for (auto* c : {vm, image, domain}) {
     c->add_flag("--full", flags->full, "read every disk whole, whatever the bitmaps say");
     c->add_option("--backup-time", flags->backup_time,
                   "the snapshot's time (YYYY-MM-DDTHH:MM:SSZ; default now)");
@@ -197,6 +278,7 @@ void AddBackupCommands(CLI::App& app, const GlobalOptions& global, std::vector<C
   }
   commands->push_back({vm, [&global, flags] { return RunBackup(global, *flags, false); }});
   commands->push_back({image, [&global, flags] { return RunBackup(global, *flags, true); }});
+  commands->push_back({domain, [&global, flags] { return RunDomainBackup(global, *flags); }});
 }
 
 }  // namespace cairn::client

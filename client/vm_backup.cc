@@ -193,7 +193,9 @@ Result<std::vector<DiskInfo>> ListDisks(QmpClient& qmp, const std::vector<std::s
       for (const auto& b : *bms) {
         BitmapInfo info = ParseBitmap(b);
         if (info.name.empty()) continue;  // a job's internal bitmap
-        if (StartsWith(info.name, kBitmapPrefix)) {
+        // A libvirt checkpoint's bitmap (client/domain_backup.h) is not ours
+        // to merge or remove: libvirt's checkpoint metadata names it.
+        if (StartsWith(info.name, kBitmapPrefix) && !StartsWith(info.name, kCheckpointPrefix)) {
           d.bitmaps.push_back(info);
         } else {
           d.others.push_back(info.name);

@@ -34,6 +34,9 @@ namespace cairn::client {
 
 inline constexpr const char* kBitmapPrefix = "cairn-";
 inline constexpr const char* kJobPrefix = "cairn-";
+// libvirt checkpoints made by `cairn backup domain` (and their bitmaps, which
+// libvirt names after them): left alone by the QMP path.
+inline constexpr const char* kCheckpointPrefix = "cairn-cp-";
 
 // A bitmap as query-named-block-nodes shows it.
 struct BitmapInfo {
