@@ -10,7 +10,7 @@
 //   job-end | job-abort                once at the end (abort: the run was
 //                                      interrupted by SIGINT/SIGTERM)
 // Environment (on top of cairn's own, without CAIRN_TOKEN and
-// CAIRN_KEY_PASSPHRASE): CAIRN_HOOK_PHASE, CAIRN_REPOSITORY, CAIRN_STORE,
+// CAIRN_KEY_PASSPHRASE): CAIRN_REPOSITORY, CAIRN_STORE,
 // CAIRN_LOG_FILE; per VM also CAIRN_VM_ID, CAIRN_VM_KIND (qemu, image,
 // domain), CAIRN_GROUP (vm/ID); at backup-end CAIRN_SNAPSHOT
 // (vm/ID/TIME) and CAIRN_MODE (full, incremental, mixed); at

@@ -11,6 +11,8 @@
 
 namespace cairn::server {
 
+using storage::Result;
+using storage::Status;
 using client::Notification;
 using client::Notifier;
 using client::NotifierOptions;
