@@ -58,6 +58,9 @@ void AddVerifyCommand(CLI::App& app, const GlobalOptions& global, std::vector<Co
 void AddTaskCommands(CLI::App& app, const GlobalOptions& global, std::vector<Command>* commands);
 // `backup vm` and `backup image`.
 void AddBackupCommands(CLI::App& app, const GlobalOptions& global, std::vector<Command>* commands);
+// `backup all` (client/cmd_backup_all.cc). REQUIRES: AddBackupCommands ran.
+void AddBackupAllCommand(CLI::App& app, const GlobalOptions& global,
+                         std::vector<Command>* commands);
 void AddRestoreCommand(CLI::App& app, const GlobalOptions& global, std::vector<Command>* commands);
 // `bitmaps` and `cleanup`.
 void AddBitmapCommands(CLI::App& app, const GlobalOptions& global, std::vector<Command>* commands);

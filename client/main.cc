@@ -43,6 +43,7 @@ int main(int argc, char** argv) {
   cairn::client::AddVerifyCommand(app, global, &commands);
   cairn::client::AddTaskCommands(app, global, &commands);
   cairn::client::AddBackupCommands(app, global, &commands);
+  cairn::client::AddBackupAllCommand(app, global, &commands);
   cairn::client::AddRestoreCommand(app, global, &commands);
   cairn::client::AddBitmapCommands(app, global, &commands);
   cairn::client::AddKeyCommands(app, global, &commands);

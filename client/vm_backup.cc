@@ -10,6 +10,7 @@
 #include <chrono>
 #include <filesystem>
 #include <map>
+#include <mutex>
 #include <memory>
 #include <random>
 #include <set>
@@ -34,6 +35,12 @@ constexpr uint64_t kGranularity = storage::kChunkSize;
 std::atomic<bool> g_interrupted{false};
 
 extern "C" void OnSignal(int) { g_interrupted.store(true); }
+
+// InterruptScope's bookkeeping: how many scopes are open, and the handlers
+// the first one replaced.
+std::mutex g_scope_mu;
+int g_scopes = 0;
+struct sigaction g_old_int = {}, g_old_term = {};
 
 const std::set<std::string>& FormatDrivers() {
   static const std::set<std::string> drivers = {"qcow2", "raw",  "qed",       "vmdk", "vhdx",
@@ -640,12 +647,7 @@ json Backup::DiskSummary(const DiskRun& r) const {
 }
 
 Result<json> Backup::Run() {
-  g_interrupted.store(false);
-  struct sigaction sa = {};
-  sa.sa_handler = OnSignal;
-  struct sigaction old_int = {}, old_term = {};
-  ::sigaction(SIGINT, &sa, &old_int);
-  ::sigaction(SIGTERM, &sa, &old_term);
+  InterruptScope interrupt_scope;
   Status s = Prepare();
   if (s.ok()) s = Freeze();
   if (s.ok()) s = StartJobs();
@@ -695,8 +697,6 @@ Result<json> Backup::Run() {
     std::error_code ec;
     std::filesystem::remove_all(tmpdir_, ec);
   }
-  ::sigaction(SIGINT, &old_int, nullptr);
-  ::sigaction(SIGTERM, &old_term, nullptr);
   if (!s.ok()) return s;
 
   const auto& st = session_->stats();
@@ -734,6 +734,25 @@ Result<json> Backup::Run() {
 }
 
 }  // namespace
+
+InterruptScope::InterruptScope() {
+  std::lock_guard<std::mutex> lock(g_scope_mu);
+  if (g_scopes++ > 0) return;
+  g_interrupted.store(false);
+  struct sigaction sa = {};
+  sa.sa_handler = OnSignal;
+  ::sigaction(SIGINT, &sa, &g_old_int);
+  ::sigaction(SIGTERM, &sa, &g_old_term);
+}
+
+InterruptScope::~InterruptScope() {
+  std::lock_guard<std::mutex> lock(g_scope_mu);
+  if (--g_scopes > 0) return;
+  ::sigaction(SIGINT, &g_old_int, nullptr);
+  ::sigaction(SIGTERM, &g_old_term, nullptr);
+}
+
+bool Interrupted() { return g_interrupted.load(); }
 
 Result<json> BackupVm(const Repository& repo, const VmBackupOptions& options) {
   Backup backup(repo, options);

@@ -109,6 +109,22 @@ struct VmBackupOptions {
   std::function<void(const std::string&)> note;
 };
 
+// SIGINT and SIGTERM while a backup runs end it cleanly ("interrupted by a
+// signal": jobs cancelled, bitmaps merged back, session aborted). A scope
+// installs that handler for its lifetime; scopes nest and may overlap in
+// several threads (`cairn backup all --jobs N`): the first one installs the
+// handler, the last one restores what was there before. BackupVm opens one
+// itself. Thread-safe.
+class InterruptScope {
+ public:
+  InterruptScope();
+  ~InterruptScope();
+  InterruptScope(const InterruptScope&) = delete;
+  InterruptScope& operator=(const InterruptScope&) = delete;
+};
+// Whether SIGINT or SIGTERM arrived since the outermost open scope began.
+bool Interrupted();
+
 // Runs one backup. The summary (as printed by `cairn backup --output json`):
 // {"snapshot", "mode": "incremental"|"full"|"mixed", "consistency",
 //  "encrypted": bool, "fingerprint": FP | null, "crypt-change" (only when

@@ -98,7 +98,9 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerOptions& options, Start
   s->runner_ = std::make_unique<TaskRunner>(s->tasks_.get(), s->options_.tasks);
   CAIRN_ASSIGN_OR_RETURN(s->settings_, StoreSettings::Open(data));
   CAIRN_ASSIGN_OR_RETURN(s->remotes_, RemoteStore::Open(data));
-  CAIRN_ASSIGN_OR_RETURN(Notifier notifier, Notifier::Create(s->options_.notify));
+  NotifierOptions notify = s->options_.notify;
+  notify.user_agent = "cairn-server";
+  CAIRN_ASSIGN_OR_RETURN(Notifier notifier, Notifier::Create(std::move(notify)));
   s->notifier_.emplace(std::move(notifier));
   CAIRN_ASSIGN_OR_RETURN(s->overdue_notices_, OverdueNotices::Open(data));
   Server* self = s.get();

@@ -1,4 +1,4 @@
-#include "server/notifier.h"
+#include "client/notify_send.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -11,11 +11,9 @@
 #include <regex>
 #include <thread>
 
-#include <fmt/format.h>
-
 #include "storage/sigpipe_block.h"
 
-namespace cairn::server {
+namespace cairn::client {
 namespace {
 
 bool HasControl(const std::string& s) {
@@ -31,11 +29,6 @@ std::string HeaderText(std::string s) {
     if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
   }
   return s;
-}
-
-bool ValidMailAddress(const std::string& a) {
-  static const std::regex re(R"([A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,253})");
-  return std::regex_match(a, re);
 }
 
 // Writes all of `data` to `fd`; false on an error.
@@ -54,7 +47,7 @@ bool WriteAll(int fd, const std::string& data) {
 
 Result<WebhookUrl> ParseWebhookUrl(const std::string& url) {
   auto bad = [&](const char* why) {
-    return Status::InvalidArgument(fmt::format("webhook URL {}: {}", url, why));
+    return Status::InvalidArgument("webhook URL " + url + ": " + why);
   };
   constexpr std::string_view kScheme = "https://";
   if (HasControl(url) || url.find_first_of(" #@") != std::string::npos) {
@@ -83,15 +76,19 @@ Result<WebhookUrl> ParseWebhookUrl(const std::string& url) {
   return out;
 }
 
+Status ValidateMailAddress(const std::string& address) {
+  static const std::regex re(R"([A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,253})");
+  if (std::regex_match(address, re)) return Status::OK();
+  return Status::InvalidArgument("not a mail address: " + address);
+}
+
 Result<Notifier> Notifier::Create(NotifierOptions options) {
   Notifier n(std::move(options));
   if (!n.options_.webhook_url.empty()) {
     CAIRN_ASSIGN_OR_RETURN(WebhookUrl url, ParseWebhookUrl(n.options_.webhook_url));
     n.webhook_ = url;
   }
-  if (!n.options_.mail_to.empty() && !ValidMailAddress(n.options_.mail_to)) {
-    return Status::InvalidArgument("not a mail address: " + n.options_.mail_to);
-  }
+  if (!n.options_.mail_to.empty()) CAIRN_RETURN_IF_ERROR(ValidateMailAddress(n.options_.mail_to));
   return n;
 }
 
@@ -106,6 +103,7 @@ Status Notifier::Send(const Notification& n) const {
 }
 
 Status Notifier::PostWebhook(const Notification& n) const {
+  auto where = [&] { return "webhook " + webhook_->host + ":" + std::to_string(webhook_->port); };
   httplib::SSLClient client(webhook_->host, webhook_->port);
   client.enable_server_certificate_verification(true);
   if (!options_.webhook_ca_file.empty()) client.set_ca_cert_path(options_.webhook_ca_file);
@@ -117,24 +115,22 @@ Status Notifier::PostWebhook(const Notification& n) const {
                                {"text", n.text},
                                {"data", n.data},
                                {"time", static_cast<int64_t>(std::time(nullptr))}};
-  httplib::Headers headers = {{"User-Agent", "cairn-server"}};
+  httplib::Headers headers = {{"User-Agent", options_.user_agent}};
   auto res = client.Post(webhook_->path, headers, body.dump(), "application/json");
   if (!res) {
-    return Status::IOError(fmt::format("webhook {}:{}: {}", webhook_->host, webhook_->port,
-                                       httplib::to_string(res.error())));
+    return Status::IOError(where() + ": " + httplib::to_string(res.error()));
   }
   if (res->status < 200 || res->status > 299) {
-    return Status::IOError(
-        fmt::format("webhook {}:{} answered {}", webhook_->host, webhook_->port, res->status));
+    return Status::IOError(where() + " answered " + std::to_string(res->status));
   }
   return Status::OK();
 }
 
 Status Notifier::SendMail(const Notification& n) const {
-  const std::string message = fmt::format(
-      "To: {}\nSubject: {}\nContent-Type: text/plain; charset=utf-8\nAuto-Submitted: "
-      "auto-generated\n\n{}\n",
-      options_.mail_to, HeaderText(n.subject), n.text);
+  const std::string message = "To: " + options_.mail_to + "\nSubject: " + HeaderText(n.subject) +
+                              "\nContent-Type: text/plain; charset=utf-8\nAuto-Submitted: "
+                              "auto-generated\n\n" +
+                              n.text + "\n";
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) return Status::IOError("sendmail: pipe failed");
   pid_t pid = ::fork();
@@ -173,10 +169,10 @@ Status Notifier::SendMail(const Notification& n) const {
     return Status::IOError("sendmail did not finish in time");
   }
   if (!written || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    return Status::IOError(fmt::format("{} failed (exit status {})", options_.sendmail,
-                                       WIFEXITED(status) ? WEXITSTATUS(status) : -1));
+    return Status::IOError(options_.sendmail + " failed (exit status " +
+                           std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : -1) + ")");
   }
   return Status::OK();
 }
 
-}  // namespace cairn::server
+}  // namespace cairn::client
