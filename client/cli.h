@@ -54,6 +54,8 @@ void AddTaskCommands(CLI::App& app, const GlobalOptions& global, std::vector<Com
 // `backup vm` and `backup image`.
 void AddBackupCommands(CLI::App& app, const GlobalOptions& global, std::vector<Command>* commands);
 void AddRestoreCommand(CLI::App& app, const GlobalOptions& global, std::vector<Command>* commands);
+// `map` (client/MAP.md).
+void AddMapCommand(CLI::App& app, const GlobalOptions& global, std::vector<Command>* commands);
 // `bitmaps` and `cleanup`.
 void AddBitmapCommands(CLI::App& app, const GlobalOptions& global, std::vector<Command>* commands);
 // `key create`, `key change-passphrase`, `key show`, `key paperkey`,
