@@ -18,7 +18,7 @@ PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$W"
+  [ -n "${KEEP:-}" ] || rm -rf "$W"
 }
 trap cleanup EXIT
 fail() {
@@ -190,7 +190,7 @@ EOF
     ;;
   live)
     # The VM runs on an overlay over the export; cairn mirrors it to live.raw
-    # (5 MB/s, so the writes below land while the job runs) and switches.
+    # (1 MB/s, so the writes below land while the job runs) and switches.
     qemu-img create -q -f qcow2 -b "$URI" -F raw "$W/overlay2.qcow2" || fail "overlay"
     stdbuf -oL -eL qemu-system-x86_64 -machine none -nodefaults -display none \
       -qmp "unix:$W/qmpt.sock,server=on,wait=off" -qmp "unix:$W/qmpc.sock,server=on,wait=off" \
@@ -204,12 +204,12 @@ EOF
       --node nosuchnode >"$W/live-fail.log" 2>&1; then fail "live restore to a missing node worked"; fi
     if ls "$W"/never.raw* >/dev/null 2>&1; then fail "failed live restore left files"; fi
     start=$(date +%s.%N)
-    "$CAIRN" restore vm/100/latest "$ARCHIVE" "$W/live.raw" --live --qmp "$W/qmpc.sock" --speed 5 \
+    "$CAIRN" restore vm/100/latest "$ARCHIVE" "$W/live.raw" --live --qmp "$W/qmpc.sock" --speed 1 \
       >"$W/live.log" 2>&1 &
     LIVE=$!
     W1='write -P 0x11 0 64k' W2='write -P 0x22 9M 128k' W3='write -P 0x33 24M 4k' W4='write -P 0x44 17M 8k'
-    python3 "$W/qmp.py" "$W/qmpt.sock" sleep:1 "hmp:qemu-io d1 \"$W1\"" sleep:1 \
-      "hmp:qemu-io d1 \"$W2\"" sleep:1 "hmp:qemu-io d1 \"$W3\"" >"$W/hmp2.log" 2>&1 ||
+    python3 "$W/qmp.py" "$W/qmpt.sock" sleep:0.5 "hmp:qemu-io d1 \"$W1\"" sleep:0.5 \
+      "hmp:qemu-io d1 \"$W2\"" sleep:0.5 "hmp:qemu-io d1 \"$W3\"" >"$W/hmp2.log" 2>&1 ||
       fail "writes during the mirror: $(cat "$W/hmp2.log")"
     kill -0 "$LIVE" 2>/dev/null || echo "note: the mirror ended before the last write" >&2
     wait "$LIVE" || fail "live restore: $(cat "$W/live.log")"
@@ -226,7 +226,7 @@ EOF
     qemu-io -f raw -c "$W1" -c "$W2" -c "$W3" -c "$W4" "$W/ref.raw" >/dev/null || fail "reference"
     cmp "$W/ref.raw" "$W/live.raw" || fail "live-restored file differs from snapshot + writes"
     rm -f "$W/ref.raw" "$W/live.raw"
-    pass "live restore: target = snapshot + the VM's writes ($(python3 -c "print(round($end - $start, 2))") s at 5 MB/s)"
+    pass "live restore: target = snapshot + the VM's writes ($(python3 -c "print(round($end - $start, 2))") s at 1 MB/s)"
     ;;
   files)
     mkdir -p "$W/fsrc/sub/deeper"
