@@ -105,10 +105,10 @@ PY
 )
 args=()
 for o in $offsets; do args+=(-c "read $o 4k"); done
-lat() {  # median and mean of qemu-io's per-request times, in ms
+lat() {  # median and mean of qemu-io's per-request times (1 / its ops/sec), in ms
   qemu-io -r -f raw "${args[@]}" "$uri" | python3 -c '
 import re, statistics, sys
-t = [float(m) * 1000 for m in re.findall(r"ops; ([0-9.:]+) sec", sys.stdin.read().replace("00:", ""))]
+t = [1000 / float(m) for m in re.findall(r"and ([0-9.]+) ops/sec", sys.stdin.read())]
 print("median %.2f ms, mean %.2f ms over %d reads" % (statistics.median(t), statistics.mean(t), len(t)))'
 }
 echo "random 4 KiB, cold:   $(lat)"
