@@ -114,7 +114,10 @@ class ArchiveSource::Impl {
   }
 
   void StartThreads() {
-    last_request_ = std::chrono::steady_clock::now();
+    {
+      MutexLock lock(&mu_);
+      last_request_ = std::chrono::steady_clock::now();
+    }
     const int prefetchers = options_.prefetch_chunks > 0
                                 ? std::clamp(options_.fetch_connections / 2, 1, 8)
                                 : 0;
