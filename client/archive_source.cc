@@ -28,6 +28,9 @@ namespace {
 
 constexpr auto kKeepaliveInterval = std::chrono::seconds(60);
 constexpr size_t kMaxPrefetchQueue = 256;
+// How many recently read chunk numbers tell a sequential reader (several
+// readers, e.g. nbdcopy's connections, each walk their own range).
+constexpr size_t kRecentReads = 64;
 
 Result<HttpResponse> Checked(Result<HttpResponse> r) {
   if (!r.ok()) return r.status();
@@ -309,15 +312,23 @@ class ArchiveSource::Impl {
     if (idle_clients_.size() < 16) idle_clients_.push_back(std::move(c));
   }
 
-  // After a read of chunk `i` that follows a read of chunk i-1 (cached or
-  // zero), queue the next chunks that are neither cached nor being fetched.
+  // After a read of chunk `i` when chunk i-1 was among the last reads (a
+  // sequential reader), queue the next chunks that are neither cached nor
+  // being fetched. Random reads prefetch nothing (they would evict the
+  // cache for chunks nobody asked for).
   void MaybePrefetch(uint64_t i) {
     if (options_.prefetch_chunks <= 0) return;
     MutexLock lock(&mu_);
     if (closed_) return;
-    if (i > 0 && !IsZero(i - 1) && cache_.count(index_->digest(i - 1)) == 0) return;
-    const uint64_t end =
-        std::min<uint64_t>(index_->chunk_count(), i + 1 + static_cast<uint64_t>(options_.prefetch_chunks));
+    const bool sequential =
+        i == 0 || std::find(recent_.begin(), recent_.end(), i - 1) != recent_.end();
+    if (recent_.empty() || recent_.back() != i) {
+      recent_.push_back(i);
+      if (recent_.size() > kRecentReads) recent_.pop_front();
+    }
+    if (!sequential) return;
+    const uint64_t end = std::min<uint64_t>(index_->chunk_count(),
+                                            i + 1 + static_cast<uint64_t>(options_.prefetch_chunks));
     for (uint64_t j = i + 1; j < end; ++j) {
       if (IsZero(j)) continue;
       const Digest d = index_->digest(j);
@@ -392,6 +403,7 @@ class ArchiveSource::Impl {
       CAIRN_GUARDED_BY(mu_);
   std::deque<uint64_t> prefetch_queue_ CAIRN_GUARDED_BY(mu_);
   std::unordered_set<uint64_t> queued_ CAIRN_GUARDED_BY(mu_);
+  std::deque<uint64_t> recent_ CAIRN_GUARDED_BY(mu_);  // chunks of the last reads, oldest first
   std::chrono::steady_clock::time_point last_request_ CAIRN_GUARDED_BY(mu_);
   ArchiveSourceStats stats_ CAIRN_GUARDED_BY(mu_);
 };
