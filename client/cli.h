@@ -62,6 +62,10 @@ void AddBackupCommands(CLI::App& app, const GlobalOptions& global, std::vector<C
 void AddBackupAllCommand(CLI::App& app, const GlobalOptions& global,
                          std::vector<Command>* commands);
 void AddRestoreCommand(CLI::App& app, const GlobalOptions& global, std::vector<Command>* commands);
+// `map` (client/MAP.md).
+void AddMapCommand(CLI::App& app, const GlobalOptions& global, std::vector<Command>* commands);
+// `files ls` and `files get` (client/MAP.md).
+void AddFilesCommands(CLI::App& app, const GlobalOptions& global, std::vector<Command>* commands);
 // `bitmaps` and `cleanup`.
 void AddBitmapCommands(CLI::App& app, const GlobalOptions& global, std::vector<Command>* commands);
 // `key create`, `key change-passphrase`, `key show`, `key paperkey`,

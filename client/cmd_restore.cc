@@ -2,6 +2,9 @@
 // [--passphrase-file P]: writes a disk archive of a snapshot to a file or
 // block device. An encrypted snapshot needs its key: --keyfile, else the
 // default key file when there is one.
+// --live --qmp SOCKET [--node NODE] [--speed MB/s]: the VM runs on a qcow2
+// overlay over `cairn map` of the same archive; its disk is mirrored to
+// TARGET and the VM switched onto it (client/live_restore.h, MAP.md).
 
 #include <unistd.h>
 
@@ -11,7 +14,9 @@
 
 #include <filesystem>
 
+#include "client/archive_source.h"
 #include "client/cli.h"
+#include "client/live_restore.h"
 #include "client/encryption_key.h"
 #include "client/restore.h"
 
@@ -21,6 +26,9 @@ namespace {
 struct RestoreFlags {
   std::string snapshot, archive, target, format = "raw";
   KeyOptions key;
+  bool live = false;
+  std::string qmp, node;
+  double speed_mb = 0;
 };
 
 // The key for an encrypted snapshot: --keyfile, else the default key file;
@@ -44,9 +52,54 @@ void ShowRestoreProgress(uint64_t done, uint64_t total) {
   std::fflush(stderr);
 }
 
+void ShowMirrorProgress(uint64_t done, uint64_t total) {
+  std::fprintf(stderr, "\r\033[Kmirrored %s of %s", HumanSize(done).c_str(),
+               HumanSize(total).c_str());
+  if (done >= total && total > 0) std::fprintf(stderr, "\n");
+  std::fflush(stderr);
+}
+
+int RunLiveRestore(const GlobalOptions& global, const RestoreFlags& flags,
+                   const Repository& repo) {
+  if (flags.qmp.empty()) return Fail(Status::InvalidArgument("--live needs --qmp SOCKET"));
+  if (flags.format != "raw") return Fail(Status::InvalidArgument("--live writes --format raw"));
+  // The archive's size, from the snapshot itself (also: it exists, the key fits).
+  ArchiveSourceOptions so;
+  so.prefetch_chunks = 0;
+  so.key = [&flags](const std::string&) { return KeyFor(flags.key); };
+  auto source = ArchiveSource::Open(repo, flags.snapshot, flags.archive, so);
+  if (!source.ok()) return Fail(source.status());
+  LiveRestoreOptions lo;
+  lo.qmp_socket = flags.qmp;
+  lo.node = flags.node;
+  lo.target = flags.target;
+  lo.expected_size = (*source)->size();
+  lo.speed = static_cast<uint64_t>(flags.speed_mb * 1e6);
+  (*source)->Close();
+  if (!global.json() && ::isatty(2)) lo.progress = ShowMirrorProgress;
+  auto r = LiveRestore(lo);
+  if (!r.ok()) return Fail(r.status());
+  if (global.json()) {
+    nlohmann::json j = {{"snapshot", flags.snapshot}, {"archive", flags.archive},
+                        {"target", flags.target},     {"live", true},
+                        {"node", r->node},            {"target-node", r->target_node},
+                        {"size", r->size},            {"seconds", r->seconds},
+                        {"notes", r->notes}};
+    std::cout << j.dump() << "\n";
+  } else {
+    std::cout << "live-restored " << flags.snapshot << " " << flags.archive << " to "
+              << flags.target << ": " << HumanSize(r->size) << " in " << r->seconds
+              << " s; the VM now runs on it (node " << r->target_node
+              << "); stop `cairn map` now\n";
+    for (const std::string& n : r->notes) std::cout << "note: " << n << "\n";
+  }
+  return 0;
+}
+
 int RunRestore(const GlobalOptions& global, const RestoreFlags& flags) {
   auto repo = global.Resolve();
   if (!repo.ok()) return Fail(repo.status());
+  if (flags.live) return RunLiveRestore(global, flags, *repo);
   RestoreOptions ro;
   ro.format = flags.format;
   if (!global.json() && ::isatty(2)) ro.progress = ShowRestoreProgress;
@@ -90,6 +143,14 @@ void AddRestoreCommand(CLI::App& app, const GlobalOptions& global, std::vector<C
   cmd->add_option("--format", flags->format, "raw or qcow2")
       ->check(CLI::IsMember({"raw", "qcow2"}));
   AddKeyOptions(cmd, &flags->key);
+  cmd->add_flag("--live", flags->live,
+                "mirror the running VM's disk (on an overlay over `cairn map`) to TARGET "
+                "and switch the VM onto it");
+  cmd->add_option("--qmp", flags->qmp, "with --live: the VM's QMP socket");
+  cmd->add_option("--node", flags->node,
+                  "with --live: the VM's disk node (default: the one backed by NBD)");
+  cmd->add_option("--speed", flags->speed_mb, "with --live: mirror limit in MB/s (0 = none)")
+      ->check(CLI::NonNegativeNumber);
   commands->push_back({cmd, [&global, flags] { return RunRestore(global, *flags); }});
 }
 

@@ -45,6 +45,8 @@ int main(int argc, char** argv) {
   cairn::client::AddBackupCommands(app, global, &commands);
   cairn::client::AddBackupAllCommand(app, global, &commands);
   cairn::client::AddRestoreCommand(app, global, &commands);
+  cairn::client::AddMapCommand(app, global, &commands);
+  cairn::client::AddFilesCommands(app, global, &commands);
   cairn::client::AddBitmapCommands(app, global, &commands);
   cairn::client::AddKeyCommands(app, global, &commands);
 
