@@ -45,5 +45,9 @@ if [ "${CAIRN_SKIP_ASAN:-0}" != "1" ]; then
   ninja -C build-asan -j"$JOBS"
   echo "== tests under ASan + UBSan"
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-    ctest --test-dir build-asan -j"$JOBS" --output-on-failure -LE package
+    ctest --test-dir build-asan -j"$JOBS" --output-on-failure -LE 'package|libvirt|map'
 fi
+# The `libvirt` and `map` suites are shell scripts driving a real libvirtd,
+# QEMU, nbdfuse and debugfs around the cairn binaries; they run in the normal
+# pass above. Running them under ASan too is still to be done (their
+# libvirt/libxml2/libnbd use has not been checked with LeakSanitizer yet).
