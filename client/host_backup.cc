@@ -439,8 +439,9 @@ json PreviousSnapshot(const Repository* repo, const std::string& id, std::string
     return nullptr;
   }
   json list = r->Json();
-  const json* newest = nullptr;
-  for (const auto& s : list.is_array() ? list : json::array()) {
+  if (!list.is_array()) list = json::array();
+  const json* newest = nullptr;  // points into `list`, which outlives the loop
+  for (const auto& s : list) {
     if (newest == nullptr || s.value("time", int64_t{0}) > newest->value("time", int64_t{0})) {
       newest = &s;
     }

@@ -257,11 +257,12 @@ TEST_F(HostBackupTest, EveryVmOfTheHostWithHooksReportAndNotification) {
   EXPECT_EQ((*Row(report, "vm-a"))["summary"]["disks"].size(), 2u);
   EXPECT_EQ(SnapshotCount(), 3u);
 
-  // The hook's phases, in order.
+  // The hook's phases, in order: the plain QEMU VMs in the file's order, then
+  // the image files.
   std::vector<std::string> expected = {
-      "job-start ",          "backup-start vm-a", "backup-end vm-a",     "backup-start vm-b",
-      "backup-end vm-b",     "backup-start img",  "backup-end img",      "backup-start bad",
-      "backup-abort bad",    "backup-start refused", "backup-abort refused", "job-end "};
+      "job-start ",       "backup-start vm-a",    "backup-end vm-a",      "backup-start vm-b",
+      "backup-end vm-b",  "backup-start bad",     "backup-abort bad",     "backup-start refused",
+      "backup-abort refused", "backup-start img", "backup-end img",       "job-end "};
   EXPECT_EQ(Phases(), expected);
   std::string phases = ReadWholeFile(dir_.Join("phases"));
   const std::string snap_a = (*Row(report, "vm-a"))["snapshot"];
