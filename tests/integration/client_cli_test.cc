@@ -45,7 +45,9 @@ TEST_F(ClientCliTest, SnapshotsAsJsonAndText) {
   json j = json::parse(r.output, nullptr, false);
   ASSERT_TRUE(j.is_array()) << r.output;
   ASSERT_EQ(j.size(), 3u);
-  EXPECT_EQ(j[0]["snapshot"], "vm/42/2026-05-01T00:00:00Z");
+  // Newest first (issue 12's listing order).
+  EXPECT_EQ(j[0]["snapshot"], "vm/42/2026-05-03T00:00:00Z");
+  EXPECT_EQ(j[2]["snapshot"], "vm/42/2026-05-01T00:00:00Z");
   auto text = Cairn({"snapshots"});
   ASSERT_EQ(text.exit_code, 0) << text.output;
   EXPECT_NE(text.output.find("vm/42/2026-05-03T00:00:00Z"), std::string::npos) << text.output;
