@@ -125,8 +125,10 @@ Status Pump(nbd_handle* h, const std::vector<Segment>& segs, const NbdReadOption
       p.seg = segs[next++];
       if (!p.seg.zero) {
         p.buf.resize(p.seg.length);
+        // NBD_NULL_COMPLETION is a C compound literal; spell it out for C++.
+        const nbd_completion_callback no_completion{};
         p.cookie = nbd_aio_pread(h, p.buf.data(), p.buf.size(), p.seg.offset,
-                                 NBD_NULL_COMPLETION, 0);
+                                 no_completion, 0);
         if (p.cookie == -1) return NbdError("read");
       }
       pending.push_back(std::move(p));
