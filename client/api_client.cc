@@ -4,6 +4,8 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include <unistd.h>
+
 #include <charconv>
 #include <cstdlib>
 #include <cstring>
@@ -55,7 +57,8 @@ std::string Env(const char* name) {
 }  // namespace
 
 Result<Repository> Repository::Resolve(const std::string& repo_flag, const std::string& token_file,
-                                       const std::string& fingerprint_flag) {
+                                       const std::string& fingerprint_flag,
+                                       const std::string& ca_file_flag) {
   Repository r;
   std::string url = repo_flag.empty() ? Env("CAIRN_REPO") : repo_flag;
   if (url.empty()) return Status::InvalidArgument("no repository: pass --repo https://HOST:PORT/STORE or set CAIRN_REPO");
@@ -103,11 +106,23 @@ Result<Repository> Repository::Resolve(const std::string& repo_flag, const std::
   }
   if (r.token.empty()) return Status::InvalidArgument("no API token: pass --token-file FILE or set CAIRN_TOKEN");
 
-  std::string fp = fingerprint_flag.empty() ? Env("CAIRN_FINGERPRINT") : fingerprint_flag;
+  if (!fingerprint_flag.empty() && !ca_file_flag.empty()) {
+    return Status::InvalidArgument("pass --fingerprint or --ca-file, not both");
+  }
+  std::string fp = fingerprint_flag;
+  if (fp.empty() && ca_file_flag.empty()) fp = Env("CAIRN_FINGERPRINT");
   if (fp.empty()) {
-    return Status::InvalidArgument(
-        "no certificate fingerprint: pass --fingerprint HEX or set CAIRN_FINGERPRINT "
-        "(cairn-server prints it at start)");
+    r.ca_file = ca_file_flag.empty() ? Env("CAIRN_CA_FILE") : ca_file_flag;
+    if (r.ca_file.empty()) {
+      return Status::InvalidArgument(
+          "no way to trust the server: pass --fingerprint HEX (cairn-server prints it at start) "
+          "or --ca-file PEM (its certificate is signed by that CA), or set CAIRN_FINGERPRINT "
+          "or CAIRN_CA_FILE");
+    }
+    if (::access(r.ca_file.c_str(), R_OK) != 0) {
+      return Status::InvalidArgument("cannot read CA file " + r.ca_file);
+    }
+    return r;
   }
   std::string hex;
   for (char c : fp) {
@@ -141,16 +156,23 @@ Status HttpResponse::ToStatus() const {
 }
 
 ApiClient::ApiClient(const Repository& repo) : repo_(repo) {
-  for (size_t i = 0; i < 64; i += 2) {
-    pin_ += static_cast<char>(std::stoi(repo.fingerprint.substr(i, 2), nullptr, 16));
-  }
   http_ = std::make_unique<httplib::SSLClient>(repo.host, repo.port);
-  // httplib's own verification expects a CA-signed certificate; pinning
-  // replaces it (see VerifyPinned).
-  http_->enable_server_certificate_verification(false);
-  SSL_CTX* ctx = http_->ssl_context();
-  SSL_CTX_set_ex_data(ctx, PinIndex(), &pin_);
-  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, VerifyPinned);
+  if (repo.fingerprint.empty()) {
+    // A CA-signed certificate: httplib checks the chain against the CA file
+    // and the host name against the certificate's names.
+    http_->set_ca_cert_path(repo.ca_file.c_str());
+    http_->enable_server_certificate_verification(true);
+  } else {
+    for (size_t i = 0; i < 64; i += 2) {
+      pin_ += static_cast<char>(std::stoi(repo.fingerprint.substr(i, 2), nullptr, 16));
+    }
+    // httplib's own verification expects a CA-signed certificate; pinning
+    // replaces it (see VerifyPinned).
+    http_->enable_server_certificate_verification(false);
+    SSL_CTX* ctx = http_->ssl_context();
+    SSL_CTX_set_ex_data(ctx, PinIndex(), &pin_);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, VerifyPinned);
+  }
   http_->set_connection_timeout(10, 0);
   http_->set_read_timeout(300, 0);
   http_->set_write_timeout(300, 0);
@@ -172,7 +194,10 @@ Result<HttpResponse> ApiClient::Finish(const void* p) {
   if (!r) {
     std::string why = httplib::to_string(r.error());
     if (r.error() == httplib::Error::SSLServerVerification || r.error() == httplib::Error::SSLConnection) {
-      why += " (is the fingerprint right? the server's certificate must match --fingerprint)";
+      why += repo_.fingerprint.empty()
+                 ? " (is the server's certificate signed by the CA in " + repo_.ca_file +
+                       ", for the host name " + repo_.host + "?)"
+                 : " (is the fingerprint right? the server's certificate must match --fingerprint)";
     }
     return Status::IOError("cannot talk to https://" + repo_.host + ":" + std::to_string(repo_.port) +
                            ": " + why);

@@ -31,12 +31,18 @@ struct Repository {
   int port = 8107;
   std::string store;
   std::string token;        // "user!token:secret"
-  std::string fingerprint;  // "AB:CD:…" (normalised)
+  std::string fingerprint;  // 64 upper-case hex digits; empty when ca_file decides
+  std::string ca_file;      // PEM CA certificates; used only without a fingerprint
 
   // Fills a Repository from flags, falling back to the environment.
+  // The server's certificate is trusted in one of two ways: pinned by its
+  // SHA-256 fingerprint (--fingerprint / $CAIRN_FINGERPRINT), or checked
+  // against a CA file with the host name (--ca-file / $CAIRN_CA_FILE). A flag
+  // wins over the environment; both flags at once are refused.
   // InvalidArgument naming what is missing or malformed.
   static Result<Repository> Resolve(const std::string& repo_flag, const std::string& token_file,
-                                    const std::string& fingerprint_flag);
+                                    const std::string& fingerprint_flag,
+                                    const std::string& ca_file_flag = "");
 };
 
 struct HttpResponse {

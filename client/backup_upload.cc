@@ -1007,10 +1007,13 @@ Result<std::unique_ptr<UploadSession>> UploadSession::Start(const Repository& re
                                                             const UploadOptions& options) {
   CAIRN_RETURN_IF_ERROR(CheckOptions(options));
   KeepChunkMemoryMapped();
-  if (repo.fingerprint.size() != 64 ||
-      !std::all_of(repo.fingerprint.begin(), repo.fingerprint.end(),
-                   [](char c) { return std::isxdigit(static_cast<unsigned char>(c)) != 0; })) {
-    return Status::InvalidArgument("the repository's fingerprint must be 64 hex digits (Repository::Resolve)");
+  const bool pinned =
+      repo.fingerprint.size() == 64 &&
+      std::all_of(repo.fingerprint.begin(), repo.fingerprint.end(),
+                  [](char c) { return std::isxdigit(static_cast<unsigned char>(c)) != 0; });
+  if (!pinned && (!repo.fingerprint.empty() || repo.ca_file.empty())) {
+    return Status::InvalidArgument(
+        "the repository needs a 64-hex-digit fingerprint or a CA file (Repository::Resolve)");
   }
   auto core = std::make_unique<UploadCore>(repo, options);
   Status s = core->Begin(group, backup_time);

@@ -8,7 +8,7 @@
 namespace cairn::client {
 
 Result<Repository> GlobalOptions::Resolve() const {
-  return Repository::Resolve(repo, token_file, fingerprint);
+  return Repository::Resolve(repo, token_file, fingerprint, ca_file);
 }
 
 CLI::Option* AddKeyOptions(CLI::App* cmd, KeyOptions* options) {

@@ -33,6 +33,7 @@ struct GlobalOptions {
   std::string repo;         // --repo, or $CAIRN_REPO
   std::string token_file;   // --token-file, or $CAIRN_TOKEN
   std::string fingerprint;  // --fingerprint, or $CAIRN_FINGERPRINT
+  std::string ca_file;      // --ca-file, or $CAIRN_CA_FILE (instead of a fingerprint)
   std::string output = "text";
 
   bool json() const { return output == "json"; }

@@ -51,7 +51,9 @@ Status SetUpEncryption(const BackupConfig& c, UploadOptions* upload) {
 Result<Repository> ResolveRepository(const GlobalOptions& global, const BackupConfig& c) {
   return Repository::Resolve(global.repo.empty() ? c.repository : global.repo,
                              global.token_file.empty() ? c.token_file : global.token_file,
-                             global.fingerprint.empty() ? c.fingerprint : global.fingerprint);
+                             global.fingerprint.empty() && global.ca_file.empty() ? c.fingerprint
+                                                                                  : global.fingerprint,
+                             global.ca_file);
 }
 
 int RunDryRun(const GlobalOptions& global, const BackupConfig& config) {

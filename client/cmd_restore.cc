@@ -104,15 +104,18 @@ int RunRestore(const GlobalOptions& global, const RestoreFlags& flags) {
   ro.format = flags.format;
   if (!global.json() && ::isatty(2)) ro.progress = ShowRestoreProgress;
   ro.key = [&flags](const std::string&) { return KeyFor(flags.key); };
-  auto r = RestoreArchive(*repo, flags.snapshot, flags.archive, flags.target, ro);
+  // GROUP/latest: the group's newest snapshot, named in what is printed.
+  auto snapshot = ResolveSnapshotName(*repo, flags.snapshot);
+  if (!snapshot.ok()) return Fail(snapshot.status());
+  auto r = RestoreArchive(*repo, *snapshot, flags.archive, flags.target, ro);
   if (!r.ok()) return Fail(r.status());
   if (r->fingerprint.empty() && !flags.key.keyfile.empty()) {
-    std::cerr << "cairn: note: " << flags.snapshot << " is not encrypted; --keyfile was not used\n";
+    std::cerr << "cairn: note: " << *snapshot << " is not encrypted; --keyfile was not used\n";
   }
   const double mb_per_s =
       r->seconds > 0 ? static_cast<double>(r->image_size) / 1e6 / r->seconds : 0.0;
   if (global.json()) {
-    nlohmann::json j = {{"snapshot", flags.snapshot},    {"archive", flags.archive},
+    nlohmann::json j = {{"snapshot", *snapshot},         {"archive", flags.archive},
                         {"target", flags.target},        {"format", flags.format},
                         {"size", r->image_size},         {"chunks", r->chunks},
                         {"zero-chunks", r->zero_chunks}, {"bytes-downloaded", r->bytes_downloaded},
@@ -122,7 +125,7 @@ int RunRestore(const GlobalOptions& global, const RestoreFlags& flags) {
                                                                : nlohmann::json(r->fingerprint)}};
     std::cout << j.dump() << "\n";
   } else {
-    std::cout << "restored " << flags.snapshot << " " << flags.archive << " to " << flags.target
+    std::cout << "restored " << *snapshot << " " << flags.archive << " to " << flags.target
               << " (" << flags.format << "): " << HumanSize(r->image_size) << ", " << r->chunks
               << " chunks (" << r->zero_chunks << " zero), " << r->seconds << " s, "
               << Rate(mb_per_s * 1e6);
@@ -137,7 +140,8 @@ int RunRestore(const GlobalOptions& global, const RestoreFlags& flags) {
 void AddRestoreCommand(CLI::App& app, const GlobalOptions& global, std::vector<Command>* commands) {
   auto flags = std::make_shared<RestoreFlags>();
   auto* cmd = app.add_subcommand("restore", "restore a disk archive of a snapshot");
-  cmd->add_option("SNAPSHOT", flags->snapshot, "vm/ID/YYYY-MM-DDTHH:MM:SSZ")->required();
+  cmd->add_option("SNAPSHOT", flags->snapshot, "vm/ID/YYYY-MM-DDTHH:MM:SSZ, or vm/ID/latest")
+      ->required();
   cmd->add_option("ARCHIVE", flags->archive, "disk archive, e.g. disk0 or disk0.fidx")->required();
   cmd->add_option("TARGET", flags->target, "file or block device to write")->required();
   cmd->add_option("--format", flags->format, "raw or qcow2")

@@ -33,7 +33,10 @@ int main(int argc, char** argv) {
   app.add_option("--token-file", global.token_file,
                  "file holding USER!TOKEN:SECRET (or $CAIRN_TOKEN)");
   app.add_option("--fingerprint", global.fingerprint,
-                 "server certificate SHA-256 (or $CAIRN_FINGERPRINT)");
+                 "server certificate SHA-256 to pin (or $CAIRN_FINGERPRINT)");
+  app.add_option("--ca-file", global.ca_file,
+                 "trust a server certificate signed by these PEM CAs, checking the host name, "
+                 "instead of pinning a fingerprint (or $CAIRN_CA_FILE)");
   app.add_option("--output", global.output, "text or json")->check(CLI::IsMember({"text", "json"}));
 
   std::vector<Command> commands;

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <iterator>
 
 #include "storage/names.h"
 #include "tests/integration/backup_api_testutil.h"
@@ -51,6 +52,23 @@ TEST_F(ClientCliTest, SnapshotsAsJsonAndText) {
   auto text = Cairn({"snapshots"});
   ASSERT_EQ(text.exit_code, 0) << text.output;
   EXPECT_NE(text.output.find("vm/42/2026-05-03T00:00:00Z"), std::string::npos) << text.output;
+}
+
+// `restore GROUP/latest` restores the newest snapshot and names it.
+TEST_F(ClientCliTest, RestoreLatestTakesTheNewestSnapshot) {
+  const std::string newer = MakeImage(2, 77);
+  ASSERT_NE(BackupImage(*admin_, "vm/42", *storage::ParseSnapshotTime("2026-05-04T00:00:00Z"), newer), "");
+  const std::string out = dir_.path() + "/latest.raw";
+  auto r = Cairn({"restore", "vm/42/latest", "drive0", out, "--output", "json"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  json j = json::parse(r.output, nullptr, false);
+  EXPECT_EQ(j.value("snapshot", ""), "vm/42/2026-05-04T00:00:00Z") << r.output;
+  std::ifstream in(out, std::ios::binary);
+  std::string got((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_TRUE(got == newer) << "the restored image is not the newest snapshot's";
+  auto none = Cairn({"restore", "vm/7/latest", "drive0", dir_.path() + "/none.raw"});
+  EXPECT_EQ(none.exit_code, 1) << none.output;
+  EXPECT_NE(none.output.find("no group vm/7"), std::string::npos) << none.output;
 }
 
 TEST_F(ClientCliTest, RefusesAnUnpinnedCertificate) {

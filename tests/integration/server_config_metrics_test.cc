@@ -169,5 +169,48 @@ TEST(ServerConfigTest, SighupLoadsTheNewCertificate) {
       << server->Log();
 }
 
+// A certificate from the admin's own CA: the client trusts it through
+// --ca-file (chain and host name checked), not a pinned fingerprint.
+TEST(ServerConfigTest, ClientTrustsACertificateSignedByItsCaFile) {
+  TempDir dir;
+  const std::string d = dir.path();
+  const std::string mk =
+      "cd " + d + " && printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext && "
+      "for ca in ca other; do openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
+      "-nodes -keyout $ca.key -out $ca.pem -subj /CN=$ca-test-ca -days 2 || exit 1; done && "
+      "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout srv.key "
+      "-out srv.csr -subj /CN=127.0.0.1 && "
+      "openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem "
+      "-days 2 -extfile san.ext";
+  ASSERT_EQ(std::system(("{ " + mk + "; } >openssl.log 2>&1").c_str()), 0);
+  const std::string conf = d + "/server.conf";
+  WriteFile(conf, "tls-cert = " + d + "/srv.pem\ntls-key = " + d + "/srv.key\n");
+  auto server = ServerProcess::Start(d, {"--config", conf});
+  ASSERT_TRUE(server);
+  auto snapshots = [&](const std::string& host, std::vector<std::string> trust) {
+    std::vector<std::string> args{"--repo", "https://" + host + ":" + std::to_string(server->port()) +
+                                                 "/default"};
+    args.insert(args.end(), trust.begin(), trust.end());
+    args.push_back("snapshots");
+    return RunBinary("client/cairn", args, {"CAIRN_TOKEN=" + server->AdminToken()}, d);
+  };
+  auto ok = snapshots("127.0.0.1", {"--ca-file", d + "/ca.pem"});
+  EXPECT_EQ(ok.exit_code, 0) << ok.output;
+  auto other = snapshots("127.0.0.1", {"--ca-file", d + "/other.pem"});
+  EXPECT_EQ(other.exit_code, 1) << other.output;
+  EXPECT_NE(other.output.find("signed by the CA in"), std::string::npos) << other.output;
+  // Right CA, wrong name: the certificate names 127.0.0.1 only.
+  auto name = snapshots("localhost", {"--ca-file", d + "/ca.pem"});
+  EXPECT_NE(name.exit_code, 0) << name.output;
+  auto both = snapshots("127.0.0.1", {"--ca-file", d + "/ca.pem", "--fingerprint", server->fingerprint()});
+  EXPECT_EQ(both.exit_code, 2) << both.output;
+  EXPECT_NE(both.output.find("not both"), std::string::npos) << both.output;
+  auto missing = snapshots("127.0.0.1", {"--ca-file", d + "/nope.pem"});
+  EXPECT_EQ(missing.exit_code, 2) << missing.output;
+  // The pin still works on the same server.
+  auto pinned = snapshots("127.0.0.1", {"--fingerprint", server->fingerprint()});
+  EXPECT_EQ(pinned.exit_code, 0) << pinned.output;
+}
+
 }  // namespace
 }  // namespace cairn::testing
