@@ -1,6 +1,7 @@
 #include "client/cli.h"
 
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 
 #include "storage/env.h"
@@ -32,6 +33,18 @@ Result<EncryptionKey> LoadKey(const KeyOptions& options) {
   PassphraseSource source;
   source.file = options.passphrase_file;
   return LoadEncryptionKey(path, source);
+}
+
+Result<std::shared_ptr<const storage::CryptConfig>> ReadKeyConfig(const KeyOptions& options) {
+  std::shared_ptr<const storage::CryptConfig> none;
+  if (options.keyfile.empty()) {
+    Result<std::string> path = DefaultKeyFilePath();
+    std::error_code ec;
+    if (!path.ok() || !std::filesystem::exists(*path, ec)) return none;
+  }
+  CAIRN_ASSIGN_OR_RETURN(EncryptionKey key, LoadKey(options));
+  CAIRN_ASSIGN_OR_RETURN(storage::CryptConfig crypt, key.Config());
+  return std::make_shared<const storage::CryptConfig>(std::move(crypt));
 }
 
 Result<std::string> ReadSmallFile(const std::string& path) {

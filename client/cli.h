@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -94,6 +95,10 @@ CLI::Option* AddKeyOptions(CLI::App* cmd, KeyOptions* options);
 Result<EncryptionKey> LoadKey(const KeyOptions& options);
 // The path LoadKey reads.
 Result<std::string> KeyFilePath(const KeyOptions& options);
+// The key that reads an encrypted snapshot (restore, map, files): --keyfile,
+// else the default key file; null when neither is there (the reader then
+// names the key it needs).
+Result<std::shared_ptr<const storage::CryptConfig>> ReadKeyConfig(const KeyOptions& options);
 // The contents of a small local file (a PEM, a paper key): at most 1 MiB;
 // IOError/NotFound naming the path.
 Result<std::string> ReadSmallFile(const std::string& path);

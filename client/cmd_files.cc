@@ -18,24 +18,12 @@ struct FilesFlags {
   KeyOptions key;
 };
 
-Result<std::shared_ptr<const storage::CryptConfig>> FilesKey(const KeyOptions& options) {
-  std::shared_ptr<const storage::CryptConfig> none;
-  if (options.keyfile.empty()) {
-    Result<std::string> path = DefaultKeyFilePath();
-    std::error_code ec;
-    if (!path.ok() || !std::filesystem::exists(*path, ec)) return none;
-  }
-  CAIRN_ASSIGN_OR_RETURN(EncryptionKey key, LoadKey(options));
-  CAIRN_ASSIGN_OR_RETURN(storage::CryptConfig crypt, key.Config());
-  return std::make_shared<const storage::CryptConfig>(std::move(crypt));
-}
-
 Result<std::unique_ptr<ArchiveFiles>> OpenFiles(const GlobalOptions& global,
                                                 const FilesFlags& flags) {
   CAIRN_ASSIGN_OR_RETURN(Repository repo, global.Resolve());
   ArchiveFilesOptions fo;
   fo.partition = flags.partition;
-  fo.source.key = [&flags](const std::string&) { return FilesKey(flags.key); };
+  fo.source.key = [&flags](const std::string&) { return ReadKeyConfig(flags.key); };
   return ArchiveFiles::Open(repo, flags.snapshot, flags.archive, fo);
 }
 

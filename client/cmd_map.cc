@@ -23,18 +23,6 @@ struct MapFlags {
   bool verbose = false;
 };
 
-Result<std::shared_ptr<const storage::CryptConfig>> MapKey(const KeyOptions& options) {
-  std::shared_ptr<const storage::CryptConfig> none;
-  if (options.keyfile.empty()) {
-    Result<std::string> path = DefaultKeyFilePath();
-    std::error_code ec;
-    if (!path.ok() || !std::filesystem::exists(*path, ec)) return none;
-  }
-  CAIRN_ASSIGN_OR_RETURN(EncryptionKey key, LoadKey(options));
-  CAIRN_ASSIGN_OR_RETURN(storage::CryptConfig crypt, key.Config());
-  return std::make_shared<const storage::CryptConfig>(std::move(crypt));
-}
-
 // "HOST:PORT" or "[V6]:PORT" into options.
 Status ParseListen(const std::string& text, NbdExportOptions* options) {
   const size_t colon = text.rfind(':');
@@ -84,7 +72,7 @@ int RunMap(const GlobalOptions& global, const MapFlags& flags) {
 
   ArchiveSourceOptions so;
   so.cache_bytes = flags.cache_mib << 20;
-  so.key = [&flags](const std::string&) { return MapKey(flags.key); };
+  so.key = [&flags](const std::string&) { return ReadKeyConfig(flags.key); };
   auto source = ArchiveSource::Open(*repo, flags.snapshot, flags.archive, so);
   if (!source.ok()) return Fail(source.status());
   auto exported = NbdExport::Start(eo, source->get());

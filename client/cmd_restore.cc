@@ -31,20 +31,6 @@ struct RestoreFlags {
   double speed_mb = 0;
 };
 
-// The key for an encrypted snapshot: --keyfile, else the default key file;
-// null when neither is there (RestoreArchive then names the key it needs).
-Result<std::shared_ptr<const storage::CryptConfig>> KeyFor(const KeyOptions& options) {
-  std::shared_ptr<const storage::CryptConfig> none;
-  if (options.keyfile.empty()) {
-    Result<std::string> path = DefaultKeyFilePath();
-    std::error_code ec;
-    if (!path.ok() || !std::filesystem::exists(*path, ec)) return none;
-  }
-  CAIRN_ASSIGN_OR_RETURN(EncryptionKey key, LoadKey(options));
-  CAIRN_ASSIGN_OR_RETURN(storage::CryptConfig crypt, key.Config());
-  return std::make_shared<const storage::CryptConfig>(std::move(crypt));
-}
-
 void ShowRestoreProgress(uint64_t done, uint64_t total) {
   std::fprintf(stderr, "\r\033[Krestored %s of %s", HumanSize(done).c_str(),
                HumanSize(total).c_str());
@@ -66,7 +52,7 @@ int RunLiveRestore(const GlobalOptions& global, const RestoreFlags& flags,
   // The archive's size, from the snapshot itself (also: it exists, the key fits).
   ArchiveSourceOptions so;
   so.prefetch_chunks = 0;
-  so.key = [&flags](const std::string&) { return KeyFor(flags.key); };
+  so.key = [&flags](const std::string&) { return ReadKeyConfig(flags.key); };
   auto source = ArchiveSource::Open(repo, flags.snapshot, flags.archive, so);
   if (!source.ok()) return Fail(source.status());
   LiveRestoreOptions lo;
@@ -103,7 +89,7 @@ int RunRestore(const GlobalOptions& global, const RestoreFlags& flags) {
   RestoreOptions ro;
   ro.format = flags.format;
   if (!global.json() && ::isatty(2)) ro.progress = ShowRestoreProgress;
-  ro.key = [&flags](const std::string&) { return KeyFor(flags.key); };
+  ro.key = [&flags](const std::string&) { return ReadKeyConfig(flags.key); };
   // GROUP/latest: the group's newest snapshot, named in what is printed.
   auto snapshot = ResolveSnapshotName(*repo, flags.snapshot);
   if (!snapshot.ok()) return Fail(snapshot.status());
