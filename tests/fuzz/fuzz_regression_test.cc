@@ -37,6 +37,7 @@ const Target kTargets[] = {
     {"key_file", FuzzKeyFile},
     {"http_body", FuzzHttpBody},
     {"chunk_upload", FuzzChunkUpload},
+    {"nbd", FuzzNbd},
 };
 
 fs::path SourceDir() {

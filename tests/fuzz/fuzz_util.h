@@ -50,5 +50,6 @@ int FuzzGuestAgent(const uint8_t* data, size_t size);
 int FuzzKeyFile(const uint8_t* data, size_t size);
 int FuzzHttpBody(const uint8_t* data, size_t size);
 int FuzzChunkUpload(const uint8_t* data, size_t size);
+int FuzzNbd(const uint8_t* data, size_t size);
 
 }  // namespace cairn::fuzz
