@@ -7,6 +7,7 @@
 // bytes whose SHA-256 is the digest; what is stored reads back as the blob.
 #include <charconv>
 #include <cstdlib>
+#include <filesystem>
 #include <memory>
 #include <string>
 
@@ -22,18 +23,31 @@ using namespace cairn::storage;
 
 namespace {
 
-ChunkStore* Store() {
-  static ChunkStore* store = [] {
-    char dir[] = "/tmp/cairn-fuzz-chunks-XXXXXX";
-    FUZZ_CHECK(mkdtemp(dir) != nullptr);
+// A chunk store in a temporary folder, removed at exit.
+struct TempStore {
+  TempStore() {
+    char tmpl[] = "/tmp/cairn-fuzz-chunks-XXXXXX";
+    FUZZ_CHECK(mkdtemp(tmpl) != nullptr);
+    dir = tmpl;
     FUZZ_CHECK(ChunkStore::Create(Env::Default(), dir).ok());
     ChunkStoreOptions options;
     options.sync = false;
     auto s = ChunkStore::Open(Env::Default(), dir, options);
     FUZZ_CHECK(s.ok());
-    return s->release();
-  }();
-  return store;
+    store = std::move(s).value();
+  }
+  ~TempStore() {
+    store.reset();
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+  std::string dir;
+  std::unique_ptr<ChunkStore> store;
+};
+
+ChunkStore* Store() {
+  static TempStore temp;
+  return temp.store.get();
 }
 
 }  // namespace
