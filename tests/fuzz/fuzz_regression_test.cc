@@ -81,7 +81,7 @@ TEST_P(FuzzRegressionTest, ReplaysCorpusAndRegressions) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Targets, FuzzRegressionTest, ::testing::ValuesIn(kTargets),
-                         [](const auto& info) { return std::string(info.param.name); });
+                         [](const auto& p) { return std::string(p.param.name); });
 
 }  // namespace
 }  // namespace cairn::fuzz

@@ -16,6 +16,9 @@ using namespace cairn::client;
 
 namespace {
 
+// 128-bit sums cannot overflow for 64-bit operands (__extension__: -Wpedantic).
+__extension__ typedef unsigned __int128 U128;
+
 uint32_t U32(std::string_view s, size_t at) {
   const auto* p = reinterpret_cast<const unsigned char*>(s.data()) + at;
   return uint32_t{p[0]} << 24 | uint32_t{p[1]} << 16 | uint32_t{p[2]} << 8 | p[3];
@@ -27,13 +30,13 @@ uint64_t U64(std::string_view s, size_t at) { return uint64_t{U32(s, at)} << 32 
 // whether it is well-formed.
 bool MetaContextWellFormed(std::string_view d) {
   if (d.size() < 8) return false;
-  unsigned __int128 pos = 4 + static_cast<unsigned __int128>(U32(d, 0));
+  U128 pos = 4 + static_cast<U128>(U32(d, 0));
   if (pos + 4 > d.size()) return false;
   const uint32_t queries = U32(d, static_cast<size_t>(pos));
   pos += 4;
   for (uint32_t q = 0; q < queries; ++q) {
     if (pos + 4 > d.size()) return false;
-    pos += 4 + static_cast<unsigned __int128>(U32(d, static_cast<size_t>(pos)));
+    pos += 4 + static_cast<U128>(U32(d, static_cast<size_t>(pos)));
     if (pos > d.size()) return false;
   }
   return pos == d.size();
@@ -71,7 +74,7 @@ int FuzzNbd(const uint8_t* data, size_t size) {
       FUZZ_CHECK(h->offset == U64(in, 16) && h->length == U32(in, 24));
       const uint64_t export_size = U64(in, kNbdRequestHeaderBytes);
       const bool ok = NbdRequestInBounds(h->offset, h->length, export_size);
-      const unsigned __int128 end = static_cast<unsigned __int128>(h->offset) + h->length;
+      const U128 end = static_cast<U128>(h->offset) + h->length;
       FUZZ_CHECK(ok == (h->length > 0 && end <= export_size));
       break;
     }
