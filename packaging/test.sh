@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Sets everything up on Debian 12 and runs every test: a normal build, a clang
 # build that only checks thread-safety annotations, a short run of each fuzzer,
-# the tests, then the same
-# tests once more under AddressSanitizer + UndefinedBehaviorSanitizer.
+# the tests, then the same tests once more under AddressSanitizer +
+# UndefinedBehaviorSanitizer.
 # Usage: bash packaging/test.sh            (CAIRN_SKIP_ASAN=1 skips the second pass)
 set -euo pipefail
 cd "$(dirname "$0")/.."
