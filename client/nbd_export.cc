@@ -16,6 +16,7 @@
 #include <cstring>
 #include <vector>
 
+#include "client/nbd_protocol.h"
 #include "client/nbd_sink.h"
 #include "client/unix_socket.h"
 
@@ -26,7 +27,7 @@ using Clock = std::chrono::steady_clock;
 
 constexpr uint32_t kMaxOptionBytes = 16 * 1024;
 constexpr int kMaxOptionsPerConnection = 128;
-constexpr size_t kRequestHeaderBytes = 28;
+constexpr size_t kRequestHeaderBytes = kNbdRequestHeaderBytes;
 constexpr uint32_t kMaxPayload = 32u << 20;
 constexpr uint32_t kPreferredBlock = 4096;
 constexpr int kMaxLoggedRejections = 16;
@@ -317,31 +318,14 @@ Status NbdExport::SendExportInfo(int fd, uint32_t option, Clock::time_point dead
 // (u32 length, text). The only context is base:allocation.
 Status NbdExport::MetaContext(int fd, uint32_t opt, const std::string& data, Session* session,
                               Clock::time_point deadline) {
-  const auto* d = reinterpret_cast<const unsigned char*>(data.data());
-  const size_t len = data.size();
   auto invalid = [&](const char* why) {
     return SendOptionReply(fd, opt, nbd::kRepErrInvalid, why, deadline);
   };
   if (!session->structured) return invalid("structured replies were not negotiated");
-  if (len < 8) return invalid("malformed request");
-  const uint32_t name_len = GetU32(d);
-  if (name_len > len - 8) return invalid("malformed request");
-  size_t pos = 4 + name_len;
-  const uint32_t queries = GetU32(d + pos);
-  pos += 4;
-  bool match = opt == nbd::kOptListMetaContext && queries == 0;
-  for (uint32_t q = 0; q < queries; ++q) {
-    if (len - pos < 4) return invalid("malformed query");
-    const uint32_t qlen = GetU32(d + pos);
-    pos += 4;
-    if (qlen > len - pos) return invalid("malformed query");
-    const std::string query = data.substr(pos, qlen);
-    pos += qlen;
-    if (query == kAllocationContext || (opt == nbd::kOptListMetaContext && query == "base:")) {
-      match = true;
-    }
-  }
-  if (pos != len) return invalid("trailing bytes");
+  // The parse is client/nbd_protocol.h's (fuzzed on its own).
+  Result<bool> parsed = ParseNbdMetaContext(data, opt == nbd::kOptListMetaContext);
+  if (!parsed.ok()) return invalid(parsed.status().message().c_str());
+  const bool match = *parsed;
   if (opt == nbd::kOptSetMetaContext) session->allocation = match;
   if (match) {
     std::string reply;
@@ -379,7 +363,6 @@ Status NbdExport::Handshake(int fd, Session* session, bool* transmit) {
     if (len > kMaxOptionBytes) return Status::Corruption("oversized option");
     data.resize(len);
     CAIRN_RETURN_IF_ERROR(ReadFull(fd, data.data(), len, deadline, nullptr));
-    const auto* d = reinterpret_cast<const unsigned char*>(data.data());
     switch (opt) {
       case nbd::kOptExportName: {
         std::string reply;
@@ -420,12 +403,7 @@ Status NbdExport::Handshake(int fd, Session* session, bool* transmit) {
         break;
       case nbd::kOptInfo:
       case nbd::kOptGo: {
-        bool valid = len >= 6;
-        const uint32_t name_len = valid ? GetU32(d) : 0;
-        valid = valid && name_len <= len - 6;
-        const uint16_t requests = valid ? GetU16(d + 4 + name_len) : 0;
-        valid = valid && uint64_t{4} + name_len + 2 + 2ull * requests == len;
-        if (!valid) {
+        if (!ValidNbdInfoRequest(data)) {
           CAIRN_RETURN_IF_ERROR(
               SendOptionReply(fd, opt, nbd::kRepErrInvalid, "malformed request", deadline));
           break;
@@ -480,12 +458,12 @@ Status NbdExport::Transmit(int fd, const Session& session) {
     if (!s.ok()) return eof ? Status::OK() : s;  // a client that hangs up is done
     CAIRN_RETURN_IF_ERROR(
         ReadFull(fd, h + 1, kRequestHeaderBytes - 1, Clock::now() + options_.io_timeout, nullptr));
-    if (GetU32(h) != nbd::kRequestMagic) return Status::Corruption("bad request magic");
-    const uint16_t flags = GetU16(h + 4);
-    const uint16_t type = GetU16(h + 6);
-    const unsigned char* cookie = h + 8;
-    const uint64_t offset = GetU64(h + 16);
-    const uint32_t length = GetU32(h + 24);
+    CAIRN_ASSIGN_OR_RETURN(const NbdRequestHeader request, ParseNbdRequestHeader(h));
+    const uint16_t flags = request.flags;
+    const uint16_t type = request.type;
+    const unsigned char* cookie = request.cookie;
+    const uint64_t offset = request.offset;
+    const uint32_t length = request.length;
     if (type == nbd::kCmdWrite) {
       if (length > kMaxPayload) return Status::Corruption("WRITE larger than 32 MiB");
       payload.resize(length);
@@ -493,7 +471,7 @@ Status NbdExport::Transmit(int fd, const Session& session) {
           ReadFull(fd, payload.data(), length, Clock::now() + options_.io_timeout, nullptr));
     }
     if (type == nbd::kCmdDisc) return Status::OK();
-    const bool in_bounds = length > 0 && length <= size && offset <= size - length;
+    const bool in_bounds = NbdRequestInBounds(offset, length, size);
     uint32_t error = 0;
     std::string why;
     std::string reply;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets everything up on Debian 12 and runs every test: a normal build, a clang
-# build that only checks thread-safety annotations, the tests, then the same
-# tests once more under AddressSanitizer + UndefinedBehaviorSanitizer.
+# build that only checks thread-safety annotations, a short run of each fuzzer,
+# the tests, then the same tests once more under AddressSanitizer +
+# UndefinedBehaviorSanitizer.
 # Usage: bash packaging/test.sh            (CAIRN_SKIP_ASAN=1 skips the second pass)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +26,15 @@ echo "== build (clang, -Wthread-safety -Werror)"
 CC=clang CXX=clang++ cmake -S . -B build-clang -G Ninja -DCMAKE_BUILD_TYPE=Debug \
   -DCAIRN_WERROR=ON -DCAIRN_BUILD_TESTS=OFF -DCAIRN_BUILD_BENCH=OFF >/dev/null
 ninja -C build-clang -j"$JOBS"
+
+echo "== fuzz smoke (clang, libFuzzer + ASan + UBSan)"
+# Each fuzzer a fixed number of runs over its checked-in corpus
+# (tests/fuzz/README.md). Only the fuzzers and the parser sources they need
+# are built; the unit tests replay the same corpora in the normal build.
+CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCAIRN_FUZZ=ON -DCAIRN_WERROR=ON -DCAIRN_BUILD_TESTS=OFF -DCAIRN_BUILD_BENCH=OFF >/dev/null
+ninja -C build-fuzz -j"$JOBS" cairn_fuzzers
+ctest --test-dir build-fuzz -j"$JOBS" --output-on-failure -L fuzz
 
 echo "== tests"
 # `package` installs system packages: once, below, never in parallel or under ASan.
