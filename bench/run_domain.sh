@@ -74,6 +74,8 @@ label, secs, path, gib = sys.argv[1], float(sys.argv[2]), sys.argv[3], int(sys.a
 d = json.loads(open(path).read().strip().splitlines()[-1])
 print(f"{label:<28} {d['mode']:<12} {secs:7.2f} s {gib*1073.741824/secs:8.1f} MB/s  "
       f"read {d['bytes-read']/1e6:8.1f} MB  dirty {d['chunks-dirty']:4d}  uploaded {d['chunks-uploaded']:4d}")
+if "phases" in d:  # backup domain: where the time went, step by step
+    print("    phases: " + "  ".join(f"{k} {v:.3f}" for k, v in d["phases"].items()))
 PY
 }
 now() { date +%s%N; }

@@ -306,8 +306,11 @@ struct DiskRun {
 
 class RunningBackup {
  public:
-  RunningBackup(const Repository& repo, const DomainBackupOptions& options, DomainFacts& facts)
-      : repo_(repo), o_(options), f_(facts) {}
+  RunningBackup(const Repository& repo, const DomainBackupOptions& options, DomainFacts& facts,
+                double inspect_seconds)
+      : repo_(repo), o_(options), f_(facts) {
+    phases_["inspect"] = inspect_seconds;
+  }
   Result<json> Run();
 
  private:
@@ -341,6 +344,16 @@ class RunningBackup {
   std::string consistency_ = "crash";
   std::string crypt_change_;
   Clock::time_point start_ = Clock::now();
+  // Wall seconds of each step (the summary's "phases": inspect,
+  // session-start, checkpoints, backup-begin, read, commit, end-job,
+  // delete-checkpoints, cleanup): where a run's fixed overhead goes.
+  json phases_ = json::object();
+  Clock::time_point mark_ = start_;
+  void Mark(const char* phase) {
+    const auto now = Clock::now();
+    phases_[phase] = std::chrono::duration<double>(now - mark_).count();
+    mark_ = now;
+  }
 };
 
 // A backup job of a killed Cairn: its socket is in kTempPrefix<pid>-* of a
@@ -630,7 +643,8 @@ json RunningBackup::Summary(const json& finish) const {
       {"chunks-reused", st.chunks_reused.load()},
       {"seconds", secs},
       {"mb-per-s", secs > 0 ? static_cast<double>(size) / 1e6 / secs : 0.0},
-      {"server", finish.value("stats", json::object())}};
+      {"server", finish.value("stats", json::object())},
+      {"phases", phases_}};
   const storage::CryptConfig* crypt = o_.upload.crypt.get();
   summary["encrypted"] = crypt != nullptr;
   summary["fingerprint"] = crypt != nullptr ? json(crypt->fingerprint()) : json(nullptr);
@@ -641,6 +655,7 @@ json RunningBackup::Summary(const json& finish) const {
 Result<json> RunningBackup::Run() {
   CAIRN_ASSIGN_OR_RETURN(session_, UploadSession::Start(repo_, "vm/" + f_.id, o_.backup_time,
                                                         o_.upload));
+  Mark("session-start");
   Status s = AbortStaleJob();
   if (s.ok()) {
     auto cps = CairnCheckpoints(f_.dom.get());
@@ -661,10 +676,14 @@ Result<json> RunningBackup::Run() {
   if (std::none_of(runs_.begin(), runs_.end(), [](const auto& r) { return r->plan.incremental; })) {
     base_checkpoint_.clear();
   }
+  Mark("checkpoints");
   if (s.ok()) s = MakeTempDir();
   if (s.ok()) s = Begin();
+  Mark("backup-begin");
   if (s.ok()) s = ReadDisks();
+  Mark("read");
   Result<json> finish = s.ok() ? Commit() : Result<json>(s);
+  Mark("commit");
   if (!finish.ok()) {
     Undo();
   } else {
@@ -672,6 +691,7 @@ Result<json> RunningBackup::Run() {
     // snapshot, so Cairn's older ones go.
     if (virDomainAbortJob(f_.dom.get()) < 0) Note(VirError("end the backup job").message());
     job_started_ = false;
+    Mark("end-job");
     for (const auto& [name, disks] : checkpoints_) {
       if (name == checkpoint_) continue;
       virDomainCheckpointPtr cp = virDomainCheckpointLookupByName(f_.dom.get(), name.c_str(), 0);
@@ -680,11 +700,13 @@ Result<json> RunningBackup::Run() {
       }
       if (cp != nullptr) virDomainCheckpointFree(cp);
     }
+    Mark("delete-checkpoints");
   }
   if (!tmpdir_.empty()) {
     std::error_code ec;
     std::filesystem::remove_all(tmpdir_, ec);
   }
+  Mark("cleanup");
   if (!finish.ok()) return finish.status();
   json summary = Summary(*finish);
   if (o_.progress) o_.progress(Progress(true));
@@ -739,7 +761,9 @@ Result<json> OfflineBackup(const Repository& repo, const DomainBackupOptions& o,
 }  // namespace
 
 Result<json> BackupDomain(const Repository& repo, const DomainBackupOptions& options) {
+  const auto start = Clock::now();
   CAIRN_ASSIGN_OR_RETURN(DomainFacts facts, Inspect(options));
+  const double inspect_seconds = std::chrono::duration<double>(Clock::now() - start).count();
   if (options.note) {
     for (const auto& d : facts.skipped) options.note("skipping disk " + d.target + ": " + d.skip);
   }
@@ -750,7 +774,7 @@ Result<json> BackupDomain(const Repository& repo, const DomainBackupOptions& opt
   struct sigaction old_int = {}, old_term = {};
   ::sigaction(SIGINT, &sa, &old_int);
   ::sigaction(SIGTERM, &sa, &old_term);
-  RunningBackup backup(repo, options, facts);
+  RunningBackup backup(repo, options, facts, inspect_seconds);
   Result<json> r = backup.Run();
   ::sigaction(SIGINT, &old_int, nullptr);
   ::sigaction(SIGTERM, &old_term, nullptr);
