@@ -398,10 +398,9 @@ done
 [ "$(wc -l < "$W/phases")" = 10 ] && [ "$(head -1 "$W/phases" | cut -d'|' -f1)" = "job-start " ] \
   && [ "$(tail -1 "$W/phases" | cut -d'|' -f1)" = "job-end " ] && ok "7: --jobs 2: hook phases" || fail "7: phases $(cat "$W/phases")"
 [ "$(wc -l < "$W/webhook.json")" = 2 ] && ok "7: second report sent" || fail "7: webhook got $(wc -l < "$W/webhook.json")"
-newest() { "$CAIRN" --output json snapshots 2>/dev/null | python3 -c "
-import json, sys
-s = [x for x in json.load(sys.stdin) if x['group'] == 'vm/$1']
-print(max(s, key=lambda x: x['time'])['snapshot'])"; }
+newest() {  # the newest snapshot of vm/ID (`cairn snapshots` lists newest first)
+  "$CAIRN" --output json snapshots --id "$1" 2>/dev/null | python3 -c "import json,sys; print(json.load(sys.stdin)[0]['snapshot'])"
+}
 hmp $X-run virtio-disk0 flush; hmp $X-run virtio-disk1 flush
 copy "$W/xr0.qcow2" "$W/xr0.raw"; copy "$W/xr1.qcow2" "$W/xr1.raw"; copy "$W/p.qcow2" "$W/p.raw"
 qemu-img convert -O raw "$W/xo.qcow2" "$W/xo.raw"
