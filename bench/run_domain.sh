@@ -32,6 +32,7 @@ cleanup() {
   done
   virsh undefine cairn-bench >/dev/null 2>&1 || true
   [ -f "$W/libvirtd.pid" ] && kill "$(cat "$W/libvirtd.pid")" 2>/dev/null
+  [ -f "$W/virtlogd.pid" ] && kill "$(cat "$W/virtlogd.pid")" 2>/dev/null
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   sleep 0.5; rm -rf "$W"
 }
