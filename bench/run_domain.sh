@@ -10,6 +10,9 @@
 #
 #   bench/run_domain.sh [SIZE_GIB]      # default 2; run as root
 #
+# ROUNDS=N (default 1): N rounds of rewrite + incremental per tool, each
+# printed, then the median of the incrementals' wall seconds per tool (on a
+# shared, busy machine one round says little).
 # Environment: BUILD_DIR (default <repo>/build; cairn and cairn-server must
 # be built there, or CAIRN_SERVER=path), CAIRN_BENCH_DIR (default /var/tmp).
 set -euo pipefail
@@ -18,6 +21,7 @@ build=${BUILD_DIR:-$repo/build}
 CAIRN=$build/client/cairn
 SERVER=${CAIRN_SERVER:-$build/server/cairn-server}
 size_gib=${1:-2}
+rounds=${ROUNDS:-1}
 W=$(mktemp -d "${CAIRN_BENCH_DIR:-/var/tmp}/cairn-domain-bench-XXXXXX")
 chmod 755 "$W"
 PIDS=()
@@ -28,6 +32,7 @@ cleanup() {
   done
   virsh undefine cairn-bench >/dev/null 2>&1 || true
   [ -f "$W/libvirtd.pid" ] && kill "$(cat "$W/libvirtd.pid")" 2>/dev/null
+  [ -f "$W/virtlogd.pid" ] && kill "$(cat "$W/virtlogd.pid")" 2>/dev/null
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   sleep 0.5; rm -rf "$W"
 }
@@ -68,12 +73,15 @@ start_server() {  # DIR → exports CAIRN_REPO/TOKEN/FINGERPRINT
 }
 report() {  # LABEL START_NS
   local secs; secs=$(python3 -c "import time; print(f'{(time.time_ns()-$2)/1e9:.2f}')")
+  case $1 in *incremental*) echo "$secs" >> "$W/secs-backup-$(echo "$1" | cut -d" " -f2)";; esac
   python3 - "$1" "$secs" "$W/out.json" "$size_gib" <<'PY'
 import json, sys
 label, secs, path, gib = sys.argv[1], float(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 d = json.loads(open(path).read().strip().splitlines()[-1])
 print(f"{label:<28} {d['mode']:<12} {secs:7.2f} s {gib*1073.741824/secs:8.1f} MB/s  "
       f"read {d['bytes-read']/1e6:8.1f} MB  dirty {d['chunks-dirty']:4d}  uploaded {d['chunks-uploaded']:4d}")
+if "phases" in d:  # backup domain: where the time went, step by step
+    print("    phases: " + "  ".join(f"{k} {v:.3f}" for k, v in d["phases"].items()))
 PY
 }
 now() { date +%s%N; }
@@ -103,8 +111,10 @@ while "return" not in json.loads(f.readline()): pass
 PY
 }
 t=$(now); "$CAIRN" --output json backup vm --qmp "$W/qmp.sock" --id vm > "$W/out.json"; report "backup vm full" "$t"
-rewrite_2pct qmp_io
-t=$(now); "$CAIRN" --output json backup vm --qmp "$W/qmp.sock" --id vm > "$W/out.json"; report "backup vm 2% incremental" "$t"
+for round in $(seq "$rounds"); do
+  rewrite_2pct qmp_io
+  t=$(now); "$CAIRN" --output json backup vm --qmp "$W/qmp.sock" --id vm > "$W/out.json"; report "backup vm 2% incremental" "$t"
+done
 
 # --- backup domain: private libvirtd ---
 start_server "$W/srv-dom"
@@ -123,6 +133,11 @@ XML
 virsh define "$W/dom.xml" >/dev/null && virsh start cairn-bench >/dev/null
 dom_io() { virsh qemu-monitor-command --hmp cairn-bench "qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend \"$1\"" >/dev/null; }
 t=$(now); "$CAIRN" --output json backup domain cairn-bench --connect "$LIBVIRT_DEFAULT_URI" > "$W/out.json"; report "backup domain full" "$t"
-rewrite_2pct dom_io
-dom_io flush
-t=$(now); "$CAIRN" --output json backup domain cairn-bench --connect "$LIBVIRT_DEFAULT_URI" > "$W/out.json"; report "backup domain 2% incremental" "$t"
+for round in $(seq "$rounds"); do
+  rewrite_2pct dom_io
+  dom_io flush
+  t=$(now); "$CAIRN" --output json backup domain cairn-bench --connect "$LIBVIRT_DEFAULT_URI" > "$W/out.json"; report "backup domain 2% incremental" "$t"
+done
+for f in "$W"/secs-*; do
+  echo "median of $(wc -l < "$f") incrementals, ${f##*/secs-}: $(sort -n "$f" | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}') s"
+done

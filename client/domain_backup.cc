@@ -9,8 +9,11 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <filesystem>
 #include <map>
+#include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <thread>
@@ -29,9 +32,6 @@ using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
 constexpr const char* kTempPrefix = "/tmp/cairn-domain-";
-
-std::atomic<bool> g_cancel{false};
-extern "C" void OnDomainSignal(int) { g_cancel.store(true); }
 
 bool StartsWith(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
 
@@ -306,8 +306,11 @@ struct DiskRun {
 
 class RunningBackup {
  public:
-  RunningBackup(const Repository& repo, const DomainBackupOptions& options, DomainFacts& facts)
-      : repo_(repo), o_(options), f_(facts) {}
+  RunningBackup(const Repository& repo, const DomainBackupOptions& options, DomainFacts& facts,
+                double inspect_seconds)
+      : repo_(repo), o_(options), f_(facts) {
+    phases_["inspect"] = inspect_seconds;
+  }
   Result<json> Run();
 
  private:
@@ -316,6 +319,12 @@ class RunningBackup {
   }
   Status AbortStaleJob();
   Status MakeTempDir();
+  void RemoveTempDir() {
+    if (tmpdir_.empty()) return;
+    std::error_code ec;
+    std::filesystem::remove_all(tmpdir_, ec);
+    tmpdir_.clear();
+  }
   std::string BackupXml() const;
   std::string CheckpointXml() const;
   Status Freeze();
@@ -324,6 +333,7 @@ class RunningBackup {
   Status ReadDisks();
   json Progress(bool final) const;
   Result<json> Commit();
+  Result<json> CommitEndingJob();
   void Undo();
   json Summary(const json& finish) const;
 
@@ -341,6 +351,17 @@ class RunningBackup {
   std::string consistency_ = "crash";
   std::string crypt_change_;
   Clock::time_point start_ = Clock::now();
+  // Wall seconds of each step (the summary's "phases": inspect,
+  // session-start+checkpoints, backup-begin, read, commit+end-job,
+  // delete-checkpoints, cleanup): where a run's fixed overhead goes.
+  json phases_ = json::object();
+  std::atomic<bool> cancel_{false};  // a signal, or one disk's reader failed
+  Clock::time_point mark_ = start_;
+  void Mark(const char* phase) {
+    const auto now = Clock::now();
+    phases_[phase] = std::chrono::duration<double>(now - mark_).count();
+    mark_ = now;
+  }
 };
 
 // A backup job of a killed Cairn: its socket is in kTempPrefix<pid>-* of a
@@ -515,26 +536,35 @@ Status RunningBackup::ReadDisks() {
   }
   const std::string socket = job.socket.empty() ? tmpdir_ + "/nbd.sock" : job.socket;
   std::vector<std::thread> threads;
-  std::atomic<int> running{static_cast<int>(runs_.size())};
+  std::mutex mu;
+  std::condition_variable cv;
+  int running = static_cast<int>(runs_.size());  // guarded by mu
   for (auto& r : runs_) {
-    threads.emplace_back([&r, &running, &socket] {
+    threads.emplace_back([this, &r, &running, &socket, &mu, &cv] {
       NbdReadOptions no;
       no.socket_path = socket;
       no.export_name = r->export_name;
       no.dirty = r->plan.incremental;
       no.meta_context =
           no.dirty ? "qemu:dirty-bitmap:" + r->export_bitmap : std::string("base:allocation");
-      no.cancel = &g_cancel;
+      no.cancel = &cancel_;
       r->status = ReadNbdExport(no, r->disk.size, r->writer, &r->stats);
-      if (!r->status.ok()) g_cancel.store(true);  // the others stop too
+      if (!r->status.ok()) cancel_.store(true);  // the others stop too
+      std::lock_guard<std::mutex> lock(mu);
       --running;
+      cv.notify_all();
     });
   }
+  // The last reader's end wakes this at once; a signal (InterruptScope)
+  // stops the readers within 100 ms; progress every 250 ms.
   auto last = Clock::now();
-  while (running.load() > 0) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  for (std::unique_lock<std::mutex> lock(mu); running > 0;) {
+    if (cv.wait_for(lock, std::chrono::milliseconds(100), [&running] { return running == 0; })) break;
+    if (Interrupted()) cancel_.store(true);
     if (o_.progress && Clock::now() - last > std::chrono::milliseconds(250)) {
+      lock.unlock();
       o_.progress(Progress(false));
+      lock.lock();
       last = Clock::now();
     }
   }
@@ -542,7 +572,8 @@ Status RunningBackup::ReadDisks() {
   for (auto& r : runs_) {
     if (!r->status.ok()) return r->status.WithContext("disk " + r->disk.target);
   }
-  if (g_cancel.load()) return Status::IOError("interrupted by a signal");
+  if (Interrupted()) cancel_.store(true);
+  if (cancel_.load()) return Status::IOError("interrupted by a signal");
   for (auto& r : runs_) CAIRN_RETURN_IF_ERROR(r->writer->Close());
   return session_->error();
 }
@@ -564,6 +595,21 @@ Result<json> RunningBackup::Commit() {
         {"mode", r->plan.incremental ? "incremental" : "full"}};
   }
   return session_->Finish(client);
+}
+
+// Every byte is read: libvirt ends the job (stops the NBD export, drops the
+// scratch files) while the server commits. The new checkpoint stays either
+// way; should the commit fail, Undo deletes it.
+Result<json> RunningBackup::CommitEndingJob() {
+  std::string ended;
+  std::thread ender([this, &ended] {
+    if (virDomainAbortJob(f_.dom.get()) < 0) ended = VirError("end the backup job").message();
+  });
+  Result<json> finish = Commit();
+  ender.join();
+  job_started_ = false;
+  if (!ended.empty()) Note(ended);
+  return finish;
 }
 
 // After a failure: end the job, drop this run's checkpoint (the base stays,
@@ -630,7 +676,8 @@ json RunningBackup::Summary(const json& finish) const {
       {"chunks-reused", st.chunks_reused.load()},
       {"seconds", secs},
       {"mb-per-s", secs > 0 ? static_cast<double>(size) / 1e6 / secs : 0.0},
-      {"server", finish.value("stats", json::object())}};
+      {"server", finish.value("stats", json::object())},
+      {"phases", phases_}};
   const storage::CryptConfig* crypt = o_.upload.crypt.get();
   summary["encrypted"] = crypt != nullptr;
   summary["fingerprint"] = crypt != nullptr ? json(crypt->fingerprint()) : json(nullptr);
@@ -639,14 +686,26 @@ json RunningBackup::Summary(const json& finish) const {
 }
 
 Result<json> RunningBackup::Run() {
-  CAIRN_ASSIGN_OR_RETURN(session_, UploadSession::Start(repo_, "vm/" + f_.id, o_.backup_time,
-                                                        o_.upload));
+  // The server's session starts (TLS, one round trip) while libvirt is asked
+  // about jobs and checkpoints: neither needs the other's answer.
+  std::optional<Result<std::unique_ptr<UploadSession>>> started;
+  std::thread starter([this, &started] {
+    started.emplace(UploadSession::Start(repo_, "vm/" + f_.id, o_.backup_time, o_.upload));
+  });
   Status s = AbortStaleJob();
   if (s.ok()) {
     auto cps = CairnCheckpoints(f_.dom.get());
     s = cps.status();
     if (s.ok()) checkpoints_ = std::move(cps).value();
   }
+  if (s.ok()) s = MakeTempDir();
+  starter.join();
+  Mark("session-start+checkpoints");
+  if (!started->ok()) {
+    RemoveTempDir();
+    return started->status();
+  }
+  session_ = std::move(*started).value();
   const json& previous = session_->start_info()["previous"];
   crypt_change_ = CryptChange(previous, o_.upload.crypt.get());
   json client = RecordedClient(previous);
@@ -661,17 +720,17 @@ Result<json> RunningBackup::Run() {
   if (std::none_of(runs_.begin(), runs_.end(), [](const auto& r) { return r->plan.incremental; })) {
     base_checkpoint_.clear();
   }
-  if (s.ok()) s = MakeTempDir();
   if (s.ok()) s = Begin();
+  Mark("backup-begin");
   if (s.ok()) s = ReadDisks();
-  Result<json> finish = s.ok() ? Commit() : Result<json>(s);
+  Mark("read");
+  Result<json> finish = s.ok() ? CommitEndingJob() : Result<json>(s);
+  Mark("commit+end-job");
   if (!finish.ok()) {
     Undo();
   } else {
-    // Committed: end the job; the new checkpoint now belongs to the
-    // snapshot, so Cairn's older ones go.
-    if (virDomainAbortJob(f_.dom.get()) < 0) Note(VirError("end the backup job").message());
-    job_started_ = false;
+    // Committed: the new checkpoint now belongs to the snapshot, so Cairn's
+    // older ones go.
     for (const auto& [name, disks] : checkpoints_) {
       if (name == checkpoint_) continue;
       virDomainCheckpointPtr cp = virDomainCheckpointLookupByName(f_.dom.get(), name.c_str(), 0);
@@ -680,11 +739,10 @@ Result<json> RunningBackup::Run() {
       }
       if (cp != nullptr) virDomainCheckpointFree(cp);
     }
+    Mark("delete-checkpoints");
   }
-  if (!tmpdir_.empty()) {
-    std::error_code ec;
-    std::filesystem::remove_all(tmpdir_, ec);
-  }
+  RemoveTempDir();
+  Mark("cleanup");
   if (!finish.ok()) return finish.status();
   json summary = Summary(*finish);
   if (o_.progress) o_.progress(Progress(true));
@@ -739,22 +797,19 @@ Result<json> OfflineBackup(const Repository& repo, const DomainBackupOptions& o,
 }  // namespace
 
 Result<json> BackupDomain(const Repository& repo, const DomainBackupOptions& options) {
+  const auto start = Clock::now();
   CAIRN_ASSIGN_OR_RETURN(DomainFacts facts, Inspect(options));
+  const double inspect_seconds = std::chrono::duration<double>(Clock::now() - start).count();
   if (options.note) {
     for (const auto& d : facts.skipped) options.note("skipping disk " + d.target + ": " + d.skip);
   }
   if (!facts.active) return OfflineBackup(repo, options, facts);
-  g_cancel.store(false);
-  struct sigaction sa = {};
-  sa.sa_handler = OnDomainSignal;
-  struct sigaction old_int = {}, old_term = {};
-  ::sigaction(SIGINT, &sa, &old_int);
-  ::sigaction(SIGTERM, &sa, &old_term);
-  RunningBackup backup(repo, options, facts);
-  Result<json> r = backup.Run();
-  ::sigaction(SIGINT, &old_int, nullptr);
-  ::sigaction(SIGTERM, &old_term, nullptr);
-  return r;
+  // The handler is shared with BackupVm and `backup all`'s other workers
+  // (client/vm_backup.h): one domain's start no longer clears or replaces
+  // another's.
+  InterruptScope interrupt_scope;
+  RunningBackup backup(repo, options, facts, inspect_seconds);
+  return backup.Run();
 }
 
 }  // namespace cairn::client

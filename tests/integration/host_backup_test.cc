@@ -7,7 +7,10 @@
 // compared byte for byte) are checked; --dry-run changes nothing; --jobs 2
 // runs; a bad config file is exit status 2.
 //
-// TODO(lead, when wt-domain is merged): add libvirt domains (label libvirt).
+// libvirt domains in `backup all` (running with two disks, shut off,
+// excluded, failing) next to a plain QEMU VM: scenario 7 of
+// tests/integration/libvirt_domain_test.sh (ctest libvirt_domain, needs root
+// and its own libvirtd).
 
 #include <sys/stat.h>
 

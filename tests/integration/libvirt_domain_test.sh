@@ -1,5 +1,6 @@
 #!/bin/bash
-# `cairn backup domain` end to end (issue 10 scenarios 1-6 and 8) with Debian's
+# `cairn backup domain` end to end (issue 10 scenarios 1-6 and 8) and
+# `cairn backup all` over libvirt domains and a plain QEMU VM (scenario 7) with Debian's
 # real libvirtd 9.0 and virtlogd (started here as root, with a private
 # libvirtd.conf: its own unix_sock_dir, so the URI is
 # qemu:///system?socket=DIR/libvirt-sock), TCG domains (<domain type='qemu'>,
@@ -213,6 +214,199 @@ backup $D6 --id off1
 [ "$(j 'd["disks"][0]["archive"]')" = vda.fidx ] && ok "6: archive named after the target" || fail "6: archive $(j 'd["disks"][0]["archive"]')"
 qemu-img convert -O raw "$W/c.qcow2" "$W/c.raw"
 restores_to "$(j 'd["snapshot"]')" vda "$W/c.raw" && ok "6: restore byte for byte" || fail "6: restore differs"
+
+# ===== 7: `backup all` over libvirt domains and a plain QEMU VM =====
+# Domains of this scenario: x-run (running, two disks), x-off (shut off),
+# x-excl (running, excluded by the config: never touched) and x-fail
+# (running, quiesce = "require" in its [[domain]] section: no guest agent,
+# so it fails). Plus one plain QEMU VM ([[qemu]], its own QMP socket). A hook
+# records its phases; an HTTPS webhook peer (python3) records the report.
+X=$N-x
+mkimg "$W/xr0.qcow2" 64M; mkimg "$W/xr1.qcow2" 32M
+mkimg "$W/xo.qcow2" 32M; mkimg "$W/xe.qcow2" 32M; mkimg "$W/xf.qcow2" 32M
+define $X-run "$W/xr0.qcow2" "$W/xr1.qcow2"
+define $X-off "$W/xo.qcow2"
+define $X-excl "$W/xe.qcow2"
+define $X-fail "$W/xf.qcow2"
+for d in run excl fail; do virsh start $X-$d >/dev/null || fail "7: virsh start $X-$d"; done
+write $X-run virtio-disk0 "write -P 0x81 2M 64k"
+write $X-run virtio-disk1 "write -P 0x82 9M 1M"
+qemu-io -f qcow2 -c "write -P 0x83 12M 64k" "$W/xo.qcow2" >/dev/null
+
+# The plain QEMU VM: a second QMP socket for the test's guest writes (QMP
+# serves one client at a time; cairn takes p.qmp).
+mkimg "$W/p.qcow2" 32M
+qemu-system-x86_64 -machine none -nodefaults -display none \
+  -blockdev "driver=qcow2,node-name=disk0,file.driver=file,file.filename=$W/p.qcow2" \
+  -qmp "unix:$W/p.qmp,server=on,wait=off" -qmp "unix:$W/p-io.qmp,server=on,wait=off" \
+  -daemonize -pidfile "$W/p.pid" || fail "7: plain QEMU did not start"
+PIDS+=($(cat "$W/p.pid"))
+pio() {  # qemu-io COMMAND on the plain VM's disk0, through HMP over QMP
+  python3 - "$W/p-io.qmp" "$1" <<'PY'
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+f = s.makefile("rw")
+f.readline()
+def cmd(name, **args):
+    f.write(json.dumps({"execute": name, "arguments": args}) + "\n")
+    f.flush()
+    while True:
+        r = json.loads(f.readline())
+        if "return" in r or "error" in r:
+            return r
+cmd("qmp_capabilities")
+r = cmd("human-monitor-command", **{"command-line": 'qemu-io disk0 "%s"' % sys.argv[2]})
+sys.exit(0 if "return" in r else 1)
+PY
+}
+pio "write -P 0x84 5M 64k" && pio flush || fail "7: write to the plain VM"
+
+# The webhook peer: HTTPS on loopback with a self-signed certificate.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+  -keyout "$W/hook-key.pem" -out "$W/hook-cert.pem" -subj /CN=127.0.0.1 \
+  -addext subjectAltName=IP:127.0.0.1 2>/dev/null || fail "7: openssl req"
+python3 - "$W" <<'PY' > "$W/webhook.log" 2>&1 &
+import http.server, ssl, sys
+w = sys.argv[1]
+class Peer(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        with open(w + "/webhook.json", "ab") as f:
+            f.write(body.replace(b"\n", b" ") + b"\n")
+        self.send_response(204)
+        self.end_headers()
+srv = http.server.HTTPServer(("127.0.0.1", 0), Peer)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(w + "/hook-cert.pem", w + "/hook-key.pem")
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+open(w + "/webhook.port.tmp", "w").write(str(srv.server_address[1]))
+__import__("os").rename(w + "/webhook.port.tmp", w + "/webhook.port")
+srv.serve_forever()
+PY
+PIDS+=($!)
+for i in $(seq 100); do [ -f "$W/webhook.port" ] && break; sleep 0.1; done
+HPORT=$(cat "$W/webhook.port" 2>/dev/null)
+[ -n "$HPORT" ] || fail "7: webhook peer did not start: $(cat "$W/webhook.log")"
+
+cat > "$W/hook.sh" <<HOOK
+#!/bin/sh
+echo "\$1 \$2|\$CAIRN_GROUP|\$CAIRN_SNAPSHOT|\$CAIRN_MODE" >> "$W/phases"
+HOOK
+chmod 755 "$W/hook.sh"
+echo "$CAIRN_TOKEN" > "$W/token"
+# Every other domain this libvirtd knows (scenarios 1-6, leftovers of other
+# runs) is excluded too, so the run sees exactly this scenario's domains.
+excl=""
+for d in $(virsh list --all --name); do
+  case $d in $X-run|$X-off|$X-fail) ;; *) excl+="\"$d\", " ;; esac
+done
+cat > "$W/backup.conf" <<CONF
+repository = "$CAIRN_REPO"
+token-file = "$W/token"
+fingerprint = "$CAIRN_FINGERPRINT"
+log-dir = "$W/logs"
+hook = "$W/hook.sh"
+
+[libvirt]
+uri = "$URI"
+exclude = [${excl%, }]
+
+[[domain]]
+name = "$X-fail"
+quiesce = "require"
+
+[[qemu]]
+id = "plain"
+qmp = "$W/p.qmp"
+
+[notify]
+webhook = "https://127.0.0.1:$HPORT/hook"
+webhook-ca = "$W/hook-cert.pem"
+CONF
+grep -q "\"$X-excl\"" "$W/backup.conf" || fail "7: $X-excl not in the exclude list"
+
+"$CAIRN" --output json backup all --config "$W/backup.conf" > "$W/all.out" 2> "$W/all.err"
+RC=$?
+tail -1 "$W/all.out" > "$W/last.json"
+[ $RC = 3 ] && ok "7: exit status 3 (some VM failed)" || fail "7: exit status $RC: $(cat "$W/all.err")"
+row() { j "[v for v in d['vms'] if v['vm'] == '$1'][0]$2"; }
+[ "$(j '[v["vm"] for v in d["vms"]]')" = "['plain', '$X-fail', '$X-off', '$X-run']" ] \
+  && ok "7: the plain VM, then every domain but the excluded" || fail "7: vms $(j '[v["vm"] for v in d["vms"]]')"
+[ "$(j 'd["committed"]'):$(j 'd["failed"]'):$(j 'd["ok"]')" = "3:1:False" ] \
+  && ok "7: 3 committed, 1 failed" || fail "7: $(cat "$W/last.json")"
+[ "$(row $X-fail '["result"]')" = failed ] && row $X-fail '["error"]' | grep -q "freeze" \
+  && ok "7: the JSON says $X-fail failed: $(row $X-fail '["error"]')" || fail "7: $X-fail row: $(row $X-fail '')"
+for v in plain $X-off $X-run; do
+  [ "$(row $v '["result"]'):$(row $v '["mode"]')" = ok:full ] && ok "7: $v committed (full)" || fail "7: $v row: $(row $v '')"
+done
+[ "$(row $X-run '["summary"]["state"]')" = running ] && [ "$(row $X-run '["kind"]')" = domain ] \
+  && [ "$(row $X-off '["summary"]["state"]')" = "shut off" ] && ok "7: a running and a shut-off domain" \
+  || fail "7: states $(row $X-run '["summary"].get("state")') $(row $X-off '["summary"].get("state")')"
+[ "$(row $X-run '["group"]')" = "vm/$X-run" ] || fail "7: group $(row $X-run '["group"]')"
+[ "$(row $X-run '["summary"]["disks"].__len__()')" = 2 ] && ok "7: $X-run: two disks" || fail "7: $X-run disks"
+# The table (backup-all.log, the webhook's text) names the failed VM.
+grep -E "^$X-fail +domain +failed " "$W/logs/backup-all.log" >/dev/null \
+  && grep -q "3 of 4 VMs backed up, 1 failed" "$W/logs/backup-all.log" \
+  && ok "7: the table says which failed" || fail "7: table: $(cat "$W/logs/backup-all.log")"
+# The hook's phases, in the run's order.
+got=$(cut -d'|' -f1 "$W/phases" | tr '\n' ',')
+want="job-start ,backup-start plain,backup-end plain,backup-start $X-fail,backup-abort $X-fail,backup-start $X-off,backup-end $X-off,backup-start $X-run,backup-end $X-run,job-end ,"
+[ "$got" = "$want" ] && ok "7: hook phases" || fail "7: hook phases: $got"
+grep -q "^backup-end $X-run|vm/$X-run|$(row $X-run '["snapshot"]')|full$" "$W/phases" \
+  && ok "7: the hook was told group, snapshot and mode" || fail "7: hook env: $(cat "$W/phases")"
+# Nothing touched the excluded domain; the failed one kept no job, no checkpoint.
+[ -z "$(virsh checkpoint-list $X-excl --name)" ] && ok "7: $X-excl untouched (no checkpoint)" || fail "7: $X-excl has checkpoints"
+virsh domjobinfo $X-fail | grep -q Backup && fail "7: $X-fail job left" || ok "7: $X-fail: no job left"
+[ -z "$(virsh checkpoint-list $X-fail --name | grep cairn-cp-)" ] && ok "7: $X-fail: its checkpoint deleted" \
+  || fail "7: $X-fail checkpoints: $(virsh checkpoint-list $X-fail --name)"
+# The webhook peer received the report.
+[ "$(wc -l < "$W/webhook.json" 2>/dev/null)" = 1 ] && python3 - "$W/webhook.json" "$X-fail" <<'PY' \
+  && ok "7: the webhook peer received the report" || fail "7: webhook: $(cat "$W/webhook.json" "$W/webhook.log" 2>&1)"
+import json, sys
+b = json.loads(open(sys.argv[1]).read())
+assert b["event"] == "backup-job", b
+assert b["data"]["failed"] == 1 and b["data"]["committed"] == 3, b
+assert [v["vm"] for v in b["data"]["vms"] if v["result"] == "failed"] == [sys.argv[2]], b
+assert "1 of 4 VMs FAILED" in b["subject"], b["subject"]
+assert sys.argv[2] in b["text"], b["text"]
+PY
+# Every committed snapshot restores to the disk as it was backed up.
+hmp $X-run virtio-disk0 flush; hmp $X-run virtio-disk1 flush
+copy "$W/xr0.qcow2" "$W/xr0.raw"; copy "$W/xr1.qcow2" "$W/xr1.raw"; copy "$W/p.qcow2" "$W/p.raw"
+qemu-img convert -O raw "$W/xo.qcow2" "$W/xo.raw"
+restores_to "$(row $X-run '["snapshot"]')" vda "$W/xr0.raw" && restores_to "$(row $X-run '["snapshot"]')" vdb "$W/xr1.raw" \
+  && restores_to "$(row $X-off '["snapshot"]')" vda "$W/xo.raw" && restores_to "$(row plain '["snapshot"]')" disk0 "$W/p.raw" \
+  && ok "7: every committed snapshot restores byte for byte" || fail "7: a restore differs"
+
+# Again, two at a time, in text mode, after writes: incremental; the table
+# on stdout names the failure.
+write $X-run virtio-disk1 "write -P 0x91 20M 64k"
+pio "write -P 0x92 17M 4k" && pio flush || fail "7: write to the plain VM"
+qemu-io -f qcow2 -c "write -P 0x93 1M 4k" "$W/xo.qcow2" >/dev/null
+sleep 1  # a new snapshot time for each group
+rm -f "$W/phases"
+"$CAIRN" backup all --config "$W/backup.conf" --jobs 2 > "$W/all2.out" 2> "$W/all2.err"
+RC=$?
+[ $RC = 3 ] && ok "7: --jobs 2: exit status 3" || fail "7: --jobs 2: exit status $RC: $(cat "$W/all2.err")"
+grep -q "3 of 4 VMs backed up, 1 failed" "$W/all2.out" && grep -E "^$X-fail +domain +failed " "$W/all2.out" >/dev/null \
+  && ok "7: the table on stdout says which failed" || fail "7: table: $(cat "$W/all2.out")"
+for v in plain $X-off $X-run; do
+  grep -E "^$v +[a-z]+ +ok +incremental " "$W/all2.out" >/dev/null && ok "7: $v incremental the second time" \
+    || fail "7: $v not incremental: $(cat "$W/all2.out")"
+done
+[ "$(wc -l < "$W/phases")" = 10 ] && [ "$(head -1 "$W/phases" | cut -d'|' -f1)" = "job-start " ] \
+  && [ "$(tail -1 "$W/phases" | cut -d'|' -f1)" = "job-end " ] && ok "7: --jobs 2: hook phases" || fail "7: phases $(cat "$W/phases")"
+[ "$(wc -l < "$W/webhook.json")" = 2 ] && ok "7: second report sent" || fail "7: webhook got $(wc -l < "$W/webhook.json")"
+newest() {  # the newest snapshot of vm/ID (`cairn snapshots` lists newest first)
+  "$CAIRN" --output json snapshots --id "$1" 2>/dev/null | python3 -c "import json,sys; print(json.load(sys.stdin)[0]['snapshot'])"
+}
+hmp $X-run virtio-disk0 flush; hmp $X-run virtio-disk1 flush
+copy "$W/xr0.qcow2" "$W/xr0.raw"; copy "$W/xr1.qcow2" "$W/xr1.raw"; copy "$W/p.qcow2" "$W/p.raw"
+qemu-img convert -O raw "$W/xo.qcow2" "$W/xo.raw"
+restores_to "$(newest $X-run)" vda "$W/xr0.raw" && restores_to "$(newest $X-run)" vdb "$W/xr1.raw" \
+  && restores_to "$(newest $X-off)" vda "$W/xo.raw" && restores_to "$(newest plain)" disk0 "$W/p.raw" \
+  && ok "7: second run's snapshots restore byte for byte" || fail "7: a second-run restore differs"
 
 echo "failures: $FAILS"
 [ $FAILS -eq 0 ]
