@@ -893,5 +893,42 @@ TEST_F(HostileRequestsTest, FiveHundredDroppedConnections) {
   EXPECT_EQ(TreeDiff(before, Tree()), "");
 }
 
+// Slow clients holding admitted requests half-sent (more of them than the
+// server has worker threads): others must still be served.
+//
+// DISABLED: a known server weakness this test found (issue 14). The gate
+// hands an admitted request to a worker before its body has arrived, and
+// the worker waits for the body up to --io-timeout-ms (60 s) per read. 40
+// authenticated connections that send a head and part of a JSON body hold
+// all 16 workers: a normal GET then took 119.5 s (two rounds of the 60 s
+// timeout). Any token, of any role, can stall the server that way. The fix
+// belongs in server/http_gate.cc (read bodies up to the JSON limit in the
+// event loop before dispatching, with a bound on the bytes so buffered);
+// enable this test with it. server/API.md, "Connections and limits", says so.
+TEST_F(HostileRequestsTest, DISABLED_StalledBodiesDoNotStarveOthers) {
+  const std::string auth = Auth(server_->AdminToken());
+  const std::string head =
+      "POST /api/v1/datastores/default/verify HTTP/1.1\r\nHost: x\r\nAuthorization: " + auth +
+      "\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"target\": ";
+  std::vector<std::unique_ptr<RawTls>> held;
+  for (int i = 0; i < 40; ++i) {  // the server runs 16 workers by default
+    auto t = RawTls::Connect(server_->port());
+    ASSERT_NE(t, nullptr);
+    ASSERT_TRUE(t->Send(head));
+    held.push_back(std::move(t));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const auto t0 = std::chrono::steady_clock::now();
+  ApiClient probe(server_->port(), server_->AdminToken());
+  auto r = probe.Get("/api/v1/datastores/default/groups");
+  const double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_LT(ms, 2000) << "a request while 40 admitted requests stall in their bodies";
+  std::cout << "groups answered in " << ms << " ms with 40 stalled request bodies held\n";
+  held.clear();
+  ASSERT_TRUE(Alive());
+}
+
 }  // namespace
 }  // namespace cairn::testing
