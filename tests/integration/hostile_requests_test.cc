@@ -577,6 +577,24 @@ TEST_F(HostileRequestsTest, HostileNamesAreRefusedWithAMessage) {
             client.Send("GET", pre + "/download?snapshot=" + Q(kSnap0) + "&archive=" + a, auth));
     }
   }
+  // Other names and numbers in paths and query strings.
+  const std::string ten_k_q(10240, 'a');
+  for (const std::string& q : {
+           std::string("/api/v1/tasks/..%2F..%2Fetc"), "/api/v1/tasks/" + ten_k_q,
+           std::string("/api/v1/tasks/a%00b/log"), std::string("/api/v1/tasks/.hidden/log"),
+           std::string("/api/v1/calendar/next?schedule=%00"),
+           "/api/v1/calendar/next?schedule=" + ten_k_q,
+           std::string("/api/v1/calendar/next?schedule=daily&count=-1"),
+           std::string("/api/v1/calendar/next?schedule=daily&count=99999999999999999999"),
+           std::string("/api/v1/calendar/next?schedule=daily&from=-5"),
+           pre + "/snapshots?limit=-1", pre + "/snapshots?offset=18446744073709551616",
+           pre + "/snapshots?order=sideways", pre + "/groups?q=" + ten_k_q,
+           "/api/v1/reader/" + rid + "/chunk?digest=" + std::string(64, 'z'),
+           "/api/v1/reader/" + rid + "/chunk?digest=%00",
+           "/api/v1/reader/" + rid + "/chunk?digest=" + std::string(63, '0'),
+       }) {
+    check("query " + q.substr(0, 80), client.Send("GET", q, auth));
+  }
   std::cout << cases << " hostile-name requests\n";
   ASSERT_TRUE(Alive());
   EXPECT_EQ(TreeDiff(before, Tree()), "");
