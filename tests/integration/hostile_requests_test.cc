@@ -23,10 +23,13 @@
 #include <unistd.h>
 
 #include <array>
+#include <cctype>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <regex>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -206,8 +209,9 @@ constexpr std::array<const char*, kCallers> kCallerNames = {
 // Every route the server registers, as registered (http->Get/Post/Put/Delete
 // in server/api_*.cc, installed by RegisterRoutes in server/api_status.cc):
 //   grep -n 'http->\(Get\|Post\|Put\|Delete\)' server/*.cc   -> 49 routes.
-// The table below must name each of them (checked), so a route added to the
-// server without a row here fails this test once it is added to this list.
+// The table below must name each of them, and this list must equal the
+// routes the sources register (RoutesInSources, read at test time): a route
+// added to the server without a row here fails the test.
 const std::vector<std::string> kRegisteredRoutes = {
     // api_status.cc
     "GET /api/v1/version", "GET /api/v1/status", "GET /api/v1/datastores",
@@ -247,6 +251,36 @@ const std::vector<std::string> kRegisteredRoutes = {
     // api_web.cc (the static web UI)
     "GET /(?!api/).*",
 };
+
+// The routes server/*.cc registers, read from the sources ("METHOD pattern"):
+// every `http->Get(`, `Post(`, `Put(`, `Delete(`, `Patch(`, `Options(` with
+// its pattern literal. The sources are found through $CAIRN_SOURCE_DIR (set
+// by CTest) or else this file's path.
+std::set<std::string> RoutesInSources() {
+  std::string root;
+  if (const char* env = std::getenv("CAIRN_SOURCE_DIR")) root = env;
+  if (root.empty()) {
+    const std::string here = __FILE__;
+    const std::string tail = "/tests/integration/hostile_requests_test.cc";
+    if (here.size() > tail.size()) root = here.substr(0, here.size() - tail.size());
+  }
+  std::set<std::string> out;
+  std::error_code ec;
+  const std::regex route(R"re(http->(Get|Post|Put|Delete|Patch|Options)\(\s*(R"\(([\s\S]*?)\)"|"([^"]*)"))re");
+  for (const auto& e : std::filesystem::directory_iterator(root + "/server", ec)) {
+    if (e.path().extension() != ".cc") continue;
+    std::ifstream in(e.path());
+    std::stringstream ss;
+    ss << in.rdbuf();
+    const std::string text = ss.str();
+    for (std::sregex_iterator it(text.begin(), text.end(), route), end; it != end; ++it) {
+      std::string method = (*it)[1];
+      for (auto& ch : method) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+      out.insert(method + " " + ((*it)[3].matched ? (*it)[3].str() : (*it)[4].str()));
+    }
+  }
+  return out;
+}
 
 struct Row {
   std::string method;
@@ -455,6 +489,10 @@ TEST_F(HostileRequestsTest, EndpointByCallerTable) {
   std::set<std::string> covered, registered(kRegisteredRoutes.begin(), kRegisteredRoutes.end());
   for (const auto& row : table) covered.insert(row.route);
   EXPECT_EQ(registered.size(), 49u);
+  // ... and the list is the one the server's sources register.
+  const std::set<std::string> in_sources = RoutesInSources();
+  EXPECT_EQ(in_sources, registered) << "server/*.cc registers routes this table does not know (or "
+                                       "the sources were not found: set CAIRN_SOURCE_DIR)";
   for (const auto& r : registered) EXPECT_TRUE(covered.count(r)) << "no row for " << r;
   for (const auto& r : covered) EXPECT_TRUE(registered.count(r)) << "row for unknown route " << r;
 
