@@ -73,8 +73,10 @@ std::string TreeDiff(const std::map<std::string, std::string>& before,
   std::string out;
   for (const auto& [p, h] : before) {
     auto it = after.find(p);
-    if (it == after.end()) out += "  removed " + p + "\n";
-    else if (it->second != h) out += "  changed " + p + "\n";
+    if (it == after.end())
+      out += "  removed " + p + "\n";
+    else if (it->second != h)
+      out += "  changed " + p + "\n";
   }
   for (const auto& [p, h] : after) {
     if (!before.count(p)) out += "  added   " + p + "\n";
@@ -163,8 +165,8 @@ class HostileRequestsTest : public ::testing::Test {
     EXPECT_TRUE(Alive());
     // A healthy server ends by SIGTERM with 0; a crash on the way would show.
     const int status = server_->Stop(SIGTERM);
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
-        << "wait status " << status << "\n" << server_->Log();
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "wait status " << status << "\n"
+                                                               << server_->Log();
   }
 
   bool Alive() {
@@ -201,10 +203,20 @@ std::string Replace(std::string s, const std::string& from, const std::string& t
 // ---------------------------------------------------------------------------
 // 1. Endpoint x caller table.
 
-enum Caller { kNoAuth, kMalformed, kRevoked, kAudit, kReader, kBackup, kStoreAdmin, kAdmin, kCallers };
+enum Caller {
+  kNoAuth,
+  kMalformed,
+  kRevoked,
+  kAudit,
+  kReader,
+  kBackup,
+  kStoreAdmin,
+  kAdmin,
+  kCallers
+};
 constexpr std::array<const char*, kCallers> kCallerNames = {
-    "no auth", "malformed token", "revoked token", "Audit", "Reader", "Backup",
-    "Admin on default", "Admin on *"};
+    "no auth", "malformed token", "revoked token",    "Audit",
+    "Reader",  "Backup",          "Admin on default", "Admin on *"};
 
 // Every route the server registers, as registered (http->Get/Post/Put/Delete
 // in server/api_*.cc, installed by RegisterRoutes in server/api_status.cc):
@@ -214,38 +226,62 @@ constexpr std::array<const char*, kCallers> kCallerNames = {
 // added to the server without a row here fails the test.
 const std::vector<std::string> kRegisteredRoutes = {
     // api_status.cc
-    "GET /api/v1/version", "GET /api/v1/status", "GET /api/v1/datastores",
+    "GET /api/v1/version",
+    "GET /api/v1/status",
+    "GET /api/v1/datastores",
     // api_snapshots.cc
-    "GET /api/v1/datastores/([^/]+)/groups", "GET /api/v1/datastores/([^/]+)/snapshots",
+    "GET /api/v1/datastores/([^/]+)/groups",
+    "GET /api/v1/datastores/([^/]+)/snapshots",
     "DELETE /api/v1/datastores/([^/]+)/snapshots",
     "PUT /api/v1/datastores/([^/]+)/snapshots/(protected|notes)",
     // api_maintenance.cc
-    "POST /api/v1/datastores/([^/]+)/prune", "POST /api/v1/datastores/([^/]+)/gc",
-    "GET /api/v1/datastores/([^/]+)/gc", "POST /api/v1/datastores/([^/]+)/verify",
+    "POST /api/v1/datastores/([^/]+)/prune",
+    "POST /api/v1/datastores/([^/]+)/gc",
+    "GET /api/v1/datastores/([^/]+)/gc",
+    "POST /api/v1/datastores/([^/]+)/verify",
     // api_tasks.cc
-    "GET /api/v1/tasks", "GET /api/v1/tasks/([^/]+)", "GET /api/v1/tasks/([^/]+)/log",
-    "GET /api/v1/jobs", "POST /api/v1/jobs/([^/]+)/run",
+    "GET /api/v1/tasks",
+    "GET /api/v1/tasks/([^/]+)",
+    "GET /api/v1/tasks/([^/]+)/log",
+    "GET /api/v1/jobs",
+    "POST /api/v1/jobs/([^/]+)/run",
     // api_backup.cc
-    "POST /api/v1/datastores/([^/]+)/backup", "GET /api/v1/backup/([0-9a-f]{32})/previous-index",
-    "POST /api/v1/backup/([0-9a-f]{32})/chunk", "POST /api/v1/backup/([0-9a-f]{32})/(index|blob)",
-    "POST /api/v1/backup/([0-9a-f]{32})/finish", "GET /api/v1/backup/([0-9a-f]{32})/stats",
+    "POST /api/v1/datastores/([^/]+)/backup",
+    "GET /api/v1/backup/([0-9a-f]{32})/previous-index",
+    "POST /api/v1/backup/([0-9a-f]{32})/chunk",
+    "POST /api/v1/backup/([0-9a-f]{32})/(index|blob)",
+    "POST /api/v1/backup/([0-9a-f]{32})/finish",
+    "GET /api/v1/backup/([0-9a-f]{32})/stats",
     "POST /api/v1/backup/([0-9a-f]{32})/abort",
     // api_reader.cc
-    "POST /api/v1/datastores/([^/]+)/reader", "GET /api/v1/datastores/([^/]+)/download",
-    "GET /api/v1/reader/([0-9a-f]{32})/manifest", "GET /api/v1/reader/([0-9a-f]{32})/archive",
-    "GET /api/v1/reader/([0-9a-f]{32})/chunk", "DELETE /api/v1/reader/([0-9a-f]{32})",
+    "POST /api/v1/datastores/([^/]+)/reader",
+    "GET /api/v1/datastores/([^/]+)/download",
+    "GET /api/v1/reader/([0-9a-f]{32})/manifest",
+    "GET /api/v1/reader/([0-9a-f]{32})/archive",
+    "GET /api/v1/reader/([0-9a-f]{32})/chunk",
+    "DELETE /api/v1/reader/([0-9a-f]{32})",
     // api_jobs.cc
-    "POST /api/v1/jobs", "PUT /api/v1/jobs/([^/]+)", "DELETE /api/v1/jobs/([^/]+)",
+    "POST /api/v1/jobs",
+    "PUT /api/v1/jobs/([^/]+)",
+    "DELETE /api/v1/jobs/([^/]+)",
     "GET /api/v1/calendar/next",
     // api_access.cc
-    "GET /api/v1/access/users", "POST /api/v1/access/users",
-    "PUT /api/v1/access/users/([^/]+)/password", "GET /api/v1/access/tokens",
-    "POST /api/v1/access/tokens", "DELETE /api/v1/access/tokens/([^/]+)", "GET /api/v1/access/acl",
+    "GET /api/v1/access/users",
+    "POST /api/v1/access/users",
+    "PUT /api/v1/access/users/([^/]+)/password",
+    "GET /api/v1/access/tokens",
+    "POST /api/v1/access/tokens",
+    "DELETE /api/v1/access/tokens/([^/]+)",
+    "GET /api/v1/access/acl",
     "PUT /api/v1/access/acl",
     // api_remotes.cc
-    "GET /api/v1/remotes", "POST /api/v1/remotes", "DELETE /api/v1/remotes/([^/]+)",
+    "GET /api/v1/remotes",
+    "POST /api/v1/remotes",
+    "DELETE /api/v1/remotes/([^/]+)",
     // api_login.cc
-    "POST /api/v1/login", "GET /api/v1/session", "POST /api/v1/logout",
+    "POST /api/v1/login",
+    "GET /api/v1/session",
+    "POST /api/v1/logout",
     // api_metrics.cc
     "GET /metrics",
     // api_web.cc (the static web UI)
@@ -266,7 +302,8 @@ std::set<std::string> RoutesInSources() {
   }
   std::set<std::string> out;
   std::error_code ec;
-  const std::regex route(R"re(http->(Get|Post|Put|Delete|Patch|Options)\(\s*(R"\(([\s\S]*?)\)"|"([^"]*)"))re");
+  const std::regex route(
+      R"re(http->(Get|Post|Put|Delete|Patch|Options)\(\s*(R"\(([\s\S]*?)\)"|"([^"]*)"))re");
   for (const auto& e : std::filesystem::directory_iterator(root + "/server", ec)) {
     if (e.path().extension() != ".cc") continue;
     std::ifstream in(e.path());
@@ -302,6 +339,7 @@ struct Row {
 std::vector<Row> Table(const std::string& d0) {
   const std::string del_snap = std::string("?snapshot=") + Q(kSnap0);
   const std::string no_snap = std::string("?snapshot=") + Q(kNoSnap);
+  // clang-format off
   //                                   none malf revk Audit Readr Backp AdmS  Adm*
   constexpr std::array<int, kCallers> kAny = {401, 401, 401, 200, 200, 200, 200, 200};
   constexpr std::array<int, kCallers> kAdminOnStar = {401, 401, 401, 403, 403, 403, 403, 200};
@@ -320,7 +358,8 @@ std::vector<Row> Table(const std::string& d0) {
        {200, 200, 200, 200, 200, 200, 200, 200}},
       {"GET", "GET /api/v1/status", "/api/v1/status", "", kAny},
       {"GET", "GET /api/v1/datastores", "/api/v1/datastores", "", kAny},
-      {"GET", "GET /api/v1/datastores/([^/]+)/groups", "/api/v1/datastores/default/groups", "", kAny},
+      {"GET", "GET /api/v1/datastores/([^/]+)/groups", "/api/v1/datastores/default/groups", "",
+       kAny},
       // vm/100 belongs to the Admin-on-* token: Backup may not see it.
       {"GET", "GET /api/v1/datastores/([^/]+)/snapshots",
        "/api/v1/datastores/default/snapshots?group=vm%2F100", "",
@@ -435,8 +474,8 @@ std::vector<Row> Table(const std::string& d0) {
       {"GET", "GET /metrics", "/metrics", "", {401, 401, 401, 200, 403, 403, 200, 200}},
       {"GET", "GET /(?!api/).*", "/index.html", "", {200, 200, 200, 200, 200, 200, 200, 200}},
   };
+  // clang-format on
 }
-
 
 TEST_F(HostileRequestsTest, EndpointByCallerTable) {
   // Callers. The revoked token had Admin on *: revocation must beat the role.
@@ -458,10 +497,17 @@ TEST_F(HostileRequestsTest, EndpointByCallerTable) {
   BackupImage(*admin_, "vm/100", kT0, img);
   ApiClient backup(server_->port(), backup_token);
   BackupImage(backup, "vm/101", kT0, MakeImage(1, 8));
-  ASSERT_EQ(admin_->Put(std::string("/api/v1/datastores/default/snapshots/protected?snapshot=") +
-                            Q(kSnap0), {{"protected", true}}).status, 200);
-  auto job = admin_->PostJson("/api/v1/jobs", {{"id", "hj"}, {"kind", "prune"}, {"store", "default"},
-                                               {"schedule", "daily"}, {"enabled", false},
+  ASSERT_EQ(
+      admin_
+          ->Put(std::string("/api/v1/datastores/default/snapshots/protected?snapshot=") + Q(kSnap0),
+                {{"protected", true}})
+          .status,
+      200);
+  auto job = admin_->PostJson("/api/v1/jobs", {{"id", "hj"},
+                                               {"kind", "prune"},
+                                               {"store", "default"},
+                                               {"schedule", "daily"},
+                                               {"enabled", false},
                                                {"options", {{"group", "vm/999"}}}});
   ASSERT_EQ(job.status, 201) << job.body;
   {
@@ -471,7 +517,8 @@ TEST_F(HostileRequestsTest, EndpointByCallerTable) {
       Answer a = c.Send("GET", "/api/v1/jobs", auth[caller]);
       ASSERT_EQ(a.status, 200) << a.body;
       const bool sees = a.Json().is_array() && a.Json().size() == 1;
-      EXPECT_EQ(sees, caller == kAudit || caller == kStoreAdmin) << kCallerNames[caller] << ": " << a.body;
+      EXPECT_EQ(sees, caller == kAudit || caller == kStoreAdmin)
+          << kCallerNames[caller] << ": " << a.body;
     }
   }
   // The first GC leaves its lock file (.gc.lock) in the store; a dry run
@@ -506,7 +553,8 @@ TEST_F(HostileRequestsTest, EndpointByCallerTable) {
       Answer a = client.Send(row.method, path, auth[c], body);
       if (a.status >= 500 || a.status < 0) ++server_errors;
       std::string note;
-      if (a.status >= 400 && a.status != row.expect[c]) note = " " + a.body.substr(0, 120);
+      if (a.status >= 400 && a.status != row.expect[c])
+        note = " " + a.body.substr(0, 120);
       else if (a.status >= 400 && row.route != "GET /(?!api/).*") {
         // Every refusal carries a JSON message.
         const std::string bad = NotA4xxWithMessage(a);
@@ -520,8 +568,7 @@ TEST_F(HostileRequestsTest, EndpointByCallerTable) {
     }
   }
   std::cout << "endpoint x caller table: " << table.size() << " rows (" << registered.size()
-            << " routes) x " << kCallers << " callers = " << table.size() * kCallers
-            << " cells\n";
+            << " routes) x " << kCallers << " callers = " << table.size() * kCallers << " cells\n";
   EXPECT_EQ(mismatches, 0) << "mismatching cells:\n" << diff;
   EXPECT_EQ(server_errors, 0);
   ASSERT_TRUE(Alive());
@@ -547,12 +594,9 @@ TEST_F(HostileRequestsTest, HostileNamesAreRefusedWithAMessage) {
   };
   const std::string ten_k(10240, 'a');
   const std::vector<Bad> bads = {
-      {"..", "..", ".."},
-      {"/", "a/b", "a%2Fb"},
-      {"%2f", "a%2fb", "a%2fb"},
-      {"NUL", std::string("a\0b", 3), "a%00b"},
-      {"10 KB", ten_k, ten_k},
-      {"leading dot", ".hidden", ".hidden"},
+      {"..", "..", ".."},        {"/", "a/b", "a%2Fb"},
+      {"%2f", "a%2fb", "a%2fb"}, {"NUL", std::string("a\0b", 3), "a%00b"},
+      {"10 KB", ten_k, ten_k},   {"leading dot", ".hidden", ".hidden"},
   };
   RawClient client(server_->port());
   const std::string auth = Auth(server_->AdminToken());
@@ -565,11 +609,12 @@ TEST_F(HostileRequestsTest, HostileNamesAreRefusedWithAMessage) {
   for (const auto& b : bads) {
     const std::string w = "[" + b.what + "] ";
     // Store, in the path.
-    check(w + "store in groups", client.Send("GET", "/api/v1/datastores/" + b.query + "/groups", auth));
-    check(w + "store in backup", client.Send("POST", "/api/v1/datastores/" + b.query + "/backup", auth,
-                                             json{{"group", "vm/200"}}.dump()));
-    check(w + "store in reader", client.Send("POST", "/api/v1/datastores/" + b.query + "/reader", auth,
-                                             json{{"snapshot", kSnap0}}.dump()));
+    check(w + "store in groups",
+          client.Send("GET", "/api/v1/datastores/" + b.query + "/groups", auth));
+    check(w + "store in backup", client.Send("POST", "/api/v1/datastores/" + b.query + "/backup",
+                                             auth, json{{"group", "vm/200"}}.dump()));
+    check(w + "store in reader", client.Send("POST", "/api/v1/datastores/" + b.query + "/reader",
+                                             auth, json{{"snapshot", kSnap0}}.dump()));
     // Group: type, id and namespace positions. In a namespace `/` separates
     // components ("a/b:vm/100" is valid), so there the hostile form is an
     // empty component ("a//b").
@@ -577,7 +622,8 @@ TEST_F(HostileRequestsTest, HostileNamesAreRefusedWithAMessage) {
     const std::string ns_query = Replace(Replace(b.query, "%2F", "%2F%2F"), "%2f", "%2f%2f");
     for (const std::string& g : {"vm/" + b.raw, b.raw + "/100", ns_raw + ":vm/100"}) {
       check(w + "group " + g.substr(0, 30) + " in backup",
-            client.Send("POST", pre + "/backup", auth, json{{"group", g}, {"time", kT0 + 200}}.dump()));
+            client.Send("POST", pre + "/backup", auth,
+                        json{{"group", g}, {"time", kT0 + 200}}.dump()));
       check(w + "group in verify",
             client.Send("POST", pre + "/verify", auth, json{{"target", g}}.dump()));
       check(w + "group in prune",
@@ -588,15 +634,19 @@ TEST_F(HostileRequestsTest, HostileNamesAreRefusedWithAMessage) {
     }
     // Snapshot: the time part, and a whole hostile name.
     for (const std::string& s : {"vm/100/" + b.raw, b.raw}) {
-      check(w + "snapshot in reader", client.Send("POST", pre + "/reader", auth, json{{"snapshot", s}}.dump()));
-      check(w + "snapshot in verify", client.Send("POST", pre + "/verify", auth, json{{"target", s}}.dump()));
+      check(w + "snapshot in reader",
+            client.Send("POST", pre + "/reader", auth, json{{"snapshot", s}}.dump()));
+      check(w + "snapshot in verify",
+            client.Send("POST", pre + "/verify", auth, json{{"target", s}}.dump()));
     }
     for (const std::string& s : {"vm%2F100%2F" + b.query, b.query}) {
-      check(w + "snapshot in delete", client.Send("DELETE", pre + "/snapshots?snapshot=" + s, auth));
-      check(w + "snapshot in protected", client.Send("PUT", pre + "/snapshots/protected?snapshot=" + s, auth,
-                                                     R"({"protected": false})"));
-      check(w + "snapshot in notes", client.Send("PUT", pre + "/snapshots/notes?snapshot=" + s, auth,
-                                                 R"({"notes": "x"})"));
+      check(w + "snapshot in delete",
+            client.Send("DELETE", pre + "/snapshots?snapshot=" + s, auth));
+      check(w + "snapshot in protected",
+            client.Send("PUT", pre + "/snapshots/protected?snapshot=" + s, auth,
+                        R"({"protected": false})"));
+      check(w + "snapshot in notes",
+            client.Send("PUT", pre + "/snapshots/notes?snapshot=" + s, auth, R"({"notes": "x"})"));
       check(w + "snapshot in download",
             client.Send("GET", pre + "/download?snapshot=" + s + "&archive=drive0.fidx", auth));
     }
@@ -610,7 +660,8 @@ TEST_F(HostileRequestsTest, HostileNamesAreRefusedWithAMessage) {
                         storage::EncodeBlob("hello"), "application/octet-stream"));
       check(w + "archive in previous-index",
             client.Send("GET", "/api/v1/backup/" + sid + "/previous-index?archive=" + a, auth));
-      check(w + "archive in reader", client.Send("GET", "/api/v1/reader/" + rid + "/archive?archive=" + a, auth));
+      check(w + "archive in reader",
+            client.Send("GET", "/api/v1/reader/" + rid + "/archive?archive=" + a, auth));
       check(w + "archive in download",
             client.Send("GET", pre + "/download?snapshot=" + Q(kSnap0) + "&archive=" + a, auth));
     }
@@ -618,15 +669,19 @@ TEST_F(HostileRequestsTest, HostileNamesAreRefusedWithAMessage) {
   // Other names and numbers in paths and query strings.
   const std::string ten_k_q(10240, 'a');
   for (const std::string& q : {
-           std::string("/api/v1/tasks/..%2F..%2Fetc"), "/api/v1/tasks/" + ten_k_q,
-           std::string("/api/v1/tasks/a%00b/log"), std::string("/api/v1/tasks/.hidden/log"),
+           std::string("/api/v1/tasks/..%2F..%2Fetc"),
+           "/api/v1/tasks/" + ten_k_q,
+           std::string("/api/v1/tasks/a%00b/log"),
+           std::string("/api/v1/tasks/.hidden/log"),
            std::string("/api/v1/calendar/next?schedule=%00"),
            "/api/v1/calendar/next?schedule=" + ten_k_q,
            std::string("/api/v1/calendar/next?schedule=daily&count=-1"),
            std::string("/api/v1/calendar/next?schedule=daily&count=99999999999999999999"),
            std::string("/api/v1/calendar/next?schedule=daily&from=-5"),
-           pre + "/snapshots?limit=-1", pre + "/snapshots?offset=18446744073709551616",
-           pre + "/snapshots?order=sideways", pre + "/groups?q=" + ten_k_q,
+           pre + "/snapshots?limit=-1",
+           pre + "/snapshots?offset=18446744073709551616",
+           pre + "/snapshots?order=sideways",
+           pre + "/groups?q=" + ten_k_q,
            "/api/v1/reader/" + rid + "/chunk?digest=" + std::string(64, 'z'),
            "/api/v1/reader/" + rid + "/chunk?digest=%00",
            "/api/v1/reader/" + rid + "/chunk?digest=" + std::string(63, '0'),
@@ -651,8 +706,8 @@ TEST_F(HostileRequestsTest, HostileUploadsAndSessionMisuse) {
   const Digest d = storage::Sha256(chunk);
   const std::string blob = storage::EncodeBlob(chunk);
   ASSERT_EQ(storage::PeekBlobKind(blob), storage::BlobKind::kZstd);
-  const std::string url =
-      "/api/v1/backup/" + sid + "/chunk?digest=" + d.ToHex() + "&size=" + std::to_string(chunk.size());
+  const std::string url = "/api/v1/backup/" + sid + "/chunk?digest=" + d.ToHex() +
+                          "&size=" + std::to_string(chunk.size());
   const auto before = Tree();
 
   RawClient client(server_->port());
@@ -667,9 +722,10 @@ TEST_F(HostileRequestsTest, HostileUploadsAndSessionMisuse) {
   bad_magic[0] ^= 1;  // not a zstd frame at all
   const std::string base = "/api/v1/backup/" + sid + "/chunk?digest=" + d.ToHex() + "&size=";
   const std::vector<std::pair<std::string, Answer>> cases = {
-      {"wrong digest", post("/api/v1/backup/" + sid + "/chunk?digest=" +
-                                storage::Sha256("other").ToHex() + "&size=" + std::to_string(chunk.size()),
-                            blob)},
+      {"wrong digest",
+       post("/api/v1/backup/" + sid + "/chunk?digest=" + storage::Sha256("other").ToHex() +
+                "&size=" + std::to_string(chunk.size()),
+            blob)},
       {"size too small", post(base + std::to_string(chunk.size() - 1), blob)},
       {"size too large", post(base + std::to_string(chunk.size() + 1), blob)},
       {"size 0", post(base + "0", blob)},
@@ -702,7 +758,8 @@ TEST_F(HostileRequestsTest, HostileUploadsAndSessionMisuse) {
     // Declares more than it sends, then hangs up: nothing is stored.
     auto t = RawTls::Connect(server_->port());
     ASSERT_NE(t, nullptr);
-    ASSERT_TRUE(t->Send(head + "Content-Length: " + std::to_string(blob.size() + 1000) + "\r\n\r\n"));
+    ASSERT_TRUE(
+        t->Send(head + "Content-Length: " + std::to_string(blob.size() + 1000) + "\r\n\r\n"));
     ASSERT_TRUE(t->Send(blob));
   }
   {
@@ -710,7 +767,8 @@ TEST_F(HostileRequestsTest, HostileUploadsAndSessionMisuse) {
     // request (400 or a close).
     auto t = RawTls::Connect(server_->port());
     ASSERT_NE(t, nullptr);
-    ASSERT_TRUE(t->Send(head + "Content-Length: " + std::to_string(blob.size() - 100) + "\r\n\r\n" + blob));
+    ASSERT_TRUE(
+        t->Send(head + "Content-Length: " + std::to_string(blob.size() - 100) + "\r\n\r\n" + blob));
     const std::string answer = t->ReadAnswer(10000);
     EXPECT_EQ(StatusOf(answer), 400) << answer.substr(0, 300);
   }
@@ -742,16 +800,17 @@ TEST_F(HostileRequestsTest, HostileUploadsAndSessionMisuse) {
   for (size_t i = 0; i < ChunkCount(img); ++i) digests.push_back(storage::Sha256(ChunkOf(img, i)));
   const std::string index = IndexOf(digests, img.size());
   const std::vector<std::pair<std::string, Answer>> index_cases = {
-      {"index one byte short", post("/api/v1/backup/" + sid + "/index?archive=e.fidx",
-                                    index.substr(0, index.size() - 1))},
-      {"index 32 bytes short", post("/api/v1/backup/" + sid + "/index?archive=e.fidx",
-                                    index.substr(0, index.size() - 32))},
-      {"index 32 bytes long", post("/api/v1/backup/" + sid + "/index?archive=e.fidx",
-                                   index + std::string(32, '\0'))},
+      {"index one byte short",
+       post("/api/v1/backup/" + sid + "/index?archive=e.fidx", index.substr(0, index.size() - 1))},
+      {"index 32 bytes short",
+       post("/api/v1/backup/" + sid + "/index?archive=e.fidx", index.substr(0, index.size() - 32))},
+      {"index 32 bytes long",
+       post("/api/v1/backup/" + sid + "/index?archive=e.fidx", index + std::string(32, '\0'))},
       {"index, last digest byte flipped",
        post("/api/v1/backup/" + sid + "/index?archive=e.fidx",
             index.substr(0, index.size() - 1) + static_cast<char>(index.back() ^ 1))},
-      {"index header only", post("/api/v1/backup/" + sid + "/index?archive=e.fidx", index.substr(0, 64))},
+      {"index header only",
+       post("/api/v1/backup/" + sid + "/index?archive=e.fidx", index.substr(0, 64))},
   };
   for (const auto& [what, a] : index_cases) Expect4xx(what, a);
   EXPECT_EQ(TreeDiff(with_index, Tree()), "") << "after the bad indexes";
@@ -763,7 +822,8 @@ TEST_F(HostileRequestsTest, HostileUploadsAndSessionMisuse) {
       {"second finish", client.Send("POST", "/api/v1/backup/" + sid + "/finish", auth, "{}")},
       {"chunk after finish", post(url, blob)},
       {"index after finish", post("/api/v1/backup/" + sid + "/index?archive=f.fidx", index)},
-      {"blob after finish", post("/api/v1/backup/" + sid + "/blob?archive=f.blob", storage::EncodeBlob("x"))},
+      {"blob after finish",
+       post("/api/v1/backup/" + sid + "/blob?archive=f.blob", storage::EncodeBlob("x"))},
       {"stats after finish", client.Send("GET", "/api/v1/backup/" + sid + "/stats", auth)},
       {"abort after finish", client.Send("POST", "/api/v1/backup/" + sid + "/abort", auth)},
   };
@@ -773,7 +833,8 @@ TEST_F(HostileRequestsTest, HostileUploadsAndSessionMisuse) {
   // Finish without an index (400, the session stays), abort, use after abort.
   const std::string sid2 = StartBackup(*admin_, "vm/100", kT0 + 100)["session"];
   const auto open2 = Tree();
-  Expect4xx("finish without an index", client.Send("POST", "/api/v1/backup/" + sid2 + "/finish", auth, "{}"));
+  Expect4xx("finish without an index",
+            client.Send("POST", "/api/v1/backup/" + sid2 + "/finish", auth, "{}"));
   EXPECT_EQ(client.Send("GET", "/api/v1/backup/" + sid2 + "/stats", auth).status, 200);
   EXPECT_EQ(TreeDiff(open2, Tree()), "") << "after finish without an index";
   ASSERT_EQ(client.Send("POST", "/api/v1/backup/" + sid2 + "/abort", auth).status, 200);
@@ -871,7 +932,8 @@ TEST_F(HostileRequestsTest, FiveHundredDroppedConnections) {
     const auto t0 = std::chrono::steady_clock::now();
     ApiClient probe(server_->port(), server_->AdminToken());
     auto r = probe.Get("/api/v1/status");
-    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    const double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     return std::make_pair(r, ms);
   };
 
@@ -913,7 +975,10 @@ TEST_F(HostileRequestsTest, FiveHundredDroppedConnections) {
     (void)::send(fd, hello_start.data(), hello_start.size(), MSG_NOSIGNAL);
     ::close(fd);
     // Handshake done, nothing sent.
-    { auto t = RawTls::Connect(server_->port()); ASSERT_NE(t, nullptr); }
+    {
+      auto t = RawTls::Connect(server_->port());
+      ASSERT_NE(t, nullptr);
+    }
     // Half a request head.
     {
       auto t = RawTls::Connect(server_->port());
