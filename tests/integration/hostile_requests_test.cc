@@ -291,14 +291,19 @@ const std::vector<std::string> kRegisteredRoutes = {
 // The routes server/*.cc registers, read from the sources ("METHOD pattern"):
 // every `http->Get(`, `Post(`, `Put(`, `Delete(`, `Patch(`, `Options(` with
 // its pattern literal. The sources are found through $CAIRN_SOURCE_DIR (set
-// by CTest) or else this file's path.
+// by CTest) or else the build's CMakeCache.txt.
 std::set<std::string> RoutesInSources() {
   std::string root;
   if (const char* env = std::getenv("CAIRN_SOURCE_DIR")) root = env;
   if (root.empty()) {
-    const std::string here = __FILE__;
-    const std::string tail = "/tests/integration/hostile_requests_test.cc";
-    if (here.size() > tail.size()) root = here.substr(0, here.size() - tail.size());
+    // The build's CMakeCache.txt (the binary is <build>/tests/...) names it.
+    std::error_code ec;
+    const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+    std::ifstream cache(exe.parent_path().parent_path() / "CMakeCache.txt");
+    const std::string key = "CMAKE_HOME_DIRECTORY:INTERNAL=";
+    for (std::string line; std::getline(cache, line);) {
+      if (line.rfind(key, 0) == 0) root = line.substr(key.size());
+    }
   }
   std::set<std::string> out;
   std::error_code ec;
