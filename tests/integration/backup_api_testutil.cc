@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <signal.h>
+#include <sys/wait.h>
+
 #include <random>
 
 #include "storage/blob.h"
@@ -104,6 +107,37 @@ std::string BackupImage(ApiClient& c, const std::string& group, int64_t time,
   auto fin = c.PostJson("/api/v1/backup/" + sid + "/finish", json::object());
   EXPECT_EQ(fin.status, 200) << fin.body;
   return fin.status == 200 ? fin.Json()["snapshot"].get<std::string>() : "";
+}
+
+std::string FixedIndexBytes(const std::vector<storage::Digest>& digests, uint64_t image_size) {
+  storage::FixedIndexWriter w(image_size);
+  for (size_t i = 0; i < digests.size(); ++i) EXPECT_TRUE(w.Set(i, digests[i]).ok());
+  auto bytes = w.Finish(1700000000);
+  EXPECT_TRUE(bytes.ok());
+  return bytes.ok() ? *bytes : "";
+}
+
+void LiveServerTest::SetUp() {
+  // A server may refuse an oversized body before reading it and close the
+  // connection while the client still writes: that must not kill the test.
+  ::signal(SIGPIPE, SIG_IGN);
+  server_ = ServerProcess::Start(dir_.path());
+  ASSERT_NE(server_, nullptr);
+  admin_ = std::make_unique<ApiClient>(server_->port(), server_->AdminToken());
+}
+
+void LiveServerTest::TearDown() {
+  if (server_ == nullptr) return;
+  EXPECT_TRUE(Alive());
+  const int status = server_->Stop(SIGTERM);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << "wait status " << status << "\n" << server_->Log();
+}
+
+bool LiveServerTest::Alive() {
+  if (::kill(server_->pid(), 0) != 0) return false;
+  ApiClient probe(server_->port(), server_->AdminToken());
+  return probe.Get("/api/v1/version").status == 200 && probe.Get("/api/v1/status").status == 200;
 }
 
 }  // namespace cairn::testing

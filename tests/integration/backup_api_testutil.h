@@ -4,9 +4,13 @@
 // way a client does: synthetic disk images, chunk uploads, fixed indexes,
 // reader sessions.
 
+#include <gtest/gtest.h>
+
 #include <cstdint>
+#include <memory>
 #include <set>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -33,5 +37,25 @@ std::string BackupImage(ApiClient& c, const std::string& group, int64_t time,
 // Restores `archive` of `snapshot` through a reader session, checking every
 // chunk's digest; "" on failure (the test has failed then).
 std::string Restore(ApiClient& c, const std::string& snapshot, const std::string& archive);
+
+// The bytes of a fixed index of an image of `image_size` bytes naming
+// `digests` (4 MiB chunks); "" (and a test failure) when they do not fit.
+std::string FixedIndexBytes(const std::vector<storage::Digest>& digests, uint64_t image_size);
+
+// A real cairn-server per test for tests that attack it, with an admin
+// client. At the end the server must still answer and stop by SIGTERM with
+// status 0: a crash along the way (SIGSEGV) shows there.
+class LiveServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override;
+  void TearDown() override;
+  // The process exists and answers /version and /status.
+  bool Alive();
+  std::string StorePath() const { return dir_.path() + "/stores/default"; }
+
+  TempDir dir_;
+  std::unique_ptr<ServerProcess> server_;
+  std::unique_ptr<ApiClient> admin_;
+};
 
 }  // namespace cairn::testing

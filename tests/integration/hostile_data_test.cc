@@ -69,47 +69,16 @@ std::string ChunkUrl(const std::string& sid, const Digest& d, size_t size) {
 // The bytes of a fixed index naming `digests` (chunks of 4 MiB, the last
 // `last_size` bytes).
 std::string IndexOf(const std::vector<Digest>& digests, uint64_t last_size) {
-  const uint64_t size = (digests.size() - 1) * storage::kChunkSize + last_size;
-  storage::FixedIndexWriter w(size);
-  for (size_t i = 0; i < digests.size(); ++i) EXPECT_TRUE(w.Set(i, digests[i]).ok());
-  auto bytes = w.Finish(1700000000);
-  EXPECT_TRUE(bytes.ok());
-  return bytes.ok() ? *bytes : "";
+  return FixedIndexBytes(digests, (digests.size() - 1) * storage::kChunkSize + last_size);
 }
 
-class HostileDataTest : public ::testing::Test {
+class HostileDataTest : public LiveServerTest {
  protected:
-  void SetUp() override {
-    // A server may refuse an oversized body before reading it and close the
-    // connection while the client still writes: that must not kill the test.
-    ::signal(SIGPIPE, SIG_IGN);
-    server_ = ServerProcess::Start(dir_.path());
-    ASSERT_NE(server_, nullptr);
-    admin_ = std::make_unique<ApiClient>(server_->port(), server_->AdminToken());
-  }
-
-  void TearDown() override {
-    if (server_ == nullptr) return;
-    // Still answering, and it ends by SIGTERM like a healthy server: a crash
-    // along the way (SIGSEGV) would show here.
-    EXPECT_TRUE(Alive());
-    const int status = server_->Stop(SIGTERM);
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
-        << "wait status " << status << "\n" << server_->Log();
-  }
 
   std::string AddToken(const std::string& user, const std::string& role) {
     return AddUserToken(dir_.path(), user, role);
   }
 
-  bool Alive() {
-    ApiClient probe(server_->port(), server_->AdminToken());
-    auto v = probe.Get("/api/v1/version");
-    auto s = probe.Get("/api/v1/status");
-    return v.status == 200 && s.status == 200;
-  }
-
-  std::string StorePath() const { return dir_.path() + "/stores/default"; }
   std::string ChunkFile(const Digest& d) const {
     return StorePath() + "/.chunks/" + d.ToHex().substr(0, 4) + "/" + d.ToHex();
   }
@@ -136,10 +105,6 @@ class HostileDataTest : public ::testing::Test {
     }
     return "";
   }
-
-  TempDir dir_;
-  std::unique_ptr<ServerProcess> server_;
-  std::unique_ptr<ApiClient> admin_;
 };
 
 // Item 1: a verify body nested a million deep, and client info nested 10^5

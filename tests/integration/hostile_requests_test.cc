@@ -143,39 +143,8 @@ std::string BlobWithCrc(storage::BlobKind kind, const std::string& payload) {
   return blob + payload;
 }
 
-std::string IndexOf(const std::vector<Digest>& digests, uint64_t image_size) {
-  storage::FixedIndexWriter w(image_size);
-  for (size_t i = 0; i < digests.size(); ++i) EXPECT_TRUE(w.Set(i, digests[i]).ok());
-  auto bytes = w.Finish(1700000000);
-  EXPECT_TRUE(bytes.ok());
-  return bytes.ok() ? *bytes : "";
-}
-
-class HostileRequestsTest : public ::testing::Test {
+class HostileRequestsTest : public LiveServerTest {
  protected:
-  void SetUp() override {
-    ::signal(SIGPIPE, SIG_IGN);
-    server_ = ServerProcess::Start(dir_.path());
-    ASSERT_NE(server_, nullptr);
-    admin_ = std::make_unique<ApiClient>(server_->port(), server_->AdminToken());
-  }
-
-  void TearDown() override {
-    if (server_ == nullptr) return;
-    EXPECT_TRUE(Alive());
-    // A healthy server ends by SIGTERM with 0; a crash on the way would show.
-    const int status = server_->Stop(SIGTERM);
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "wait status " << status << "\n"
-                                                               << server_->Log();
-  }
-
-  bool Alive() {
-    if (::kill(server_->pid(), 0) != 0) return false;
-    ApiClient probe(server_->port(), server_->AdminToken());
-    return probe.Get("/api/v1/version").status == 200 && probe.Get("/api/v1/status").status == 200;
-  }
-
-  std::string StorePath() const { return dir_.path() + "/stores/default"; }
   std::map<std::string, std::string> Tree() const { return TreeHashes(StorePath()); }
   std::string Auth(const std::string& token) const { return "CairnToken " + token; }
 
@@ -187,10 +156,6 @@ class HostileRequestsTest : public ::testing::Test {
   void Expect4xx(const std::string& what, const ApiClient::Response& r) {
     Expect4xx(what, Answer{r.status, r.body});
   }
-
-  TempDir dir_;
-  std::unique_ptr<ServerProcess> server_;
-  std::unique_ptr<ApiClient> admin_;
 };
 
 std::string Replace(std::string s, const std::string& from, const std::string& to) {
@@ -750,7 +715,7 @@ TEST_F(HostileRequestsTest, HostileUploadsAndSessionMisuse) {
        post(url, BlobWithCrc(storage::BlobKind::kPlain, chunk.substr(1)))},
       {"oversized body (17 MiB)", post(url, std::string(17 << 20, 'a'))},
       {"index, unregistered digest",
-       post("/api/v1/backup/" + sid + "/index?archive=d.fidx", IndexOf({d}, chunk.size()))},
+       post("/api/v1/backup/" + sid + "/index?archive=d.fidx", FixedIndexBytes({d}, chunk.size()))},
   };
   for (const auto& [what, a] : cases) Expect4xx(what, a);
   ASSERT_TRUE(Alive());
@@ -803,7 +768,7 @@ TEST_F(HostileRequestsTest, HostileUploadsAndSessionMisuse) {
   const auto with_index = Tree();
   std::vector<Digest> digests;
   for (size_t i = 0; i < ChunkCount(img); ++i) digests.push_back(storage::Sha256(ChunkOf(img, i)));
-  const std::string index = IndexOf(digests, img.size());
+  const std::string index = FixedIndexBytes(digests, img.size());
   const std::vector<std::pair<std::string, Answer>> index_cases = {
       {"index one byte short",
        post("/api/v1/backup/" + sid + "/index?archive=e.fidx", index.substr(0, index.size() - 1))},
