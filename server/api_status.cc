@@ -14,7 +14,8 @@ namespace {
 
 json ConnectionsJson(const GateCounts& c) {
   return {{"open", c.open},         {"handshake", c.handshake}, {"unauthenticated", c.unadmitted},
-          {"idle", c.idle},         {"active", c.active},       {"accepted", c.accepted},
+          {"idle", c.idle},         {"active", c.active},       {"queued", c.queued},
+          {"accepted", c.accepted},
           {"refused", c.refused},   {"timed-out", c.timed_out}, {"evicted", c.evicted}};
 }
 

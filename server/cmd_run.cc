@@ -193,6 +193,18 @@ struct RunCommand {
     cmd->add_option("--max-connections-per-address", gate.max_admitted_per_address,
                     "authenticated connections per client address (default 512)")
         ->check(CLI::Range(1, 1'000'000));
+    cmd->add_option("--max-workers-per-user", gate.max_workers_per_user,
+                    "worker threads one user's requests may hold at once; more wait "
+                    "(default: half of --threads)")
+        ->check(CLI::Range(1, 256));
+    cmd->add_option("--max-anonymous-workers-per-address", gate.max_anonymous_workers_per_address,
+                    "worker threads requests without a user (login, web UI files) from one "
+                    "address may hold (default: an eighth of --threads)")
+        ->check(CLI::Range(1, 256));
+    cmd->add_option("--max-anonymous-workers", gate.max_anonymous_workers,
+                    "worker threads all requests without a user may hold (default: a quarter "
+                    "of --threads)")
+        ->check(CLI::Range(1, 256));
     cmd->add_option("--max-tasks-per-token", opts.tasks.max_per_token,
                     "queued or running tasks (prune, GC, verify) one token may start (default 2)")
         ->check(CLI::Range(1, 1000));

@@ -215,7 +215,9 @@ std::string ErrorJson(const std::string& message, const std::string& code) {
   return nlohmann::json{{"error", message}, {"code", code}}.dump();
 }
 
-enum class Phase { kHandshake, kHead, kWorker, kClosing, kDraining };
+// kQueued: admitted, waiting for its share of the workers (not watched, no
+// deadline); kWorker: a worker has it or will take it next.
+enum class Phase { kHandshake, kHead, kQueued, kWorker, kClosing, kDraining };
 
 // After a refusal the loop reads and discards what the peer still sends (a
 // lingering close; raw bytes, neither decrypted nor kept), up to: 1 MiB in
@@ -247,6 +249,10 @@ struct Conn {
   bool chunked = false;
   bool close_after = false;  // set by the worker: do not keep alive
   bool stranger = false;     // served an anonymous admission without ever being admitted
+  // Whose share of the workers the current request uses: "u:" + user, or
+  // "a:" + address for a request without a user (anonymous_share).
+  std::string share;
+  bool anonymous_share = false;
 };
 
 // Thread-local per request, for the error handler: why the worker's body
@@ -355,7 +361,12 @@ class ChunkedCheck {
 class HttpGate::Impl {
  public:
   Impl(GateLimits limits, HttpCore* core, AdmitFn admit)
-      : limits_(limits), core_(core), admit_(std::move(admit)) {}
+      : limits_(limits),
+        core_(core),
+        admit_(std::move(admit)),
+        user_cap_(Share(limits.max_workers_per_user, limits.workers, 2)),
+        address_cap_(Share(limits.max_anonymous_workers_per_address, limits.workers, 8)),
+        anonymous_cap_(Share(limits.max_anonymous_workers, limits.workers, 4)) {}
 
   ~Impl() {
     {
@@ -479,6 +490,7 @@ class HttpGate::Impl {
     c.unadmitted = unadmitted_.load();
     c.idle = idle_.load();
     c.active = active_.load();
+    c.queued = queued_.load();
     c.accepted = accepted_.load();
     c.refused = refused_.load();
     c.timed_out = timed_out_.load();
@@ -659,7 +671,9 @@ class HttpGate::Impl {
   void Sweep(int64_t now) {
     std::vector<Conn*> late;
     for (Conn* c : conns_) {
-      if (c->phase != Phase::kWorker && now >= c->deadline_ms) late.push_back(c);
+      if (c->phase != Phase::kWorker && c->phase != Phase::kQueued && now >= c->deadline_ms) {
+        late.push_back(c);
+      }
     }
     for (Conn* c : late) {
       if (c->phase == Phase::kHandshake || c->phase == Phase::kHead) timed_out_.fetch_add(1);
@@ -690,6 +704,7 @@ class HttpGate::Impl {
         return WriteRefusal(c);
       case Phase::kDraining:
         return Drain(c);
+      case Phase::kQueued:
       case Phase::kWorker:
         return;
     }
@@ -774,9 +789,76 @@ class HttpGate::Impl {
     // A chunked body's framing counts too; an eighth on top covers any sane
     // chunk size.
     c->body_budget = framing.chunked ? a.body_limit + a.body_limit / 8 + 64 * 1024 : framing.length;
-    c->phase = Phase::kWorker;
+    c->anonymous_share = a.user.empty();
+    c->share = c->anonymous_share ? "a:" + c->addr : "u:" + a.user;
     Unwatch(c);
     active_.fetch_add(1);
+    WorkerShare& share = shares_[c->share];
+    if (!HasRoom(*c, share)) {
+      c->phase = Phase::kQueued;
+      share.waiting.push_back(c);
+      queued_.fetch_add(1);
+      return;
+    }
+    Run(c, share);
+  }
+
+  // --- shares of the workers (loop thread only) ---
+
+  struct WorkerShare {
+    int running = 0;
+    std::deque<Conn*> waiting;  // kQueued, oldest first
+  };
+
+  // `configured`, or workers / `divisor` (at least 1) when it is 0.
+  static int Share(int configured, int workers, int divisor) {
+    return configured > 0 ? configured : std::max(1, workers / divisor);
+  }
+
+  bool HasRoom(const Conn& c, const WorkerShare& share) const {
+    if (!c.anonymous_share) return share.running < user_cap_;
+    return share.running < address_cap_ && anonymous_running_ < anonymous_cap_;
+  }
+
+  // The worker's turn is over for `c`: its share may start a waiting request;
+  // an anonymous slot freed may start one of any address.
+  void Release(Conn* c) {
+    auto it = shares_.find(c->share);
+    if (it == shares_.end()) return;
+    --it->second.running;
+    if (c->anonymous_share) --anonymous_running_;
+    StartWaiting(it->first);
+    if (c->anonymous_share && anonymous_running_ < anonymous_cap_) {
+      std::vector<std::string> keys;
+      for (const auto& [key, share] : shares_) {
+        if (!share.waiting.empty() && share.waiting.front()->anonymous_share) keys.push_back(key);
+      }
+      for (const auto& key : keys) StartWaiting(key);
+    }
+    // Shares with nothing running or waiting are dropped.
+    for (auto sit = shares_.begin(); sit != shares_.end();) {
+      sit = sit->second.running == 0 && sit->second.waiting.empty() ? shares_.erase(sit)
+                                                                     : std::next(sit);
+    }
+  }
+
+  void StartWaiting(const std::string& key) {
+    auto it = shares_.find(key);
+    if (it == shares_.end()) return;
+    WorkerShare& share = it->second;
+    while (!share.waiting.empty() && HasRoom(*share.waiting.front(), share)) {
+      Conn* next = share.waiting.front();
+      share.waiting.pop_front();
+      queued_.fetch_sub(1);
+      Run(next, share);
+    }
+  }
+
+  // Hands `c` to a worker (or to the ready queue when none is free).
+  void Run(Conn* c, WorkerShare& share) {
+    ++share.running;
+    if (c->anonymous_share) ++anonymous_running_;
+    c->phase = Phase::kWorker;
     MutexLock lock(&queue_mu_);
     if (idle_workers_.empty()) {
       ready_.push_back(c);
@@ -852,6 +934,7 @@ class HttpGate::Impl {
     }
     for (Conn* c : back) {
       active_.fetch_sub(1);
+      Release(c);
       if (c->close_after) {
         Close(c);
         continue;
@@ -925,6 +1008,9 @@ class HttpGate::Impl {
   const GateLimits limits_;
   HttpCore* const core_;
   const AdmitFn admit_;
+  const int user_cap_;       // workers one user may hold
+  const int address_cap_;    // workers anonymous requests of one address may hold
+  const int anonymous_cap_;  // workers all anonymous requests may hold
   std::string answer_headers_;  // "Name: value\r\n"…; set before Start, then only read
   Mutex ctx_mu_;
   SSL_CTX* ctx_ CAIRN_GUARDED_BY(ctx_mu_) = nullptr;
@@ -940,6 +1026,8 @@ class HttpGate::Impl {
   std::set<Conn*> conns_;
   std::map<uint64_t, Conn*> by_seq_;
   std::unordered_map<std::string, PerAddress> per_address_;
+  std::unordered_map<std::string, WorkerShare> shares_;  // by Conn::share
+  int anonymous_running_ = 0;
   uint64_t seq_ = 0;
 
   Mutex queue_mu_;
@@ -948,7 +1036,7 @@ class HttpGate::Impl {
   std::deque<Conn*> ready_ CAIRN_GUARDED_BY(queue_mu_);     // admitted, no worker free yet
   std::deque<Conn*> returned_ CAIRN_GUARDED_BY(queue_mu_);  // served, back to the loop
 
-  std::atomic<int64_t> open_{0}, handshake_{0}, unadmitted_{0}, idle_{0}, active_{0};
+  std::atomic<int64_t> open_{0}, handshake_{0}, unadmitted_{0}, idle_{0}, active_{0}, queued_{0};
   std::atomic<uint64_t> accepted_{0}, refused_{0}, timed_out_{0}, evicted_{0};
 };
 

@@ -24,6 +24,11 @@
 // total and per client address. An address with too many connections that
 // have not had a request admitted loses its oldest one: a flood from one
 // address cannot lock out a client that authenticates from the same address.
+// A worker blocks while its request's body or answer moves, so workers are
+// shared out: one user holds at most max_workers_per_user of them, and
+// requests without a user at most a few per address and in all; a request
+// over its share waits in the gate (no thread, no deadline) for one of its
+// own kind to end. A client that stalls can then only delay itself.
 //
 // Thread safety: Start/Stop from one thread; counts() from any thread.
 
@@ -52,6 +57,16 @@ struct GateLimits {
   int max_connections = 4096;            // open connections in total
   int max_unadmitted_per_address = 512;  // connections that never had a request admitted
   int max_admitted_per_address = 512;    // connections that did
+  // Workers one user may hold at once (all their tokens and web sessions
+  // together); 0: half the workers. A request over it waits for one of that
+  // user's requests to end, so a client that stalls its bodies or answers
+  // delays only itself.
+  int max_workers_per_user = 0;
+  // Workers that requests without a user (login, the static web UI, the
+  // version) may hold: per client address (0: an eighth of the workers, at
+  // least 1) and in all (0: a quarter, at least 1).
+  int max_anonymous_workers_per_address = 0;
+  int max_anonymous_workers = 0;
   size_t max_head_bytes = 16 * 1024;     // request line and headers
   int max_headers = 100;
 };
@@ -76,17 +91,22 @@ struct RequestHead {
 // login) serves the request but does not make a stranger's connection an
 // admitted one: such a connection is closed after its answer, so strangers
 // cannot park idle connections where only authenticated clients may.
+// `user` names whose share of the workers the request uses; empty: the
+// share of requests without a user, per client address.
 struct Admission {
   int status = 0;  // 0: admitted
   std::string message;
   std::string code;
   uint64_t body_limit = 0;
   bool anonymous = false;
+  std::string user;
 
-  static Admission Admit(uint64_t body_limit) { return {0, "", "", body_limit, false}; }
-  static Admission AdmitAnonymous(uint64_t body_limit) { return {0, "", "", body_limit, true}; }
+  static Admission Admit(uint64_t body_limit, std::string user) {
+    return {0, "", "", body_limit, false, std::move(user)};
+  }
+  static Admission AdmitAnonymous(uint64_t body_limit) { return {0, "", "", body_limit, true, ""}; }
   static Admission Refuse(int status, std::string message, std::string code) {
-    return {status, std::move(message), std::move(code), 0, false};
+    return {status, std::move(message), std::move(code), 0, false, ""};
   }
 };
 using AdmitFn = std::function<Admission(const RequestHead&)>;
@@ -98,6 +118,7 @@ struct GateCounts {
   int64_t unadmitted = 0;  // handshake or head, never had a request admitted
   int64_t idle = 0;        // admitted before, waiting for the next request
   int64_t active = 0;      // a worker serves a request on it (or it waits for one)
+  int64_t queued = 0;      // of those: waiting because its user's (or address's) share is in use
   uint64_t accepted = 0;
   uint64_t refused = 0;    // requests answered by the gate (4xx/503)
   uint64_t timed_out = 0;  // closed for a handshake, head or idle timeout

@@ -235,7 +235,7 @@ std::vector<OverdueGroup> Server::OverdueGroups(int64_t now) {
 }
 
 Admission Server::AdmitRequest(const RequestHead& head) {
-  if (head.path == "/api/v1/version") return Admission::Admit(0);
+  if (head.path == "/api/v1/version") return Admission::Admit(0, "");
   // Routing sees the percent-decoded path: a path is the API's when either
   // form says so.
   const std::string decoded = httplib::detail::decode_url(head.path, false);
@@ -263,7 +263,7 @@ Admission Server::AdmitRequest(const RequestHead& head) {
     spdlog::error("authentication: {}", principal.status().ToString());
     return Admission::Refuse(503, "authentication is unavailable; see the server log", "Busy");
   }
-  return Admission::Admit(BodyLimit(head));
+  return Admission::Admit(BodyLimit(head), principal->user);
 }
 
 GateCounts Server::connection_counts() const { return gate_ ? gate_->counts() : GateCounts{}; }
