@@ -27,7 +27,8 @@ constexpr char kNoSpaceMessage[] =
 bool IsNoSpace(const Status& s) {
   if (!s.IsIOError()) return false;
   const std::string& m = s.message();
-  const std::string texts[] = {std::strerror(ENOSPC), std::strerror(EDQUOT), "database or disk is full"};
+  const std::string texts[] = {std::strerror(ENOSPC), std::strerror(EDQUOT),
+                               "database or disk is full"};
   for (const std::string& text : texts) {
     if (m.find(text) != std::string::npos) return true;
   }

@@ -10,8 +10,8 @@
 // nothing is mounted on the host and the mount dies with the process. That
 // needs root (CAP_SYS_ADMIN); without it the test is skipped and says why.
 
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/statvfs.h>
@@ -163,8 +163,8 @@ class DiskFullTest : public ::testing::Test {
     const bool same = SameFiles(target, expected);
     fs::remove(target);
     if (!same) {
-      return ::testing::AssertionFailure() << snapshot << " " << archive
-                                           << " restored bytes that differ from " << expected;
+      return ::testing::AssertionFailure()
+             << snapshot << " " << archive << " restored bytes that differ from " << expected;
     }
     return ::testing::AssertionSuccess();
   }
