@@ -2,7 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cerrno>
 #include <charconv>
+#include <cstring>
 
 #include "server/path_scrub.h"
 #include "storage/json_bounds.h"
@@ -14,9 +16,29 @@ namespace {
 // value is built (storage/json_bounds.h says why).
 constexpr storage::JsonLimits kBodyLimits{/*max_depth=*/64, /*max_size=*/1024 * 1024};
 
+// The error text of a 507: what happened and what the operator must do.
+constexpr char kNoSpaceMessage[] =
+    "the server's disk is full (no space left on device); free space on the server and retry";
+
+// A full file system reaches here as an IOError: from the Env as
+// Status::FromErrno's "<path>: <strerror(ENOSPC or EDQUOT)>" and from SQLite
+// as SQLITE_FULL's "database or disk is full". (The server never calls
+// setlocale, so strerror speaks the C locale's English.)
+bool IsNoSpace(const Status& s) {
+  if (!s.IsIOError()) return false;
+  const std::string& m = s.message();
+  const std::string texts[] = {std::strerror(ENOSPC), std::strerror(EDQUOT),
+                               "database or disk is full"};
+  for (const std::string& text : texts) {
+    if (m.find(text) != std::string::npos) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 int HttpCode(const Status& s) {
+  if (IsNoSpace(s)) return 507;  // Insufficient Storage
   switch (s.code()) {
     case Status::Code::kOk: return 200;
     case Status::Code::kNotFound: return 404;
@@ -40,6 +62,13 @@ void SendJson(httplib::Response& res, int code, const json& body) {
 
 void SendError(const httplib::Request& req, httplib::Response& res, const Status& s) {
   int code = HttpCode(s);
+  if (code == 507) {
+    // Not a fault of the server's code: the operator has to free space. The
+    // caller learns that in plain words (the path stays in the log).
+    spdlog::error("{} {} failed: {}", req.method, req.path, s.ToString());
+    SendJson(res, code, {{"error", kNoSpaceMessage}, {"code", "NoSpace"}});
+    return;
+  }
   if (code >= 500) {
     spdlog::error("{} {} failed: {}", req.method, req.path, s.ToString());
     SendJson(res, code, {{"error", "internal error; see the server log"},
