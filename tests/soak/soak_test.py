@@ -378,6 +378,9 @@ class Soak:
                     r = self.cairn_run("admin", "prune", f"vm/{vm + 1}", "--keep-last",
                                        str(KEEP_LAST), timeout=120)
                     self.stats.inc("prunes" if r.returncode == 0 else "prunes failed")
+                    if r.returncode != 0:
+                        self.maint_errors.append((self.met_restart(gen), f"prune vm/{vm + 1} "
+                                                  f"(exit {r.returncode}): {r.stderr.strip()[-300:]}"))
                 status, body = self.api("POST", "/datastores/default/gc", {"grace-seconds": 0})
                 if status == 202:
                     t = self.wait_task(body["task"])
