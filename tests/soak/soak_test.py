@@ -435,17 +435,24 @@ class Soak:
             log(f"client of vm/{vm + 1} (pid {proc.pid}) SIGKILLed")
 
     def reap_orphans(self, vm, sid):
-        """After a client's SIGKILL: its qemu-storage-daemon (same session) outlives it
-        and keeps the image's write lock; counted, reported, then killed so the
-        writer and the next backup can open the image again."""
-        time.sleep(0.5)
-        alive = subprocess.run(["pgrep", "-s", str(sid)], capture_output=True,
-                               text=True).stdout.split()
-        if not alive:
-            return
-        self.stats.inc("orphaned qemu-storage-daemon after client SIGKILL")
-        log(f"vm/{vm + 1}: {len(alive)} process(es) of the killed client still run "
-            f"(pids {' '.join(alive)}): killing them")
+        """After a client's SIGKILL its qemu-storage-daemon (same session) must end
+        within 5 s: one left running keeps the image's write lock, and neither the
+        VM nor the next backup can open the image. Such a leftover fails the run
+        and is killed, so the writer and the next backup can go on."""
+        deadline = time.time() + 5
+        while True:
+            alive = subprocess.run(["pgrep", "-s", str(sid)], capture_output=True,
+                                   text=True).stdout.split()
+            if not alive:
+                return
+            if time.time() > deadline:
+                break
+            time.sleep(0.1)
+        self.stats.inc("processes left running by a killed client")
+        self.fail.add(f"vm/{vm + 1}: the SIGKILLed client (pid {sid}) left {len(alive)} "
+                      f"process(es) running 5 s later: "
+                      + subprocess.run(["ps", "-o", "pid=,args=", "-s", str(sid)],
+                                       capture_output=True, text=True).stdout.strip()[:300])
         try:
             os.killpg(sid, signal.SIGKILL)
         except ProcessLookupError:
