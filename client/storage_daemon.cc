@@ -119,6 +119,14 @@ Result<std::unique_ptr<StorageDaemon>> StorageDaemon::Start(const std::vector<st
                 {"env", "GLIBC_TUNABLES=glibc.malloc.mmap_threshold=67108864:"
                         "glibc.malloc.trim_threshold=268435456"});
   }
+  // A client killed mid-run (SIGKILL, the OOM killer) must not leave the
+  // daemon behind holding the images' write locks — the VM and the next
+  // backup could not open them (found by tests/soak). setpriv (util-linux,
+  // Essential in Debian) asks the kernel for SIGTERM when the spawning thread
+  // ends; qemu-storage-daemon quits cleanly on it, so qcow2 bitmaps reach the
+  // file. Every caller keeps the daemon within the thread that started it.
+  // (setpriv execs too: the pid is still the daemon's.)
+  argv.insert(argv.begin(), {"setpriv", "--pdeathsig", "TERM", "--"});
   CAIRN_ASSIGN_OR_RETURN(d->pid_, StartProcess(argv, d->dir_ + "/qsd.log"));
   // Up when its QMP socket answers; an image it cannot open ends it first.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
