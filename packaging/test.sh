@@ -25,7 +25,7 @@ export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
 # Sanitizer reports fail the test (and a server under test dies at once).
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-export TSAN_OPTIONS=halt_on_error=1:abort_on_error=1:second_deadlock_stack=1
+export TSAN_OPTIONS="halt_on_error=1:abort_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp"
 
 # Runs `ctest ARGS…` in the background, output to LOG; `finish PID LOG`
 # waits for it and prints the log.
