@@ -207,6 +207,20 @@ class DiskFullTest : public ::testing::Test {
     return a.size() > 5 ? a.substr(0, a.size() - 5) : a;  // without ".fidx"
   }
 
+  // A backup that must commit: its snapshot and archive (both empty, and the
+  // test failed, when it did not).
+  struct Committed {
+    std::string snapshot;
+    std::string archive;
+  };
+  Committed MustBackUp(const std::string& id, const std::string& time, const std::string& img) {
+    CommandResult r = Backup(id, time, img);
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    json s = Summary(r.output);
+    if (r.exit_code != 0 || !s.is_object()) return {};
+    return {s.value("snapshot", ""), ArchiveOf(s)};
+  }
+
   // A refused backup names the full disk (the server's 507), not an internal error.
   static void ExpectDiskFullMessage(const CommandResult& r) {
     EXPECT_EQ(r.exit_code, 1) << r.output;
@@ -231,12 +245,10 @@ TEST_F(DiskFullTest, ChunkWriteFailsCleanlyAndSucceedsAfterSpaceIsFreed) {
   // Most of the file system taken by something else; room for the small
   // backup (8 MiB) but not the large one (32 MiB).
   ASSERT_GT(FillLeaving(Filler(), 14 * kMiB), 0u);
-  auto b1 = Backup("100", "2026-01-01T00:00:00Z", small);
-  ASSERT_EQ(b1.exit_code, 0) << b1.output;
-  json s1 = Summary(b1.output);
-  ASSERT_TRUE(s1.is_object());
-  const std::string snap1 = s1.value("snapshot", "");
-  const std::string archive1 = ArchiveOf(s1);
+  const Committed b1 = MustBackUp("100", "2026-01-01T00:00:00Z", small);
+  ASSERT_FALSE(b1.snapshot.empty());
+  const std::string& snap1 = b1.snapshot;
+  const std::string& archive1 = b1.archive;
   const std::set<std::string> before = Snapshots();
   ASSERT_EQ(before, std::set<std::string>{snap1});
 
@@ -257,11 +269,9 @@ TEST_F(DiskFullTest, ChunkWriteFailsCleanlyAndSucceedsAfterSpaceIsFreed) {
   // Space freed: the same backup goes through and restores identical.
   ASSERT_EQ(::unlink(Filler().c_str()), 0);
   ASSERT_EQ(::unlink((Filler() + "2").c_str()), 0);
-  auto b2 = Backup("200", "2026-01-01T02:00:00Z", large);
-  ASSERT_EQ(b2.exit_code, 0) << b2.output;
-  json s2 = Summary(b2.output);
-  ASSERT_TRUE(s2.is_object());
-  EXPECT_TRUE(RestoresTo(s2.value("snapshot", ""), ArchiveOf(s2), large));
+  const Committed b2 = MustBackUp("200", "2026-01-01T02:00:00Z", large);
+  ASSERT_FALSE(b2.snapshot.empty());
+  EXPECT_TRUE(RestoresTo(b2.snapshot, b2.archive, large));
   EXPECT_TRUE(RestoresTo(snap1, archive1, small));
   EXPECT_EQ(Snapshots().size(), 2u);
   auto v = Cairn({"verify"});
@@ -280,12 +290,10 @@ TEST_F(DiskFullTest, IndexOrManifestWriteAtTheEndFailsCleanly) {
   ASSERT_NO_FATAL_FAILURE(WriteAll(img, RandomBytes(kChunk, 3)));
   ASSERT_EQ(::truncate(img.c_str(), static_cast<off_t>(1024 * kMiB)), 0);
 
-  auto b1 = Backup("300", "2026-01-01T00:00:00Z", img);
-  ASSERT_EQ(b1.exit_code, 0) << b1.output;
-  json s1 = Summary(b1.output);
-  ASSERT_TRUE(s1.is_object());
-  const std::string snap1 = s1.value("snapshot", "");
-  const std::string archive = ArchiveOf(s1);
+  const Committed b1 = MustBackUp("300", "2026-01-01T00:00:00Z", img);
+  ASSERT_FALSE(b1.snapshot.empty());
+  const std::string& snap1 = b1.snapshot;
+  const std::string& archive = b1.archive;
   const std::set<std::string> before = Snapshots();
 
   ASSERT_GT(FillLeaving(Filler(), 8 * 1024), 0u);
@@ -311,11 +319,9 @@ TEST_F(DiskFullTest, IndexOrManifestWriteAtTheEndFailsCleanly) {
   EXPECT_TRUE(RestoresTo(snap1, archive, img));
 
   ASSERT_EQ(::unlink(Filler().c_str()), 0);
-  auto b2 = Backup("300", "2026-01-01T02:00:00Z", img);
-  ASSERT_EQ(b2.exit_code, 0) << b2.output;
-  json s2 = Summary(b2.output);
-  ASSERT_TRUE(s2.is_object());
-  EXPECT_TRUE(RestoresTo(s2.value("snapshot", ""), archive, img));
+  const Committed b2 = MustBackUp("300", "2026-01-01T02:00:00Z", img);
+  ASSERT_FALSE(b2.snapshot.empty());
+  EXPECT_TRUE(RestoresTo(b2.snapshot, archive, img));
   auto v = Cairn({"verify"});
   EXPECT_EQ(v.exit_code, 0) << v.output;
   EXPECT_TRUE(NothingHalfWritten());
