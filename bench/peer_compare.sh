@@ -34,8 +34,11 @@
 # cairn-server from <dir>/client and <dir>/server instead, no build),
 # CAIRN_BENCH_DIR (work dir, a disk not tmpfs; default BUILD_DIR), ROUNDS (3),
 # MIB (2048), TOOLS ("cairn borg restic"), CAIRN_SERVER_ARGS (extra
-# arguments for `cairn-server datastore set default`, e.g. "--sync-level
-# filesystem"; empty = the default).
+# arguments for `cairn-server datastore create default`, e.g. "--sync-level
+# filesystem"; empty = the default), PERF_DIR (after the rounds, one more
+# Cairn full backup into a fresh store, untimed, under `perf record -g` for
+# the client with its qemu-storage-daemon and for the server; the profiles
+# and their summaries go to PERF_DIR).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -74,7 +77,7 @@ mkdir -p "$base"
 work=$(mktemp -d "$base/cairn-peer-bench.XXXXXX")
 server_pid=
 cleanup() {
-  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+  stop_server
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -145,28 +148,31 @@ digest2=$(sha256sum "$work/state2.raw" | cut -d' ' -f1)
 echo "== final image sha256 $digest2"
 
 # --- the server (cairn) ---
+# Each Cairn round gets a fresh server and datastore ($1: its data folder),
+# as borg and restic get a fresh repository: a full backup into a store that
+# already holds the chunks writes nothing and would flatter Cairn.
 start_server() {
-  "$server_bin" --data "$work/srv" run --listen 127.0.0.1:0 >"$work/srv.log" 2>&1 &
+  local data=$1
+  stop_server
+  mkdir -p "$data"
+  if [ -n "${CAIRN_SERVER_ARGS:-}" ]; then
+    # Otherwise the server creates the store `default` on its first start.
+    "$server_bin" --data "$data" datastore create default "$data/store" $CAIRN_SERVER_ARGS >/dev/null
+  fi
+  "$server_bin" --data "$data" run --listen 127.0.0.1:0 >"$data.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 1 300); do
-    grep -q 'certificate fingerprint' "$work/srv.log" 2>/dev/null && break
+    grep -q 'certificate fingerprint' "$data.log" 2>/dev/null && break
     sleep 0.1
   done
-  port=$(sed -n 's|.*listening on https://127.0.0.1:\([0-9]*\)/.*|\1|p' "$work/srv.log")
-  fp=$(sed -n 's|^certificate fingerprint (SHA-256): ||p' "$work/srv.log")
+  port=$(sed -n 's|.*listening on https://127.0.0.1:\([0-9]*\)/.*|\1|p' "$data.log")
+  fp=$(sed -n 's|^certificate fingerprint (SHA-256): ||p' "$data.log")
+  head -1 "$data/admin.token" >"$work/token"
 }
-if [[ " $tools " == *" cairn "* ]]; then
-  mkdir -p "$work/srv"
-  start_server
-  head -1 "$work/srv/admin.token" >"$work/token"
-  if [ -n "${CAIRN_SERVER_ARGS:-}" ]; then
-    # A datastore's sync-level changes while no server has it open.
-    kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
-    # shellcheck disable=SC2086
-    "$server_bin" --data "$work/srv" datastore set default $CAIRN_SERVER_ARGS
-    start_server
-  fi
-fi
+stop_server() {
+  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+  server_pid=
+}
 export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
 export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR=$work/restic-cache BORG_BASE_DIR=$work/borg-base
 
@@ -198,6 +204,7 @@ check_digest() {  # $1 tool, $2 restored file
 run_cairn() {  # $1 round
   local r=$1 d=$work/cairn-$1 id=$((100 + $1)) snap
   mkdir -p "$d"
+  start_server "$work/srv-$r"
   qemu-img convert -f raw -O qcow2 "$work/state0.raw" "$d/disk.qcow2"
   sync
   timed cairn full "$r" "$client_bin" --repo "https://127.0.0.1:$port/default" --token-file "$work/token" \
@@ -219,7 +226,8 @@ run_cairn() {  # $1 round
   check_digest cairn "$d/restored.raw"
   timed cairn check "$r" "$client_bin" --repo "https://127.0.0.1:$port/default" --token-file "$work/token" \
     --fingerprint "$fp" verify "$snap"
-  rm -rf "$d"
+  stop_server
+  rm -rf "$d" "$work/srv-$r"
 }
 
 # The peers read $d/disk.raw; each state is a hard link to a separate copy,
@@ -271,6 +279,42 @@ for ((r = 1; r <= rounds; r++)); do
 done
 
 echo "== load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# Where the CPU goes in a full backup: client (with qemu-storage-daemon) and
+# server, sampled with call graphs; not part of the timed rounds.
+if [ -n "${PERF_DIR:-}" ] && [[ " $tools " == *" cairn "* ]]; then
+  command -v perf >/dev/null || apt-get install -y linux-perf >/dev/null
+  mkdir -p "$PERF_DIR"
+  d=$work/cairn-perf
+  mkdir -p "$d"
+  start_server "$work/srv-perf"
+  qemu-img convert -f raw -O qcow2 "$work/state0.raw" "$d/disk.qcow2"
+  sync
+  perf record -F 999 -g -o "$PERF_DIR/server.data" -p "$server_pid" 2>"$PERF_DIR/server.record.log" &
+  perf_pid=$!
+  sleep 1
+  /usr/bin/time -o "$PERF_DIR/client.time" -f '%e s wall, %U s user, %S s sys, %R minor faults, %M KiB peak RSS' \
+    perf record -F 999 -g -o "$PERF_DIR/client.data" -- "$client_bin" --repo "https://127.0.0.1:$port/default" \
+    --token-file "$work/token" --fingerprint "$fp" backup image --id 999 "$d/disk.qcow2" \
+    >"$PERF_DIR/client.out" 2>&1
+  kill -INT "$perf_pid"
+  wait "$perf_pid" || true
+  stop_server
+  for w in client server; do
+    perf report -i "$PERF_DIR/$w.data" --no-children -g none --sort comm,dso,sym --stdio --percent-limit 0.7 \
+      2>/dev/null | grep -E '^ +[0-9]' >"$PERF_DIR/$w.txt" || true
+    perf report -i "$PERF_DIR/$w.data" --no-children -g none --sort comm,dso --stdio 2>/dev/null |
+      grep -E '^ +[0-9]' >"$PERF_DIR/$w.dso.txt" || true
+  done
+  echo "== profiled full backup (perf running): $(cat "$PERF_DIR/client.time")"
+  for w in client server; do
+    echo "-- $w: by program and library"
+    head -12 "$PERF_DIR/$w.dso.txt"
+    echo "-- $w: hottest functions"
+    head -25 "$PERF_DIR/$w.txt"
+  done
+  rm -rf "$d" "$work/srv-perf"
+fi
 python3 - "$results" "$tools" <<'PY'
 import statistics, sys
 from collections import defaultdict
