@@ -97,14 +97,19 @@ if [ "${CAIRN_TEST_TSAN:-0}" = "1" ]; then
   tsan_dirs="server;client;integration"
   tsan_labels="server|client|integration"
 fi
+# -O0: a file compiles in 28% less time than at -O1 (server/api_backup.cc
+# 8.1 s against 11.2 s of CPU) and the unit tests still take under a minute.
 CC=clang CXX=clang++ cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=Debug \
-  -DCMAKE_CXX_FLAGS_DEBUG="-O1 -gline-tables-only" -DCMAKE_C_FLAGS_DEBUG="-O1 -gline-tables-only" \
+  -DCMAKE_CXX_FLAGS_DEBUG="-O0 -gline-tables-only" -DCMAKE_C_FLAGS_DEBUG="-O0 -gline-tables-only" \
   -DCAIRN_TSAN=ON -DCAIRN_GTEST_DIRS="$tsan_dirs" -DCMAKE_EXE_LINKER_FLAGS=-fuse-ld=lld \
   -DCAIRN_BUILD_BENCH=OFF -DCAIRN_WERROR=ON >/dev/null
 nice -n 10 ninja -C build-tsan -j"$JOBS" cairn_gtests >/tmp/cairn-tsan-build.log 2>&1 &
 TSAN_BUILD_PID=$!
 asan_rc=0
-ctest --test-dir build-asan -j"$JOBS" --output-on-failure -L 'unit|integration' || asan_rc=$?
+# The connection-flood test backs up and restores its image twice; 256 MiB
+# is its size for the benchmark (bench/run_gate_load.sh), and at -O0 under
+# ASan it made that one test 309 of the stage's 1345 test-seconds.
+CAIRN_REACH_MIB=64 ctest --test-dir build-asan -j"$JOBS" --output-on-failure -L 'unit|integration' || asan_rc=$?
 tsan_build_rc=0
 wait "$TSAN_BUILD_PID" || tsan_build_rc=$?
 [ "$asan_rc" = 0 ] || exit "$asan_rc"
