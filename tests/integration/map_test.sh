@@ -86,6 +86,9 @@ ARCHIVE=$("$CAIRN" --output json snapshots --id 100 |
 MAP_PID=
 start_map() {  # start_map SNAPSHOT
   rm -f "$W/map.sock"
+  # Emptied here, not only by the redirection below: that one happens in the
+  # child, and a grep before it would find the last run's "serving" line.
+  : >"$W/map.log"
   "$CAIRN" map "$1" "$ARCHIVE" --socket "$W/map.sock" --cache-size 16 >"$W/map.log" 2>&1 &
   MAP_PID=$!
   PIDS+=("$MAP_PID")
