@@ -94,11 +94,8 @@ ctest --test-dir build-fuzz -j"$JOBS" --output-on-failure -L fuzz
 
 stage "tests under ASan + UBSan, beside the ThreadSanitizer build"
 tsan_dirs="server;client"
-tsan_labels="server|client"
-if [ "${CAIRN_TEST_TSAN:-0}" = "1" ]; then
-  tsan_dirs="server;client;integration"
-  tsan_labels="server|client|integration"
-fi
+if [ "${CAIRN_TEST_TSAN:-0}" = "1" ]; then tsan_dirs="server;client;integration"; fi
+tsan_labels=${tsan_dirs//;/|}  # the folders are the CTest labels
 # -O0: a file compiles in 28% less time than at -O1 (server/api_backup.cc
 # 8.1 s against 11.2 s of CPU) and the unit tests still take under a minute.
 CC=clang CXX=clang++ cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=Debug \
