@@ -52,21 +52,49 @@ void Seal(std::string* blob, BlobKind kind) {
   PutLE32(blob->data() + kBlobMagicSize, Crc32c(rest));
 }
 
+// Payloads of kProbeMinSize bytes or more are probed before zstd runs over
+// them whole: kProbePieces pieces of kProbePieceSize bytes, spread evenly from
+// the first byte to the last, are compressed one by one, and unless together
+// they shrink below 97% of their size the payload is stored plain. On random
+// or already compressed data zstd spends about a millisecond per 4 MiB only to
+// give up (bench/README.md, issue 11); the probe compresses 1/64 of that. A
+// payload whose compressible bytes all lie between the pieces is stored plain:
+// that costs space (at most what zstd would have saved), never correctness.
+constexpr size_t kProbeMinSize = 256 * 1024;
+constexpr size_t kProbePieces = 8;
+constexpr size_t kProbePieceSize = 8 * 1024;
+
+bool WorthCompressing(ZSTD_CCtx* cctx, int level, const char* data, size_t length) {
+  if (length < kProbeMinSize) return true;
+  std::array<char, ZSTD_COMPRESSBOUND(kProbePieceSize)> out;
+  const size_t stride = (length - kProbePieceSize) / (kProbePieces - 1);
+  size_t compressed = 0;
+  for (size_t i = 0; i < kProbePieces; ++i) {
+    size_t n = ZSTD_compressCCtx(cctx, out.data(), out.size(), data + i * stride,
+                                 kProbePieceSize, level);
+    if (ZSTD_isError(n)) return true;  // the whole attempt decides
+    compressed += n;
+  }
+  return compressed * 100 < kProbePieces * kProbePieceSize * 97;
+}
+
 // Builds the blob of `payload` in *out (reusing its capacity): zstd with
-// `cctx` when asked and strictly smaller, else plain. A null `cctx` with
-// `compress` is IOError.
+// `cctx` when asked, worth it (WorthCompressing) and strictly smaller, else
+// plain. A null `cctx` with `compress` is IOError.
 Status EncodeInto(ZSTD_CCtx* cctx, int level, std::string_view payload, bool compress,
                   std::string* out) {
   if (compress && !payload.empty()) {
     if (cctx == nullptr) return Status::IOError("cannot create a zstd context");
-    size_t bound = ZSTD_compressBound(payload.size());
-    out->resize(kBlobHeaderSize + bound);
-    size_t n = ZSTD_compressCCtx(cctx, out->data() + kBlobHeaderSize, bound, payload.data(),
-                                 payload.size(), level);
-    if (!ZSTD_isError(n) && n < payload.size()) {
-      out->resize(kBlobHeaderSize + n);
-      Seal(out, BlobKind::kZstd);
-      return Status::OK();
+    if (WorthCompressing(cctx, level, payload.data(), payload.size())) {
+      size_t bound = ZSTD_compressBound(payload.size());
+      out->resize(kBlobHeaderSize + bound);
+      size_t n = ZSTD_compressCCtx(cctx, out->data() + kBlobHeaderSize, bound, payload.data(),
+                                   payload.size(), level);
+      if (!ZSTD_isError(n) && n < payload.size()) {
+        out->resize(kBlobHeaderSize + n);
+        Seal(out, BlobKind::kZstd);
+        return Status::OK();
+      }
     }
   }
   // Not compressible (or not asked to): store as is.
@@ -188,7 +216,9 @@ Status DecodeBlob(std::string_view blob, std::string* payload, size_t max_payloa
 bool CompressForBlob(std::string_view payload, int zstd_level, std::string* frame) {
   if (payload.empty()) return false;
   ZSTD_CCtx* cctx = ThreadCCtx();
-  if (cctx == nullptr) return false;
+  if (cctx == nullptr || !WorthCompressing(cctx, zstd_level, payload.data(), payload.size())) {
+    return false;
+  }
   const size_t bound = ZSTD_compressBound(payload.size());
   frame->resize(bound);
   // ZSTD_compressCCtx writes the content size into the frame header, which
@@ -240,7 +270,7 @@ Result<std::string_view> BlobEncoder::Encode(std::string_view payload, bool comp
 Result<const std::string*> BlobEncoder::EncodeFramed(std::string* framed, size_t length) {
   if (cctx_ == nullptr) return Status::IOError("cannot create a zstd context");
   const char* data = framed->data() + kFrameOffset;
-  if (length > 0) {
+  if (length > 0 && WorthCompressing(cctx_, level_, data, length)) {
     size_t bound = ZSTD_compressBound(length);
     out_.resize(kBlobHeaderSize + bound);
     size_t n = ZSTD_compressCCtx(cctx_, out_.data() + kBlobHeaderSize, bound, data, length, level_);

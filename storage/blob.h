@@ -111,7 +111,10 @@ Status DecodeBlob(std::string_view blob, std::string* payload,
                   size_t max_payload = kMaxBlobPayload);
 
 // Encodes `payload`: with `compress`, zstd level kBlobZstdLevel, falling back
-// to plain when compression does not make it smaller. A fresh string per
+// to plain when compression does not make it smaller. Payloads of 256 KiB or
+// more are probed first (8 pieces of 8 KiB spread over them); when those do
+// not compress, zstd is not run over the whole and the blob is plain — this,
+// CompressForBlob and BlobEncoder decide the same way. A fresh string per
 // call; writers of many blobs use a BlobEncoder. REQUIRES: payload.size() <=
 // kMaxBlobPayload.
 std::string EncodeBlob(std::string_view payload, bool compress = true);
@@ -119,8 +122,9 @@ std::string EncodeBlob(std::string_view payload, bool compress = true);
 // The zstd frame of `payload` at `zstd_level`, as a zstd-kind blob's payload
 // holds it (content size in the frame header), into *frame — when that is
 // strictly smaller than `payload`. false (and *frame unspecified) when it is
-// not, when `payload` is empty, or when no zstd context could be made: the
-// caller then stores the data uncompressed. Uses the thread's zstd context.
+// not, when the probe (EncodeBlob) says it would not be, when `payload` is
+// empty, or when no zstd context could be made: the caller then stores the
+// data uncompressed. Uses the thread's zstd context.
 // REQUIRES: payload.size() <= kMaxBlobPayload.
 bool CompressForBlob(std::string_view payload, int zstd_level, std::string* frame);
 
@@ -161,9 +165,10 @@ class BlobEncoder {
   BlobEncoder(const BlobEncoder&) = delete;
   BlobEncoder& operator=(const BlobEncoder&) = delete;
 
-  // The blob of `payload`: zstd when `compress` and that is strictly
-  // smaller, else plain (always plain when empty). IOError when no zstd
-  // context could be made. REQUIRES: payload.size() <= kMaxBlobPayload.
+  // The blob of `payload`: zstd when `compress`, the probe (EncodeBlob)
+  // passes and the frame is strictly smaller, else plain (always plain when
+  // empty). IOError when no zstd context could be made. REQUIRES:
+  // payload.size() <= kMaxBlobPayload.
   Result<std::string_view> Encode(std::string_view payload, bool compress = true);
 
   // The blob of the `length` bytes at offset kFrameOffset of *framed (the

@@ -262,6 +262,43 @@ TEST(BlobTest, CompressForBlobOnlyWhenSmaller) {
   EXPECT_FALSE(CompressForBlob(RandomBytes(5000, 3), kBlobZstdLevel, &frame));
 }
 
+// Chunks of 256 KiB or more are probed (8 pieces of 8 KiB spread over them)
+// before zstd runs over them whole.
+TEST(BlobTest, ProbeSkipsIncompressibleChunksOnly) {
+  BlobEncoder enc;
+  auto kind_of = [&](const std::string& data) {
+    std::string blob = EncodeBlob(data);
+    std::string out;
+    EXPECT_TRUE(DecodeBlob(blob, &out).ok());
+    EXPECT_EQ(out, data);
+    EXPECT_EQ(std::string(*enc.Encode(data)), blob);  // every writer decides alike
+    std::string frame;
+    EXPECT_EQ(CompressForBlob(data, kBlobZstdLevel, &frame), *CheckBlob(blob) == BlobKind::kZstd);
+    return *CheckBlob(blob);
+  };
+  const std::string random = RandomBytes(kChunkSize, 11);
+  EXPECT_EQ(kind_of(random), BlobKind::kPlain);
+  EXPECT_EQ(kind_of(TextLike(kChunkSize)), BlobKind::kZstd);
+  // A compressible MiB in the middle of random data: a piece lands in it.
+  std::string mixed = random;
+  mixed.replace(kChunkSize / 2, 1 << 20, TextLike(1 << 20));
+  EXPECT_EQ(kind_of(mixed), BlobKind::kZstd);
+  EXPECT_LT(EncodeBlob(mixed).size(), kChunkSize - (1 << 20) / 2);
+  // Half zeros (the first half): the first pieces shrink to nothing.
+  std::string half = random;
+  std::fill(half.begin(), half.begin() + kChunkSize / 2, '\0');
+  EXPECT_EQ(kind_of(half), BlobKind::kZstd);
+  // The trade-off: 64 KiB of zeros between two pieces go unseen, and the
+  // chunk is stored plain although zstd would have saved them.
+  std::string gap = random;
+  std::fill(gap.begin() + 100 * 1024, gap.begin() + 164 * 1024, '\0');
+  EXPECT_EQ(kind_of(gap), BlobKind::kPlain);
+  // Below 256 KiB there is no probe: zstd decides on the whole.
+  std::string small = RandomBytes(200 * 1024, 12);
+  std::fill(small.begin() + 100 * 1024, small.begin() + 164 * 1024, '\0');
+  EXPECT_EQ(kind_of(small), BlobKind::kZstd);
+}
+
 TEST(BlobTest, PeekLooksAtTheMagicOnly) {
   EXPECT_EQ(PeekBlobKind("CRNBLOBp"), BlobKind::kPlain);
   EXPECT_EQ(PeekBlobKind("CRNBLOBzwhatever"), BlobKind::kZstd);
