@@ -137,13 +137,15 @@ struct DCtxDeleter {
   void operator()(ZSTD_DCtx* d) const { ZSTD_freeDCtx(d); }
 };
 
-void BM_Zstd1Compress(benchmark::State& state, Content c) {
+// zstd at `level` (the blobs use 1, kBlobZstdLevel); other levels are
+// measured on text only, for the choice in bench/README.md (issue 11).
+void BM_ZstdCompress(benchmark::State& state, Content c, int level) {
   const std::string& buf = Buffer(c);
   std::unique_ptr<ZSTD_CCtx, CCtxDeleter> cctx(ZSTD_createCCtx());
   std::string out(ZSTD_compressBound(buf.size()), '\0');
   size_t n = 0;
   for (auto _ : state) {
-    n = ZSTD_compressCCtx(cctx.get(), out.data(), out.size(), buf.data(), buf.size(), 1);
+    n = ZSTD_compressCCtx(cctx.get(), out.data(), out.size(), buf.data(), buf.size(), level);
     if (ZSTD_isError(n)) {
       state.SkipWithError(ZSTD_getErrorName(n));
       break;
@@ -624,7 +626,11 @@ void RegisterAll() {
   cpu(RegisterBenchmark("IsAllZero/zero", BM_IsAllZero, false));
   cpu(RegisterBenchmark("IsAllZero/zero_but_last_byte", BM_IsAllZero, true));
   for (Content c : kAll) {
-    cpu(RegisterBenchmark(name("Zstd1Compress", c).c_str(), BM_Zstd1Compress, c));
+    cpu(RegisterBenchmark(name("Zstd1Compress", c).c_str(), BM_ZstdCompress, c, 1));
+  }
+  for (int level : {3, -1, -3, -5, -10}) {
+    const std::string n = name("ZstdLevelCompress", Content::kText) + "/" + std::to_string(level);
+    cpu(RegisterBenchmark(n.c_str(), BM_ZstdCompress, Content::kText, level));
   }
   for (Content c : kAll) {
     cpu(RegisterBenchmark(name("Zstd1Decompress", c).c_str(), BM_Zstd1Decompress, c));
