@@ -12,7 +12,7 @@ PACKAGES=(
   universal-ctags
   help2man lintian prometheus curl dpkg-dev adduser
   chromium chromium-driver python3-selenium
-  libvirt-daemon-system libvirt-clients libvirt-dev libnbd-dev libxml2-dev curl
+  libvirt-daemon-system libvirt-clients libvirt-dev libnbd-dev libnbd-bin libxml2-dev curl
 )
 
 missing=()
