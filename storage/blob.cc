@@ -56,10 +56,11 @@ void Seal(std::string* blob, BlobKind kind) {
 // them whole: kProbePieces pieces of kProbePieceSize bytes, spread evenly from
 // the first byte to the last, are compressed one by one, and unless together
 // they shrink below 97% of their size the payload is stored plain. On random
-// or already compressed data zstd spends about a millisecond per 4 MiB only to
-// give up (bench/README.md, issue 11); the probe compresses 1/64 of that. A
-// payload whose compressible bytes all lie between the pieces is stored plain:
-// that costs space (at most what zstd would have saved), never correctness.
+// or already compressed data zstd level 1 spends 0.6 ms per 4 MiB only to
+// give up, and the blob then takes a second pass (bench/README.md, issue 11);
+// the probe compresses 1/64 of that. A payload whose compressible bytes all
+// lie between the pieces is stored plain: that costs space (at most what zstd
+// would have saved), never correctness.
 constexpr size_t kProbeMinSize = 256 * 1024;
 constexpr size_t kProbePieces = 8;
 constexpr size_t kProbePieceSize = 8 * 1024;
@@ -78,23 +79,33 @@ bool WorthCompressing(ZSTD_CCtx* cctx, int level, const char* data, size_t lengt
   return compressed * 100 < kProbePieces * kProbePieceSize * 97;
 }
 
+// The zstd frame of the `length` bytes at `data`, at `offset` in *out (which
+// is resized to offset + frame size), when WorthCompressing and strictly
+// smaller than `length`; false otherwise (*out's size then unspecified). The
+// one place every writer of zstd blobs decides. REQUIRES: length > 0.
+bool CompressInto(ZSTD_CCtx* cctx, int level, const char* data, size_t length, size_t offset,
+                  std::string* out) {
+  if (!WorthCompressing(cctx, level, data, length)) return false;
+  const size_t bound = ZSTD_compressBound(length);
+  out->resize(offset + bound);
+  // ZSTD_compressCCtx writes the content size into the frame header, which
+  // readers require.
+  size_t n = ZSTD_compressCCtx(cctx, out->data() + offset, bound, data, length, level);
+  if (ZSTD_isError(n) || n >= length) return false;
+  out->resize(offset + n);
+  return true;
+}
+
 // Builds the blob of `payload` in *out (reusing its capacity): zstd with
-// `cctx` when asked, worth it (WorthCompressing) and strictly smaller, else
-// plain. A null `cctx` with `compress` is IOError.
+// `cctx` when asked and CompressInto takes it, else plain. A null `cctx` with
+// `compress` is IOError.
 Status EncodeInto(ZSTD_CCtx* cctx, int level, std::string_view payload, bool compress,
                   std::string* out) {
   if (compress && !payload.empty()) {
     if (cctx == nullptr) return Status::IOError("cannot create a zstd context");
-    if (WorthCompressing(cctx, level, payload.data(), payload.size())) {
-      size_t bound = ZSTD_compressBound(payload.size());
-      out->resize(kBlobHeaderSize + bound);
-      size_t n = ZSTD_compressCCtx(cctx, out->data() + kBlobHeaderSize, bound, payload.data(),
-                                   payload.size(), level);
-      if (!ZSTD_isError(n) && n < payload.size()) {
-        out->resize(kBlobHeaderSize + n);
-        Seal(out, BlobKind::kZstd);
-        return Status::OK();
-      }
+    if (CompressInto(cctx, level, payload.data(), payload.size(), kBlobHeaderSize, out)) {
+      Seal(out, BlobKind::kZstd);
+      return Status::OK();
     }
   }
   // Not compressible (or not asked to): store as is.
@@ -216,18 +227,8 @@ Status DecodeBlob(std::string_view blob, std::string* payload, size_t max_payloa
 bool CompressForBlob(std::string_view payload, int zstd_level, std::string* frame) {
   if (payload.empty()) return false;
   ZSTD_CCtx* cctx = ThreadCCtx();
-  if (cctx == nullptr || !WorthCompressing(cctx, zstd_level, payload.data(), payload.size())) {
-    return false;
-  }
-  const size_t bound = ZSTD_compressBound(payload.size());
-  frame->resize(bound);
-  // ZSTD_compressCCtx writes the content size into the frame header, which
-  // readers require.
-  size_t n = ZSTD_compressCCtx(cctx, frame->data(), bound, payload.data(), payload.size(),
-                               zstd_level);
-  if (ZSTD_isError(n) || n >= payload.size()) return false;
-  frame->resize(n);
-  return true;
+  return cctx != nullptr &&
+         CompressInto(cctx, zstd_level, payload.data(), payload.size(), 0, frame);
 }
 
 Result<std::string> BuildEncryptedBlob(
@@ -270,15 +271,9 @@ Result<std::string_view> BlobEncoder::Encode(std::string_view payload, bool comp
 Result<const std::string*> BlobEncoder::EncodeFramed(std::string* framed, size_t length) {
   if (cctx_ == nullptr) return Status::IOError("cannot create a zstd context");
   const char* data = framed->data() + kFrameOffset;
-  if (length > 0 && WorthCompressing(cctx_, level_, data, length)) {
-    size_t bound = ZSTD_compressBound(length);
-    out_.resize(kBlobHeaderSize + bound);
-    size_t n = ZSTD_compressCCtx(cctx_, out_.data() + kBlobHeaderSize, bound, data, length, level_);
-    if (!ZSTD_isError(n) && n < length) {
-      out_.resize(kBlobHeaderSize + n);
-      Seal(&out_, BlobKind::kZstd);
-      return &out_;
-    }
+  if (length > 0 && CompressInto(cctx_, level_, data, length, kBlobHeaderSize, &out_)) {
+    Seal(&out_, BlobKind::kZstd);
+    return &out_;
   }
   if (kFrameOffset + length == framed->size()) {
     // The data fills the buffer: seal it where it lies.
