@@ -24,7 +24,8 @@
 #
 # Every command runs under /usr/bin/time: wall, user and system CPU, minor
 # page faults and peak RSS of the client process (cairn: with its
-# qemu-storage-daemon child, which it waits for).
+# qemu-storage-daemon child, which it waits for); for Cairn also the
+# server's CPU seconds during the command (from /proc/PID/stat).
 #
 #   bench/peer_compare.sh                  # 2 GiB, 3 rounds
 #   ROUNDS=1 MIB=256 bench/peer_compare.sh # quick
@@ -182,14 +183,30 @@ results=$work/results.tsv
 timed() {
   local tool=$1 phase=$2 round=$3
   shift 3
-  local load
+  local load server_before
   load=$(cut -d' ' -f1 /proc/loadavg)
+  server_before=$(server_cpu)
   if ! /usr/bin/time -o "$work/time.out" -f '%e %U %S %R %M' "$@" >"$work/cmd.out" 2>&1; then
     echo "FAILED: $tool $phase round $round: $*" >&2
     tail -20 "$work/cmd.out" >&2
     exit 1
   fi
-  printf '%s\t%s\t%s\t%s\t%s\n' "$tool" "$phase" "$round" "$(tail -1 "$work/time.out")" "$load" >>"$results"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$tool" "$phase" "$round" "$(tail -1 "$work/time.out")" "$load" \
+    "$(python3 -c 'import sys; print(round(float(sys.argv[2]) - float(sys.argv[1]), 2))' "$server_before" "$(server_cpu)")" \
+    >>"$results"
+}
+# server_cpu: the cairn server's user + system CPU seconds so far (0 when
+# none runs: borg and restic have no server).
+server_cpu() {
+  if [ -n "$server_pid" ] && [ -r "/proc/$server_pid/stat" ]; then
+    python3 - "$server_pid" <<'PY'
+import os, sys
+f = open(f'/proc/{sys.argv[1]}/stat').read().rsplit(')', 1)[1].split()
+print((int(f[11]) + int(f[12])) / os.sysconf('SC_CLK_TCK'))
+PY
+  else
+    echo 0
+  fi
 }
 check_digest() {  # $1 tool, $2 restored file
   local d
@@ -320,9 +337,10 @@ import statistics, sys
 from collections import defaultdict
 rows = defaultdict(list)
 for line in open(sys.argv[1]):
-    tool, phase, rnd, times, load = line.rstrip('\n').split('\t')
+    tool, phase, rnd, times, load, server = line.rstrip('\n').split('\t')
     wall, user, sys_, minflt, rss = times.split()
-    rows[(tool, phase)].append((float(wall), float(user), float(sys_), int(minflt), int(rss), float(load)))
+    rows[(tool, phase)].append((float(wall), float(user), float(sys_), int(minflt), int(rss), float(load),
+                                float(server)))
 tools = sys.argv[2].split()
 phases = ['full', 'unchanged', 'extents', 'scattered', 'restore', 'check']
 med = lambda xs: statistics.median(xs)
@@ -361,8 +379,12 @@ for p in phases:
         cells.append(f'{med([x[1] for x in v]):.2f} / {med([x[2] for x in v]):.2f} / '
                      f'{int(med([x[3] for x in v]))} / {med([x[4] for x in v]) / 1024:.0f}')
     print(f'| {p} | ' + ' | '.join(cells) + ' |')
+if 'cairn' in tools:
+    print()
+    print('cairn-server CPU (user + system) during each phase, median s: '
+          + ', '.join(f"{p} {med([x[6] for x in rows[('cairn', p)]]):.2f}" for p in phases if rows.get(('cairn', p))))
 print()
-print('all runs (tool phase round: wall user sys minflt maxrss_kib load):')
+print('all runs (tool phase round: wall user sys minflt maxrss_kib load server_cpu_s):')
 for line in open(sys.argv[1]):
     print('  ' + line.rstrip('\n').replace('\t', ' '))
 PY

@@ -6,6 +6,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdlib>
 #include <cstring>
@@ -189,29 +190,77 @@ std::string ApiClient::StorePath(const std::string& suffix) const {
   return "/api/v1/datastores/" + Escape(repo_.store) + suffix;
 }
 
-Result<HttpResponse> ApiClient::Finish(const void* p) {
+Status ApiClient::TransportError(const void* p) const {
   const auto& r = *static_cast<const httplib::Result*>(p);
-  if (!r) {
-    std::string why = httplib::to_string(r.error());
-    if (r.error() == httplib::Error::SSLServerVerification || r.error() == httplib::Error::SSLConnection) {
-      why += repo_.fingerprint.empty()
-                 ? " (is the server's certificate signed by the CA in " + repo_.ca_file +
-                       ", for the host name " + repo_.host + "?)"
-                 : " (is the fingerprint right? the server's certificate must match --fingerprint)";
-    }
-    return Status::IOError("cannot talk to https://" + repo_.host + ":" + std::to_string(repo_.port) +
-                           ": " + why);
+  std::string why = httplib::to_string(r.error());
+  if (r.error() == httplib::Error::SSLServerVerification || r.error() == httplib::Error::SSLConnection) {
+    why += repo_.fingerprint.empty()
+               ? " (is the server's certificate signed by the CA in " + repo_.ca_file +
+                     ", for the host name " + repo_.host + "?)"
+               : " (is the fingerprint right? the server's certificate must match --fingerprint)";
   }
-  return HttpResponse{r->status, r->body};
+  return Status::IOError("cannot talk to https://" + repo_.host + ":" + std::to_string(repo_.port) +
+                         ": " + why);
+}
+
+Result<HttpResponse> ApiClient::Finish(void* p) {
+  auto& r = *static_cast<httplib::Result*>(p);
+  if (!r) return TransportError(p);
+  return HttpResponse{r->status, std::move(r->body)};
 }
 
 Result<HttpResponse> ApiClient::Get(const std::string& path) {
   auto r = http_->Get(path.c_str());
   return Finish(&r);
 }
+
+Result<int> ApiClient::GetInto(const std::string& path, std::string* body, size_t max_body) {
+  body->clear();
+  bool too_large = false;
+  auto r = http_->Get(
+      path,
+      [&](const httplib::Response& res) {
+        const std::string length = res.get_header_value("Content-Length");
+        uint64_t n = 0;
+        auto [end, ec] = std::from_chars(length.data(), length.data() + length.size(), n);
+        if (ec == std::errc() && end == length.data() + length.size() && n <= max_body) {
+          body->reserve(n);
+        }
+        return true;
+      },
+      [&](const char* data, size_t n) {
+        if (body->size() + n > max_body) {
+          too_large = true;
+          return false;
+        }
+        body->append(data, n);
+        return true;
+      });
+  if (too_large) {
+    body->clear();
+    return Status::Corruption("the server's answer is larger than " + std::to_string(max_body) +
+                              " bytes, more than any valid answer can be");
+  }
+  if (!r) return TransportError(&r);
+  return r->status;
+}
+
+// Bodies up to this size are copied into the request (one small memcpy);
+// larger ones are streamed from the caller's string.
+constexpr size_t kCopyBodyLimit = 64 * 1024;
+
 Result<HttpResponse> ApiClient::Post(const std::string& path, const std::string& body,
                                      const std::string& content_type) {
-  auto r = http_->Post(path.c_str(), body, content_type.c_str());
+  if (body.size() <= kCopyBodyLimit) {
+    auto r = http_->Post(path.c_str(), body, content_type.c_str());
+    return Finish(&r);
+  }
+  auto r = http_->Post(
+      path, body.size(),
+      [&body](size_t offset, size_t length, httplib::DataSink& sink) {
+        return sink.write(body.data() + offset, std::min(length, body.size() - offset));
+      },
+      content_type);
   return Finish(&r);
 }
 Result<HttpResponse> ApiClient::PostJson(const std::string& path, const nlohmann::json& body) {

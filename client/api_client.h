@@ -65,6 +65,16 @@ class ApiClient {
   // Transport failures (refused connection, wrong fingerprint, timeout) are
   // IOError with a message that says which.
   Result<HttpResponse> Get(const std::string& path);
+  // GET with the response body written into *body (cleared first; its
+  // capacity is kept, and reserved from Content-Length up to `max_body`), so
+  // a caller fetching many chunks reuses one buffer instead of httplib's
+  // growing string and a copy of it. A body over `max_body` bytes (the
+  // largest valid answer: the caller knows it) ends the request as
+  // Corruption, unread. Returns the HTTP status; the body, error message
+  // included, is in *body (HttpResponse{status, *body}.ToStatus() reads it).
+  Result<int> GetInto(const std::string& path, std::string* body, size_t max_body);
+  // The body is sent from where it lies: not copied into the request (as
+  // httplib's string overload does) when it is large.
   Result<HttpResponse> Post(const std::string& path, const std::string& body,
                             const std::string& content_type);
   Result<HttpResponse> PostJson(const std::string& path, const nlohmann::json& body);
@@ -75,7 +85,9 @@ class ApiClient {
   static std::string Escape(const std::string& value);
 
  private:
-  Result<HttpResponse> Finish(const void* result);
+  // Moves the body out of the httplib::Result at `result`.
+  Result<HttpResponse> Finish(void* result);
+  Status TransportError(const void* result) const;
 
   Repository repo_;
   std::string pin_;  // fingerprint as 32 raw bytes

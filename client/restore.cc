@@ -237,20 +237,28 @@ Status WriteJob(Work& w, const Job& job, std::string_view data) {
   return Status::OK();
 }
 
+// A thread's buffers, reused for every chunk so none allocates or faults in
+// fresh pages: the blob as received, and its decoded payload.
+struct ChunkBuffers {
+  std::string blob;
+  std::string plain;
+};
+
 // Fetches one chunk, checks it against the index and writes it.
-// `plain` is the thread's decode buffer, reused so no chunk allocates.
-Status FetchJob(Work& w, ApiClient& api, const Job& job, std::string* plain) {
+Status FetchJob(Work& w, ApiClient& api, const Job& job, ChunkBuffers* buffers) {
   const std::string hex = job.digest.ToHex();
-  auto r = api.Get("/api/v1/reader/" + w.rid + "/chunk?digest=" + hex);
-  if (!r.ok()) return r.status();
-  if (r->status == 404) {
+  std::string* plain = &buffers->plain;
+  const std::string& blob = buffers->blob;
+  auto status = api.GetInto("/api/v1/reader/" + w.rid + "/chunk?digest=" + hex, &buffers->blob,
+                            storage::MaxBlobSizeFor(job.length));
+  if (!status.ok()) return status.status().WithContext("chunk " + hex);
+  if (*status == 404) {
     // The server listed this digest in the snapshot's index, so a missing
     // chunk means a damaged snapshot, not a wrong name.
-    return Status::Corruption("chunk " + hex +
-                              " is missing on the server: " + r->ToStatus().message());
+    return Status::Corruption("chunk " + hex + " is missing on the server: " +
+                              HttpResponse{*status, blob}.ToStatus().message());
   }
-  CAIRN_RETURN_IF_ERROR(r->ToStatus());
-  const std::string& blob = r->body;
+  if (*status < 200 || *status >= 300) return HttpResponse{*status, blob}.ToStatus();
   w.bytes_downloaded.fetch_add(blob.size(), std::memory_order_relaxed);
 
   auto view = storage::ParseBlob(blob);
@@ -289,13 +297,13 @@ Status FetchJob(Work& w, ApiClient& api, const Job& job, std::string* plain) {
 
 void Worker(Work& w, const Repository& repo) {
   ApiClient api(repo);
-  std::string plain;
+  ChunkBuffers buffers;
   while (!w.failed.load()) {
     size_t j = w.next_job.fetch_add(1);
     if (j >= w.jobs.size()) break;
     const Job& job = w.jobs[j];
     Status s = job.zero ? WriteJob(w, job, std::string_view(w.zeros, job.length))
-                        : FetchJob(w, api, job, &plain);
+                        : FetchJob(w, api, job, &buffers);
     if (!s.ok()) {
       w.Fail(std::move(s));
       break;

@@ -166,8 +166,7 @@ void RegisterBackupRoutes(Service* service, httplib::Server* http) {
     CAIRN_ASSIGN_OR_RETURN(auto s, session(req));
     CAIRN_ASSIGN_OR_RETURN(std::string archive, Param(req, "archive"));
     CAIRN_ASSIGN_OR_RETURN(std::string bytes, s->PreviousIndex(archive));
-    res.status = 200;
-    res.set_content(bytes, "application/octet-stream");
+    SendBytes(res, std::move(bytes));
     return Status::OK();
   }));
 

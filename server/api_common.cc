@@ -60,6 +60,12 @@ void SendJson(httplib::Response& res, int code, const json& body) {
   res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
 }
 
+void SendBytes(httplib::Response& res, std::string bytes, const char* content_type) {
+  res.status = 200;
+  res.body = std::move(bytes);
+  res.set_header("Content-Type", content_type);
+}
+
 void SendError(const httplib::Request& req, httplib::Response& res, const Status& s) {
   int code = HttpCode(s);
   if (code == 507) {

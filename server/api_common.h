@@ -26,6 +26,10 @@ using nlohmann::json;
 int HttpCode(const Status& s);
 
 void SendJson(httplib::Response& res, int code, const json& body);
+// 200 with `bytes` as the body, moved in (httplib's set_content copies):
+// chunks, indexes and blobs of up to 16 MiB.
+void SendBytes(httplib::Response& res, std::string bytes,
+               const char* content_type = "application/octet-stream");
 // A 5xx says only "internal error" (the details go to the log); other errors
 // carry their message with server paths scrubbed.
 void SendError(const httplib::Request& req, httplib::Response& res, const Status& s);

@@ -73,8 +73,7 @@ void RegisterReaderRoutes(Service* service, httplib::Server* http) {
     CAIRN_ASSIGN_OR_RETURN(std::string name, Param(req, "archive"));
     CAIRN_RETURN_IF_ERROR(storage::ValidateName(storage::NameKind::kArchive, name));
     CAIRN_ASSIGN_OR_RETURN(std::string bytes, r->ReadArchive(name));
-    res.status = 200;
-    res.set_content(bytes, "application/octet-stream");
+    SendBytes(res, std::move(bytes));
     return Status::OK();
   }));
 
@@ -84,8 +83,7 @@ void RegisterReaderRoutes(Service* service, httplib::Server* http) {
     CAIRN_ASSIGN_OR_RETURN(std::string hex, Param(req, "digest"));
     CAIRN_ASSIGN_OR_RETURN(storage::Digest digest, storage::Digest::FromHex(hex));
     CAIRN_ASSIGN_OR_RETURN(std::string blob, r->ReadChunk(digest));
-    res.status = 200;
-    res.set_content(blob, "application/octet-stream");
+    SendBytes(res, std::move(blob));
     return Status::OK();
   }));
 

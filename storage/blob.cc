@@ -183,10 +183,10 @@ Result<BlobKind> CheckBlob(std::string_view blob) {
 }
 
 Status DecodeBlobPayload(const BlobView& blob, std::string* payload, size_t max_payload) {
-  payload->clear();
   const std::string_view body = blob.payload;
   switch (blob.kind) {
     case BlobKind::kPlain:
+      payload->clear();
       if (body.size() > max_payload) return Status::Corruption("blob payload exceeds the limit");
       payload->assign(body);
       return Status::OK();
@@ -195,12 +195,21 @@ Status DecodeBlobPayload(const BlobView& blob, std::string* payload, size_t max_
       // claims more than the limit, is refused before anything is allocated.
       unsigned long long size = ZSTD_getFrameContentSize(body.data(), body.size());
       if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN) {
+        payload->clear();
         return Status::Corruption("zstd blob has no valid frame content size");
       }
-      if (size > max_payload) return Status::Corruption("zstd blob declares a size over the limit");
+      if (size > max_payload) {
+        payload->clear();
+        return Status::Corruption("zstd blob declares a size over the limit");
+      }
       if (ZSTD_findFrameCompressedSize(body.data(), body.size()) != body.size()) {
+        payload->clear();
         return Status::Corruption("zstd blob has trailing or missing bytes");
       }
+      // Not cleared first: resize() zero-fills only the bytes beyond the
+      // string's current size, and a reused 4 MiB buffer (the server's check
+      // of every upload, restore, verify) then costs no memset per chunk.
+      // zstd overwrites every byte it reports.
       payload->resize(static_cast<size_t>(size));
       size_t n = ZSTD_decompressDCtx(ThreadDCtx(), payload->data(), payload->size(), body.data(),
                                      body.size());
@@ -213,15 +222,20 @@ Status DecodeBlobPayload(const BlobView& blob, std::string* payload, size_t max_
     }
     case BlobKind::kEncrypted:
     case BlobKind::kEncryptedZstd:
+      payload->clear();
       return Status::InvalidArgument("blob is encrypted; a key is needed to decode it");
   }
+  payload->clear();
   return Status::Corruption("blob kind not handled");
 }
 
 Status DecodeBlob(std::string_view blob, std::string* payload, size_t max_payload) {
-  payload->clear();
-  CAIRN_ASSIGN_OR_RETURN(BlobView view, ParseBlob(blob));
-  return DecodeBlobPayload(view, payload, max_payload);
+  Result<BlobView> view = ParseBlob(blob);
+  if (!view.ok()) {
+    payload->clear();
+    return view.status();
+  }
+  return DecodeBlobPayload(*view, payload, max_payload);
 }
 
 bool CompressForBlob(std::string_view payload, int zstd_level, std::string* frame) {

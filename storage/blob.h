@@ -103,6 +103,8 @@ Result<BlobKind> CheckBlob(std::string_view blob);
 // content size, declaring more, with trailing bytes or not decoding to its
 // declared size is Corruption — never a crash or an allocation larger than
 // `max_payload`). Encrypted kinds give InvalidArgument (a key is needed).
+// *payload is replaced whole (empty after an error); its capacity is reused,
+// so a caller decoding many chunks keeps one string and pays no zero-fill.
 Status DecodeBlobPayload(const BlobView& blob, std::string* payload,
                          size_t max_payload = kMaxBlobPayload);
 

@@ -299,10 +299,13 @@ TEST_F(RestoreTest, DamagedChunkIsCorruptionAndLeavesTheTargetUntouched) {
   EXPECT_NE(r.status().message().find("digest"), std::string::npos) << r.status().ToString();
   EXPECT_EQ(ReadWholeFile(target), precious);
 
-  // A well-formed blob of the wrong length (chunk 3 is short; a full chunk here).
+  // A well-formed blob of the wrong length (chunk 3 is short; a full chunk
+  // here): larger than any blob of chunk 3 can be, so the client stops
+  // reading it (ApiClient::GetInto's limit) instead of taking it in.
   WriteWholeFile(path, storage::EncodeBlob(ChunkOf(img, 0)));
   r = Restore(snap, target);
   EXPECT_TRUE(r.status().IsCorruption()) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("larger than"), std::string::npos) << r.status().ToString();
   EXPECT_EQ(ReadWholeFile(target), precious);
 
   // A missing chunk file: the snapshot is damaged.

@@ -34,6 +34,45 @@ TEST(Crc32cTest, KnownValues) {
   EXPECT_EQ(Crc32cExtend(Crc32c(data.substr(0, 333)), data.substr(333)), Crc32c(data));
 }
 
+// The CRC-32C of the definition, one bit at a time: what the three-lane
+// hardware path (storage/crc32c.cc) must equal at every length, alignment
+// and split.
+uint32_t BitwiseCrc32c(uint32_t crc, std::string_view data) {
+  crc = ~crc;
+  for (unsigned char byte : data) {
+    crc ^= byte;
+    for (int k = 0; k < 8; ++k) crc = (crc & 1) ? (crc >> 1) ^ 0x82F63B78u : crc >> 1;
+  }
+  return ~crc;
+}
+
+TEST(Crc32cTest, ThreeLanesMatchTheDefinition) {
+  const std::string data = RandomBytes(3 * 3 * 4096 + 100, 11);
+  const std::string_view all(data);
+  // Lengths around one and two three-lane blocks (12 KiB), at odd offsets.
+  for (size_t len : {0ul, 1ul, 7ul, 8ul, 4095ul, 12287ul, 12288ul, 12289ul, 12295ul, 24576ul,
+                     24583ul, 30000ul}) {
+    for (size_t off : {0ul, 1ul, 3ul, 8ul}) {
+      const std::string_view part = all.substr(off, len);
+      ASSERT_EQ(Crc32c(part), BitwiseCrc32c(0, part)) << "len " << len << " off " << off;
+      ASSERT_EQ(Crc32cExtend(0x12345678u, part), BitwiseCrc32c(0x12345678u, part))
+          << "len " << len << " off " << off;
+    }
+  }
+  // A 4 MiB chunk, whole and extended in uneven pieces.
+  const std::string chunk = RandomBytes(kChunkSize, 12);
+  const uint32_t want = BitwiseCrc32c(0, chunk);
+  EXPECT_EQ(Crc32c(chunk), want);
+  uint32_t crc = 0;
+  for (size_t at = 0, step = 1; at < chunk.size(); at += step, step = step * 3 + 7) {
+    crc = Crc32cExtend(crc, std::string_view(chunk).substr(at, step));
+  }
+  EXPECT_EQ(crc, want);
+  // A chunk of zeros (the shift tables' own input).
+  const std::string zeros(kChunkSize, '\0');
+  EXPECT_EQ(Crc32c(zeros), BitwiseCrc32c(0, zeros));
+}
+
 TEST(DigestTest, HexRoundTripAndStrictness) {
   Digest d = Sha256("abc");
   EXPECT_EQ(d.ToHex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
@@ -84,6 +123,32 @@ TEST(BlobTest, RoundTrip) {
       ASSERT_TRUE(DecodeBlob(blob, &out).ok()) << p.name;
       EXPECT_EQ(out, p.data) << p.name;
     }
+  }
+}
+
+// One string reused for every decode, as the server's upload check, restore
+// and verify keep it: each result is exactly its payload, whatever the
+// string held before (longer, shorter, or left by an error).
+TEST(BlobTest, DecodeIntoAReusedStringLeavesNothingBehind) {
+  std::string out = std::string(kChunkSize + 100, 'Q');
+  std::vector<Payload> payloads = Payloads();
+  payloads.push_back({"short_text", TextLike(5000)});
+  for (int pass = 0; pass < 2; ++pass) {
+    for (const auto& p : payloads) {
+      for (bool compress : {true, false}) {
+        ASSERT_TRUE(DecodeBlob(EncodeBlob(p.data, compress), &out).ok()) << p.name;
+        EXPECT_EQ(out.size(), p.data.size()) << p.name;
+        EXPECT_TRUE(out == p.data) << p.name;
+      }
+      // An error in between leaves the string empty, not half of a chunk.
+      EXPECT_FALSE(DecodeBlob(EncodeBlob(p.data).substr(0, kBlobHeaderSize - 1), &out).ok());
+      EXPECT_TRUE(out.empty()) << p.name;
+      const std::string text = TextLike(kChunkSize);
+      ASSERT_TRUE(DecodeBlob(EncodeBlob(text), &out).ok());
+      EXPECT_EQ(*CheckBlob(EncodeBlob(text)), BlobKind::kZstd);
+      EXPECT_TRUE(out == text);
+    }
+    std::reverse(payloads.begin(), payloads.end());
   }
 }
 
