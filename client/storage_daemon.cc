@@ -112,12 +112,15 @@ Result<std::unique_ptr<StorageDaemon>> StorageDaemon::Start(const std::vector<st
   // posix_memalign; glibc serves those of a MiB and more with a fresh mmap
   // and munmaps them afterwards, so every buffer is faulted in again: 61,000
   // of the 87,000 minor faults of a 512 MiB `backup image` (issue 11).
-  // Larger mmap and trim thresholds keep the buffers in the heap for reuse.
+  // Larger mmap and trim thresholds keep the buffers in the heap for reuse;
+  // hugetlb=1 (glibc 2.35+, ignored by older ones) has malloc mark its heap
+  // for transparent huge pages, so the up to 64 MiB of buffers of QEMU's
+  // parallel requests fault in as 2 MiB pages the first time too.
   // (`env` execs the daemon: the pid is the daemon's.)
   if (std::getenv("GLIBC_TUNABLES") == nullptr) {
     argv.insert(argv.begin(),
                 {"env", "GLIBC_TUNABLES=glibc.malloc.mmap_threshold=67108864:"
-                        "glibc.malloc.trim_threshold=268435456"});
+                        "glibc.malloc.trim_threshold=268435456:glibc.malloc.hugetlb=1"});
   }
   // A client killed mid-run (SIGKILL, the OOM killer) must not leave the
   // daemon behind holding the images' write locks — the VM and the next

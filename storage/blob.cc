@@ -79,6 +79,15 @@ bool WorthCompressing(ZSTD_CCtx* cctx, int level, const char* data, size_t lengt
   return compressed * 100 < kProbePieces * kProbePieceSize * 97;
 }
 
+// zstd's frame of `data` in `dst` (room for ZSTD_compressBound(length)
+// bytes): its size, or 0 when it is not smaller than `data`.
+// ZSTD_compressCCtx writes the content size into the frame header, which
+// readers require.
+size_t FrameInto(ZSTD_CCtx* cctx, int level, const char* data, size_t length, char* dst) {
+  size_t n = ZSTD_compressCCtx(cctx, dst, ZSTD_compressBound(length), data, length, level);
+  return ZSTD_isError(n) || n >= length ? 0 : n;
+}
+
 // The zstd frame of the `length` bytes at `data`, at `offset` in *out (which
 // is resized to offset + frame size), when WorthCompressing and strictly
 // smaller than `length`; false otherwise (*out's size then unspecified). The
@@ -86,13 +95,29 @@ bool WorthCompressing(ZSTD_CCtx* cctx, int level, const char* data, size_t lengt
 bool CompressInto(ZSTD_CCtx* cctx, int level, const char* data, size_t length, size_t offset,
                   std::string* out) {
   if (!WorthCompressing(cctx, level, data, length)) return false;
-  const size_t bound = ZSTD_compressBound(length);
-  out->resize(offset + bound);
-  // ZSTD_compressCCtx writes the content size into the frame header, which
-  // readers require.
-  size_t n = ZSTD_compressCCtx(cctx, out->data() + offset, bound, data, length, level);
-  if (ZSTD_isError(n) || n >= length) return false;
+  out->resize(offset + ZSTD_compressBound(length));
+  const size_t n = FrameInto(cctx, level, data, length, out->data() + offset);
   out->resize(offset + n);
+  return n != 0;
+}
+
+// CompressInto (the same decision) for the string a BlobEncoder reuses for
+// every blob: growing it from the last frame's size to the bound would
+// zero-fill megabytes per chunk (resize() must), so the frame is made in the
+// thread's scratch buffer, which nothing fills, and only its bytes are copied.
+bool CompressIntoReused(ZSTD_CCtx* cctx, int level, const char* data, size_t length,
+                        size_t offset, std::string* out) {
+  if (!WorthCompressing(cctx, level, data, length)) return false;
+  thread_local std::unique_ptr<char[]> scratch;
+  thread_local size_t scratch_size = 0;
+  if (const size_t bound = ZSTD_compressBound(length); scratch_size < bound) {
+    scratch.reset(new char[bound]);
+    scratch_size = bound;
+  }
+  const size_t n = FrameInto(cctx, level, data, length, scratch.get());
+  if (n == 0) return false;
+  out->resize(offset + n);
+  std::memcpy(out->data() + offset, scratch.get(), n);
   return true;
 }
 
@@ -285,7 +310,7 @@ Result<std::string_view> BlobEncoder::Encode(std::string_view payload, bool comp
 Result<const std::string*> BlobEncoder::EncodeFramed(std::string* framed, size_t length) {
   if (cctx_ == nullptr) return Status::IOError("cannot create a zstd context");
   const char* data = framed->data() + kFrameOffset;
-  if (length > 0 && CompressInto(cctx_, level_, data, length, kBlobHeaderSize, &out_)) {
+  if (length > 0 && CompressIntoReused(cctx_, level_, data, length, kBlobHeaderSize, &out_)) {
     Seal(&out_, BlobKind::kZstd);
     return &out_;
   }

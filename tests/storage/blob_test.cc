@@ -399,7 +399,13 @@ TEST(BlobEncoderTest, SameBlobsAsEncodeBlob) {
 TEST(BlobEncoderTest, FramedBuffers) {
   BlobEncoder enc;
   constexpr size_t kOff = BlobEncoder::kFrameOffset;
-  for (const Payload& p : Payloads()) {
+  // Twice, the second time backwards: the encoder's reused output and its
+  // thread's compression scratch go from large frames to small and back.
+  std::vector<Payload> payloads = Payloads();
+  payloads.push_back({"short_text", TextLike(300 * 1024)});
+  const std::vector<Payload> forward = payloads;
+  payloads.insert(payloads.end(), forward.rbegin(), forward.rend());
+  for (const Payload& p : payloads) {
     // A full buffer and one with room to spare (a short last chunk).
     for (size_t spare : {size_t{0}, size_t{100}}) {
       std::string framed(kOff + p.data.size() + spare, '?');
