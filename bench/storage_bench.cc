@@ -36,8 +36,8 @@
 
 #include "bench/bench_data.h"
 #include "storage/blob.h"
-#include "storage/crc32c.h"
 #include "storage/chunk_store.h"
+#include "storage/crc32c.h"
 #include "storage/digest.h"
 #include "storage/env.h"
 #include "storage/status.h"
