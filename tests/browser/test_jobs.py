@@ -5,6 +5,7 @@ edits and removes a job."""
 
 import os
 import sys
+import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cairn_browser  # noqa: E402
@@ -38,19 +39,18 @@ class JobsTest(cairn_browser.BrowserTest):
         sched.send_keys("mon..fri 22:30")
         # The preview of the dialog's first schedule ("daily") may still be
         # shown for the debounce time: wait for the one typed.
-        want = [utc_text(t) for t in
-                self.server.api("GET", "/calendar/next?schedule=mon..fri%2022:30&count=5")["next"]]
-        shown = lambda: [t.get_attribute("datetime") for t in self.all('[data-testid="next-runs"] time')]
-        try:
-            self.wait(lambda d: shown() == want, timeout=10)
-        except Exception:
-            self.assertEqual(shown(), want)
+        self.wait_preview("mon..fri 22:30")
         sched.send_keys(" nonsense")
         self.css('[data-testid="schedule-error"]')
         sched.clear()
         sched.send_keys("daily")
+        # Click Save only once the preview is the typed one: a modal dialog is
+        # centred, so while its preview changes size the Save button moves and
+        # a click can land beside it (under load the row then never came).
+        self.wait_preview("daily")
         self.screenshot("job-dialog")
         self.css('[data-testid="job-save"]').click()
+        self.wait(lambda d: not self.all('[data-testid="job-dialog"]'), message="the job dialog stayed open")
         self.css('tr[data-job="ui-gc"]')
         job = [j for j in self.server.api("GET", "/jobs") if j["id"] == "ui-gc"][0]
         self.assertEqual((job["kind"], job["schedule"]), ("gc", "daily"))
@@ -64,6 +64,17 @@ class JobsTest(cairn_browser.BrowserTest):
         self.css('[data-testid="confirm-ok"]').click()
         self.wait(lambda d: not self.all('tr[data-job="ui-gc"]'))
         self.assertEqual([j for j in self.server.api("GET", "/jobs") if j["id"] == "ui-gc"], [])
+
+
+    def wait_preview(self, schedule):
+        """Waits until the dialog previews the server's next five runs of `schedule`."""
+        want = [utc_text(t) for t in self.server.api(
+            "GET", "/calendar/next?" + urllib.parse.urlencode({"schedule": schedule, "count": 5}))["next"]]
+        shown = lambda: [t.get_attribute("datetime") for t in self.all('[data-testid="next-runs"] time')]
+        try:
+            self.wait(lambda d: shown() == want, timeout=10)
+        except Exception:
+            self.assertEqual(shown(), want)
 
 
 def utc_text(t):

@@ -45,7 +45,9 @@ async function jobDialog(job, stores) {
     value: JSON.stringify(job.options || {}), placeholder: '{"keep-daily": 7}' });
   const enabled = h('input', { id: 'job-enabled', type: 'checkbox', checked: job.enabled !== false,
                                'data-testid': 'job-enabled' });
-  const next = h('div', { class: 'preview', 'aria-live': 'polite' });
+  // Room for five runs, so the dialog (centred) and its buttons do not move
+  // while the preview is fetched.
+  const next = h('div', { class: 'preview runs-preview', 'aria-live': 'polite' });
   scheduleWatcher(schedule, next);
   for (;;) {
     const v = await dialog({ title: isNew ? 'Add job' : `Edit job ${job.id}`, testid: 'job-dialog',
