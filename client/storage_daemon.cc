@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
+#include <cstring>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -42,12 +44,29 @@ bool WaitFor(pid_t pid, std::chrono::milliseconds timeout, int* status) {
     if (r == pid) return true;
     if (r < 0 && errno != EINTR) return true;
     if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
 }
 
-// `qemu-img info --output=json FILE` → the format name.
+// "qcow2" when the file starts with QEMU's qcow2 header — the magic
+// "QFI\xfb" and a version of 2 or more, QEMU's own qcow2 probe — else "".
+// Reading 8 bytes saves the ~10 ms of a qemu-img run, ~3% of a small
+// incremental backup (issue 11).
+std::string Qcow2Magic(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "";
+  unsigned char h[8];
+  ssize_t n = ::pread(fd, h, sizeof(h), 0);
+  ::close(fd);
+  if (n != static_cast<ssize_t>(sizeof(h))) return "";
+  const uint32_t version = (uint32_t{h[4]} << 24) | (uint32_t{h[5]} << 16) | (uint32_t{h[6]} << 8) | h[7];
+  return std::memcmp(h, "QFI\xfb", 4) == 0 && version >= 2 ? "qcow2" : "";
+}
+
+// The image's format: qcow2 from its header, anything else from
+// `qemu-img info --output=json FILE`.
 Result<std::string> ProbeFormat(const std::string& path) {
+  if (std::string f = Qcow2Magic(path); !f.empty()) return f;
   CAIRN_ASSIGN_OR_RETURN(ProcessResult run,
                          RunProcess({"qemu-img", "info", "--output=json", "-U", path},
                                     std::chrono::seconds(60), 1 << 20));
@@ -116,11 +135,10 @@ Result<std::unique_ptr<StorageDaemon>> StorageDaemon::Start(const std::vector<st
   // hugetlb=1 (glibc 2.35+, ignored by older ones) has malloc mark its heap
   // for transparent huge pages, so the up to 64 MiB of buffers of QEMU's
   // parallel requests fault in as 2 MiB pages the first time too.
-  // (`env` execs the daemon: the pid is the daemon's.)
+  std::vector<std::string> env;
   if (std::getenv("GLIBC_TUNABLES") == nullptr) {
-    argv.insert(argv.begin(),
-                {"env", "GLIBC_TUNABLES=glibc.malloc.mmap_threshold=67108864:"
-                        "glibc.malloc.trim_threshold=268435456:glibc.malloc.hugetlb=1"});
+    env.push_back("GLIBC_TUNABLES=glibc.malloc.mmap_threshold=67108864:"
+                  "glibc.malloc.trim_threshold=268435456:glibc.malloc.hugetlb=1");
   }
   // A client killed mid-run (SIGKILL, the OOM killer) must not leave the
   // daemon behind holding the images' write locks — the VM and the next
@@ -130,7 +148,7 @@ Result<std::unique_ptr<StorageDaemon>> StorageDaemon::Start(const std::vector<st
   // file. Every caller keeps the daemon within the thread that started it.
   // (setpriv execs too: the pid is still the daemon's.)
   argv.insert(argv.begin(), {"setpriv", "--pdeathsig", "TERM", "--"});
-  CAIRN_ASSIGN_OR_RETURN(d->pid_, StartProcess(argv, d->dir_ + "/qsd.log"));
+  CAIRN_ASSIGN_OR_RETURN(d->pid_, StartProcess(argv, d->dir_ + "/qsd.log", env));
   // Up when its QMP socket answers; an image it cannot open ends it first.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   for (;;) {
@@ -148,7 +166,9 @@ Result<std::unique_ptr<StorageDaemon>> StorageDaemon::Start(const std::vector<st
     if (std::chrono::steady_clock::now() > deadline) {
       return Status::IOError("qemu-storage-daemon did not start in 30 s: " + d->Log());
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    // The daemon is up ~25 ms after the start: a coarser poll would add
+    // its slack to every backup.
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   return d;
 }

@@ -19,19 +19,30 @@ using storage::Status;
 
 namespace {
 
-// posix_spawnp with stdin from /dev/null and stdout/stderr onto `out_fd`.
-Result<pid_t> Spawn(const std::vector<std::string>& argv, int out_fd) {
+// posix_spawnp with stdin from /dev/null, stdout/stderr onto `out_fd` and
+// our environment with `extra_env` on top.
+Result<pid_t> Spawn(const std::vector<std::string>& argv, int out_fd,
+                    const std::vector<std::string>& extra_env = {}) {
   if (argv.empty()) return Status::InvalidArgument("no program to run");
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
+  std::vector<char*> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const size_t name_len = std::strcspn(*e, "=") + 1;  // with the '='
+    bool replaced = false;
+    for (const auto& x : extra_env) replaced = replaced || x.compare(0, name_len, *e, name_len) == 0;
+    if (!replaced) env.push_back(*e);
+  }
+  for (const auto& x : extra_env) env.push_back(const_cast<char*>(x.c_str()));
+  env.push_back(nullptr);
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_adddup2(&actions, out_fd, STDOUT_FILENO);
   posix_spawn_file_actions_adddup2(&actions, out_fd, STDERR_FILENO);
   pid_t pid = -1;
-  int err = ::posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
+  int err = ::posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), env.data());
   posix_spawn_file_actions_destroy(&actions);
   if (err != 0) return Status::IOError("cannot run " + argv[0] + ": " + std::strerror(err));
   return pid;
@@ -98,10 +109,11 @@ Result<ProcessResult> RunProcess(const std::vector<std::string>& argv,
   return result;
 }
 
-Result<pid_t> StartProcess(const std::vector<std::string>& argv, const std::string& log_path) {
+Result<pid_t> StartProcess(const std::vector<std::string>& argv, const std::string& log_path,
+                           const std::vector<std::string>& extra_env) {
   int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (fd < 0) return Status::FromErrno("open " + log_path, errno);
-  Result<pid_t> pid = Spawn(argv, fd);
+  Result<pid_t> pid = Spawn(argv, fd, extra_env);
   ::close(fd);
   return pid;
 }

@@ -27,8 +27,11 @@ storage::Result<ProcessResult> RunProcess(const std::vector<std::string>& argv,
                                           size_t max_output = 64 * 1024);
 
 // Starts `argv` in the background with stdout and stderr appended to
-// `log_path`; the caller waits for (or kills) the returned pid.
+// `log_path`, its environment ours plus `extra_env` ("NAME=value" entries,
+// which replace ours of the same name); the caller waits for (or kills) the
+// returned pid.
 storage::Result<pid_t> StartProcess(const std::vector<std::string>& argv,
-                                    const std::string& log_path);
+                                    const std::string& log_path,
+                                    const std::vector<std::string>& extra_env = {});
 
 }  // namespace cairn::client

@@ -636,6 +636,23 @@ TEST_F(VmBackupTest, OfflineImageBackupIsIncremental) {
   EXPECT_EQ(cmp.exit_code, 0) << cmp.output;
 }
 
+// 9b. A file with a qcow2 header that is not a qcow2 image (its format is
+// read from the header, not by qemu-img): a clear error naming the file,
+// and nothing is committed.
+TEST_F(VmBackupTest, DamagedQcow2ImageIsRefused) {
+  std::string img = dir_.Join("broken.qcow2");
+  {
+    std::ofstream out(img, std::ios::binary);
+    out.write("QFI\xfb\0\0\0\3", 8);
+    out << std::string(1 << 20, '\xff');
+  }
+  auto b = Cairn({"backup", "image", "--id", "100", "--backup-time", NextTime(), img});
+  EXPECT_NE(b.exit_code, 0) << b.output;
+  EXPECT_NE(b.output.find("could not open the images"), std::string::npos) << b.output;
+  EXPECT_NE(b.output.find("broken.qcow2"), std::string::npos) << b.output;
+  EXPECT_TRUE(Snapshots().empty());
+}
+
 // 10. A raw disk: the bitmap is transient; after a QEMU restart the next
 // backup is full and says why.
 TEST_F(VmBackupTest, RawDiskBitmapIsTransient) {
