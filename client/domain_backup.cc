@@ -77,10 +77,10 @@ Result<DomainFacts> Inspect(const DomainBackupOptions& o) {
   CAIRN_ASSIGN_OR_RETURN(f.conn, VirOpen(o.uri));
   CAIRN_ASSIGN_OR_RETURN(f.dom, VirLookup(f.conn.get(), o.domain));
   int state = 0, reason = 0;
-  if (virDomainGetState(f.dom.get(), &state, &reason, 0) < 0) return VirError("domain state");
+  if (Virt().virDomainGetState(f.dom.get(), &state, &reason, 0) < 0) return VirError("domain state");
   f.state = StateName(state);
-  f.active = virDomainIsActive(f.dom.get()) == 1;
-  char* text = virDomainGetXMLDesc(f.dom.get(), 0);
+  f.active = Virt().virDomainIsActive(f.dom.get()) == 1;
+  char* text = Virt().virDomainGetXMLDesc(f.dom.get(), 0);
   if (text == nullptr) return VirError("domain XML of " + o.domain);
   std::string xml(text);
   ::free(text);
@@ -99,7 +99,7 @@ Result<DomainFacts> Inspect(const DomainBackupOptions& o) {
     asked.erase(d.target);
     if (d.skip.empty()) {
       virDomainBlockInfo info;
-      if (virDomainGetBlockInfo(f.dom.get(), d.target.c_str(), &info, 0) < 0) {
+      if (Virt().virDomainGetBlockInfo(f.dom.get(), d.target.c_str(), &info, 0) < 0) {
         return VirError("size of disk " + d.target);
       }
       d.size = info.capacity;
@@ -117,14 +117,14 @@ Result<DomainFacts> Inspect(const DomainBackupOptions& o) {
 // Cairn's checkpoints of the domain: name → disks with a bitmap.
 Result<std::map<std::string, std::vector<std::string>>> CairnCheckpoints(virDomainPtr dom) {
   virDomainCheckpointPtr* cps = nullptr;
-  int n = virDomainListAllCheckpoints(dom, &cps, 0);
+  int n = Virt().virDomainListAllCheckpoints(dom, &cps, 0);
   if (n < 0) return VirError("list checkpoints");
   std::map<std::string, std::vector<std::string>> out;
   Status s = Status::OK();
   for (int i = 0; i < n; ++i) {
-    std::string name = virDomainCheckpointGetName(cps[i]);
+    std::string name = Virt().virDomainCheckpointGetName(cps[i]);
     if (s.ok() && StartsWith(name, kCheckpointPrefix)) {
-      char* x = virDomainCheckpointGetXMLDesc(cps[i], 0);
+      char* x = Virt().virDomainCheckpointGetXMLDesc(cps[i], 0);
       if (x == nullptr) {
         s = VirError("checkpoint " + name);
       } else {
@@ -137,7 +137,7 @@ Result<std::map<std::string, std::vector<std::string>>> CairnCheckpoints(virDoma
         }
       }
     }
-    virDomainCheckpointFree(cps[i]);
+    Virt().virDomainCheckpointFree(cps[i]);
   }
   ::free(cps);
   if (!s.ok()) return s;
@@ -235,13 +235,13 @@ json SkippedJson(const std::vector<DomainDisk>& skipped) {
 Result<std::vector<std::string>> ListDomains(const std::string& uri) {
   CAIRN_ASSIGN_OR_RETURN(VirConnection conn, VirOpen(uri));
   virDomainPtr* doms = nullptr;
-  int n = virConnectListAllDomains(conn.get(), &doms, 0);
+  int n = Virt().virConnectListAllDomains(conn.get(), &doms, 0);
   if (n < 0) return VirError("list domains of " + uri);
   std::vector<std::string> names;
   for (int i = 0; i < n; ++i) {
-    const char* name = virDomainGetName(doms[i]);
+    const char* name = Virt().virDomainGetName(doms[i]);
     if (name != nullptr) names.emplace_back(name);
-    virDomainFree(doms[i]);
+    Virt().virDomainFree(doms[i]);
   }
   ::free(doms);
   std::sort(names.begin(), names.end());
@@ -368,9 +368,9 @@ class RunningBackup {
 // dead process. Aborted (and waited for); another tool's job is a Conflict.
 Status RunningBackup::AbortStaleJob() {
   virDomainJobInfo info;
-  if (virDomainGetJobInfo(f_.dom.get(), &info) < 0) return VirError("job info");
+  if (Virt().virDomainGetJobInfo(f_.dom.get(), &info) < 0) return VirError("job info");
   if (info.type == VIR_DOMAIN_JOB_NONE) return Status::OK();
-  char* x = virDomainBackupGetXMLDesc(f_.dom.get(), 0);
+  char* x = Virt().virDomainBackupGetXMLDesc(f_.dom.get(), 0);
   if (x == nullptr) {
     return Status::Conflict("domain " + f_.xml.name + " runs another job (not a backup)");
   }
@@ -387,10 +387,10 @@ Status RunningBackup::AbortStaleJob() {
     return Status::Conflict("another cairn (pid " + std::to_string(pid) +
                             ") is backing up domain " + f_.xml.name);
   }
-  if (virDomainAbortJob(f_.dom.get()) < 0) return VirError("abort the stale backup job");
+  if (Virt().virDomainAbortJob(f_.dom.get()) < 0) return VirError("abort the stale backup job");
   auto deadline = Clock::now() + std::chrono::seconds(30);
   for (;;) {
-    if (virDomainGetJobInfo(f_.dom.get(), &info) < 0) return VirError("job info");
+    if (Virt().virDomainGetJobInfo(f_.dom.get(), &info) < 0) return VirError("job info");
     if (info.type == VIR_DOMAIN_JOB_NONE) break;
     if (Clock::now() > deadline) return Status::IOError("the stale backup job did not end in 30 s");
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -445,7 +445,7 @@ std::string RunningBackup::CheckpointXml() const {
 Status RunningBackup::Freeze() {
   if (o_.quiesce == QuiescePolicy::kNone) return Status::OK();
   frozen_ = true;  // thaw whatever happened: a timed-out freeze may still complete
-  if (virDomainFSFreeze(f_.dom.get(), nullptr, 0, 0) >= 0) {
+  if (Virt().virDomainFSFreeze(f_.dom.get(), nullptr, 0, 0) >= 0) {
     consistency_ = "application";
     return Status::OK();
   }
@@ -461,7 +461,7 @@ Status RunningBackup::Freeze() {
 void RunningBackup::Thaw() {
   if (!frozen_) return;
   frozen_ = false;
-  if (virDomainFSThaw(f_.dom.get(), nullptr, 0, 0) < 0 && consistency_ == "application") {
+  if (Virt().virDomainFSThaw(f_.dom.get(), nullptr, 0, 0) < 0 && consistency_ == "application") {
     Note("THAW FAILED (" + VirError("guest agent thaw").message() +
          "); the guest may still be frozen");
   }
@@ -479,7 +479,7 @@ Status RunningBackup::Begin() {
     CAIRN_RETURN_IF_ERROR(Freeze());
     std::string bx = BackupXml();
     std::string cx = CheckpointXml();
-    int rc = virDomainBackupBegin(f_.dom.get(), bx.c_str(), any_qcow2 ? cx.c_str() : nullptr, 0);
+    int rc = Virt().virDomainBackupBegin(f_.dom.get(), bx.c_str(), any_qcow2 ? cx.c_str() : nullptr, 0);
     Status s = rc < 0 ? VirError("virDomainBackupBegin") : Status::OK();
     Thaw();  // the point in time is taken
     if (s.ok()) {
@@ -518,7 +518,7 @@ json RunningBackup::Progress(bool final) const {
 
 // Opens the archives and reads every disk's export, one thread per disk.
 Status RunningBackup::ReadDisks() {
-  char* x = virDomainBackupGetXMLDesc(f_.dom.get(), 0);
+  char* x = Virt().virDomainBackupGetXMLDesc(f_.dom.get(), 0);
   if (x == nullptr) return VirError("backup job XML");
   std::string xml(x);
   ::free(x);
@@ -603,7 +603,7 @@ Result<json> RunningBackup::Commit() {
 Result<json> RunningBackup::CommitEndingJob() {
   std::string ended;
   std::thread ender([this, &ended] {
-    if (virDomainAbortJob(f_.dom.get()) < 0) ended = VirError("end the backup job").message();
+    if (Virt().virDomainAbortJob(f_.dom.get()) < 0) ended = VirError("end the backup job").message();
   });
   Result<json> finish = Commit();
   ender.join();
@@ -617,16 +617,16 @@ Result<json> RunningBackup::CommitEndingJob() {
 void RunningBackup::Undo() {
   Thaw();
   if (job_started_) {
-    if (virDomainAbortJob(f_.dom.get()) < 0) Note(VirError("abort the backup job").message());
+    if (Virt().virDomainAbortJob(f_.dom.get()) < 0) Note(VirError("abort the backup job").message());
     job_started_ = false;
   }
   if (!checkpoint_.empty()) {
-    virDomainCheckpointPtr cp = virDomainCheckpointLookupByName(f_.dom.get(), checkpoint_.c_str(), 0);
+    virDomainCheckpointPtr cp = Virt().virDomainCheckpointLookupByName(f_.dom.get(), checkpoint_.c_str(), 0);
     if (cp != nullptr) {
-      if (virDomainCheckpointDelete(cp, 0) < 0) {
+      if (Virt().virDomainCheckpointDelete(cp, 0) < 0) {
         Note(VirError("delete checkpoint " + checkpoint_).message() + " (the next run deletes it)");
       }
-      virDomainCheckpointFree(cp);
+      Virt().virDomainCheckpointFree(cp);
     }
   }
   if (session_) session_->Abort();
@@ -733,11 +733,11 @@ Result<json> RunningBackup::Run() {
     // older ones go.
     for (const auto& [name, disks] : checkpoints_) {
       if (name == checkpoint_) continue;
-      virDomainCheckpointPtr cp = virDomainCheckpointLookupByName(f_.dom.get(), name.c_str(), 0);
-      if (cp == nullptr || virDomainCheckpointDelete(cp, 0) < 0) {
+      virDomainCheckpointPtr cp = Virt().virDomainCheckpointLookupByName(f_.dom.get(), name.c_str(), 0);
+      if (cp == nullptr || Virt().virDomainCheckpointDelete(cp, 0) < 0) {
         Note(VirError("delete old checkpoint " + name).message() + " (the next run tries again)");
       }
-      if (cp != nullptr) virDomainCheckpointFree(cp);
+      if (cp != nullptr) Virt().virDomainCheckpointFree(cp);
     }
     Mark("delete-checkpoints");
   }

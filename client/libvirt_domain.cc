@@ -1,9 +1,9 @@
 #include "client/libvirt_domain.h"
 
-#include <libvirt/virterror.h>
 #include <libxml/parser.h>
 #include <libxml/tree.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <mutex>
 
@@ -13,55 +13,77 @@ namespace {
 
 extern "C" void IgnoreVirError(void*, virErrorPtr) {}
 
-void QuietLibvirt() {
+const LibvirtApi* loaded_libvirt = nullptr;  // set once, by LoadLibvirt
+
+// The libxml2 functions the parsers below call (client/dynamic_library.h).
+#define CAIRN_LIBXML2_FUNCTIONS(X) \
+  X(xmlReadMemory) X(xmlFreeDoc) X(xmlDocGetRootElement) X(xmlStrcmp) X(xmlGetProp) X(xmlNodeGetContent)
+struct Libxml2Api {
+  CAIRN_DYNAMIC_API(CAIRN_LIBXML2_FUNCTIONS)
+  // xmlFree is a variable holding libxml2's deallocator, not a function.
+  xmlFreeFunc* free_func = nullptr;
+};
+
+Result<const Libxml2Api*> LoadLibxml2() {
   static std::once_flag once;
+  static Result<const Libxml2Api*> loaded = Status::IOError("libxml2 not loaded");
   std::call_once(once, [] {
-    virInitialize();
-    virSetErrorFunc(nullptr, IgnoreVirError);
+    loaded = []() -> Result<const Libxml2Api*> {
+      CAIRN_ASSIGN_OR_RETURN(DynamicLibrary lib, DynamicLibrary::Open("libxml2.so.2", "libxml2"));
+      static Libxml2Api api;
+      CAIRN_DYNAMIC_BIND(CAIRN_LIBXML2_FUNCTIONS, lib, &api);
+      CAIRN_ASSIGN_OR_RETURN(void* free_var, lib.Symbol("xmlFree"));
+      api.free_func = static_cast<xmlFreeFunc*>(free_var);
+      return &api;
+    }();
   });
+  return loaded;
 }
 
 const xmlChar* X(const char* s) { return reinterpret_cast<const xmlChar*>(s); }
 
+// A parsed document with the library that parsed it (every helper below
+// takes nodes of one, so the table is loaded).
 struct XmlDocFreer {
-  void operator()(xmlDocPtr d) const { xmlFreeDoc(d); }
+  const Libxml2Api* api;
+  void operator()(xmlDocPtr d) const { api->xmlFreeDoc(d); }
 };
 using XmlDoc = std::unique_ptr<xmlDoc, XmlDocFreer>;
 
 Result<XmlDoc> ParseXml(const std::string& text, const char* root_name) {
-  XmlDoc doc(xmlReadMemory(text.data(), static_cast<int>(text.size()), "libvirt.xml", nullptr,
-                           XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING));
+  CAIRN_ASSIGN_OR_RETURN(const Libxml2Api* x, LoadLibxml2());
+  XmlDoc doc(x->xmlReadMemory(text.data(), static_cast<int>(text.size()), "libvirt.xml", nullptr,
+                              XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING),
+             XmlDocFreer{x});
   if (!doc) return Status::Corruption(std::string("libvirt's <") + root_name + "> XML does not parse");
-  xmlNodePtr root = xmlDocGetRootElement(doc.get());
-  if (root == nullptr || xmlStrcmp(root->name, X(root_name)) != 0) {
+  xmlNodePtr root = x->xmlDocGetRootElement(doc.get());
+  if (root == nullptr || x->xmlStrcmp(root->name, X(root_name)) != 0) {
     return Status::Corruption(std::string("libvirt's XML has no <") + root_name + "> root");
   }
   return doc;
 }
 
-std::string Attr(xmlNodePtr n, const char* name) {
-  if (n == nullptr) return "";
-  xmlChar* v = xmlGetProp(n, X(name));
+// libxml2's table; only called on nodes of a document ParseXml returned.
+const Libxml2Api& Xml() { return **LoadLibxml2(); }
+
+std::string TakeXmlString(xmlChar* v) {
   if (v == nullptr) return "";
   std::string out(reinterpret_cast<const char*>(v));
-  xmlFree(v);
+  (*Xml().free_func)(v);
   return out;
 }
 
-std::string Text(xmlNodePtr n) {
-  if (n == nullptr) return "";
-  xmlChar* v = xmlNodeGetContent(n);
-  if (v == nullptr) return "";
-  std::string out(reinterpret_cast<const char*>(v));
-  xmlFree(v);
-  return out;
+std::string Attr(xmlNodePtr n, const char* name) {
+  return n == nullptr ? "" : TakeXmlString(Xml().xmlGetProp(n, X(name)));
 }
+
+std::string Text(xmlNodePtr n) { return n == nullptr ? "" : TakeXmlString(Xml().xmlNodeGetContent(n)); }
 
 std::vector<xmlNodePtr> Children(xmlNodePtr n, const char* name) {
   std::vector<xmlNodePtr> out;
   if (n == nullptr) return out;
   for (xmlNodePtr c = n->children; c != nullptr; c = c->next) {
-    if (c->type == XML_ELEMENT_NODE && xmlStrcmp(c->name, X(name)) == 0) out.push_back(c);
+    if (c->type == XML_ELEMENT_NODE && Xml().xmlStrcmp(c->name, X(name)) == 0) out.push_back(c);
   }
   return out;
 }
@@ -103,29 +125,54 @@ DomainDisk ParseDisk(xmlNodePtr disk) {
 
 }  // namespace
 
+Result<const LibvirtApi*> LoadLibvirt() {
+  static std::once_flag once;
+  static Result<const LibvirtApi*> loaded = Status::IOError("libvirt not loaded");
+  std::call_once(once, [] {
+    loaded = []() -> Result<const LibvirtApi*> {
+      CAIRN_ASSIGN_OR_RETURN(DynamicLibrary lib, DynamicLibrary::Open("libvirt.so.0", "libvirt0"));
+      static LibvirtApi api;
+      CAIRN_DYNAMIC_BIND(CAIRN_LIBVIRT_FUNCTIONS, lib, &api);
+      api.virInitialize();
+      api.virSetErrorFunc(nullptr, IgnoreVirError);
+      loaded_libvirt = &api;
+      return &api;
+    }();
+  });
+  return loaded;
+}
+
+const LibvirtApi& Virt() {
+  if (loaded_libvirt == nullptr) {
+    std::fprintf(stderr, "cairn: internal error: libvirt called before it was loaded\n");
+    std::abort();
+  }
+  return *loaded_libvirt;
+}
+
 Status VirError(const std::string& what) {
-  virErrorPtr e = virGetLastError();
+  virErrorPtr e = Virt().virGetLastError();
   std::string msg = e != nullptr && e->message != nullptr ? e->message : "unknown libvirt error";
   return Status::IOError(what + ": " + msg);
 }
 
 Result<VirConnection> VirOpen(const std::string& uri) {
-  QuietLibvirt();
-  VirConnection c(virConnectOpen(uri.c_str()));
+  CAIRN_ASSIGN_OR_RETURN(const LibvirtApi* v, LoadLibvirt());
+  VirConnection c(v->virConnectOpen(uri.c_str()));
   if (!c) return VirError("cannot connect to libvirt at " + uri);
   return c;
 }
 
 Result<VirDomain> VirLookup(virConnectPtr conn, const std::string& name_or_uuid) {
-  VirDomain d(virDomainLookupByName(conn, name_or_uuid.c_str()));
-  if (!d) d.reset(virDomainLookupByUUIDString(conn, name_or_uuid.c_str()));
+  VirDomain d(Virt().virDomainLookupByName(conn, name_or_uuid.c_str()));
+  if (!d) d.reset(Virt().virDomainLookupByUUIDString(conn, name_or_uuid.c_str()));
   if (!d) return Status::NotFound("no libvirt domain named '" + name_or_uuid + "'");
   return d;
 }
 
 Result<DomainXml> ParseDomainXml(const std::string& xml) {
   CAIRN_ASSIGN_OR_RETURN(XmlDoc doc, ParseXml(xml, "domain"));
-  xmlNodePtr root = xmlDocGetRootElement(doc.get());
+  xmlNodePtr root = Xml().xmlDocGetRootElement(doc.get());
   DomainXml out;
   out.name = Text(Child(root, "name"));
   out.uuid = Text(Child(root, "uuid"));
@@ -154,7 +201,7 @@ Result<DomainXml> ParseDomainXml(const std::string& xml) {
 Result<std::vector<std::string>> ParseCheckpointDisks(const std::string& xml) {
   CAIRN_ASSIGN_OR_RETURN(XmlDoc doc, ParseXml(xml, "domaincheckpoint"));
   std::vector<std::string> out;
-  xmlNodePtr root = xmlDocGetRootElement(doc.get());
+  xmlNodePtr root = Xml().xmlDocGetRootElement(doc.get());
   for (xmlNodePtr d : Children(Child(root, "disks"), "disk")) {
     if (Attr(d, "checkpoint") == "bitmap") out.push_back(Attr(d, "name"));
   }
@@ -163,7 +210,7 @@ Result<std::vector<std::string>> ParseCheckpointDisks(const std::string& xml) {
 
 Result<BackupJobXml> ParseBackupJobXml(const std::string& xml) {
   CAIRN_ASSIGN_OR_RETURN(XmlDoc doc, ParseXml(xml, "domainbackup"));
-  xmlNodePtr root = xmlDocGetRootElement(doc.get());
+  xmlNodePtr root = Xml().xmlDocGetRootElement(doc.get());
   BackupJobXml out;
   out.socket = Attr(Child(root, "server"), "socket");
   for (xmlNodePtr d : Children(Child(root, "disks"), "disk")) {

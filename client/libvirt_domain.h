@@ -15,7 +15,9 @@
 #include <vector>
 
 #include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
 
+#include "client/dynamic_library.h"
 #include "storage/status.h"
 
 namespace cairn::client {
@@ -23,11 +25,33 @@ namespace cairn::client {
 using storage::Result;
 using storage::Status;
 
+// The libvirt functions the client calls, loaded from libvirt.so.0 at first
+// use (client/dynamic_library.h).
+#define CAIRN_LIBVIRT_FUNCTIONS(X)                                                       \
+  X(virInitialize) X(virSetErrorFunc) X(virGetLastError) X(virConnectOpen)               \
+  X(virConnectClose) X(virConnectListAllDomains) X(virDomainLookupByName)                \
+  X(virDomainLookupByUUIDString) X(virDomainFree) X(virDomainGetName)                    \
+  X(virDomainGetState) X(virDomainIsActive) X(virDomainGetXMLDesc)                       \
+  X(virDomainGetBlockInfo) X(virDomainGetJobInfo) X(virDomainAbortJob)                   \
+  X(virDomainFSFreeze) X(virDomainFSThaw) X(virDomainBackupBegin)                        \
+  X(virDomainBackupGetXMLDesc) X(virDomainListAllCheckpoints) X(virDomainCheckpointGetName) \
+  X(virDomainCheckpointGetXMLDesc) X(virDomainCheckpointLookupByName)                    \
+  X(virDomainCheckpointDelete) X(virDomainCheckpointFree)
+struct LibvirtApi {
+  CAIRN_DYNAMIC_API(CAIRN_LIBVIRT_FUNCTIONS)
+};
+// Loads libvirt (once; later calls return the first outcome) and turns its
+// own error printing off. VirOpen calls it.
+Result<const LibvirtApi*> LoadLibvirt();
+// The loaded table. Only after LoadLibvirt succeeded (every libvirt object
+// comes from VirOpen, which loads it); before, it aborts with a message.
+const LibvirtApi& Virt();
+
 struct VirConnectCloser {
-  void operator()(virConnectPtr c) const { virConnectClose(c); }
+  void operator()(virConnectPtr c) const { Virt().virConnectClose(c); }
 };
 struct VirDomainFreer {
-  void operator()(virDomainPtr d) const { virDomainFree(d); }
+  void operator()(virDomainPtr d) const { Virt().virDomainFree(d); }
 };
 using VirConnection = std::unique_ptr<virConnect, VirConnectCloser>;
 using VirDomain = std::unique_ptr<virDomain, VirDomainFreer>;

@@ -5,19 +5,49 @@
 #include <algorithm>
 #include <deque>
 #include <memory>
+#include <mutex>
 #include <vector>
+
+#include "client/dynamic_library.h"
 
 namespace cairn::client {
 
 namespace {
 
+// The libnbd functions used here, loaded from libnbd.so.0 at first use
+// (client/dynamic_library.h).
+#define CAIRN_LIBNBD_FUNCTIONS(X)                                                            \
+  X(nbd_create) X(nbd_close) X(nbd_get_error) X(nbd_add_meta_context) X(nbd_set_export_name) \
+  X(nbd_connect_unix) X(nbd_can_meta_context) X(nbd_get_size) X(nbd_block_status)            \
+  X(nbd_aio_pread) X(nbd_aio_command_completed) X(nbd_poll) X(nbd_shutdown)
+struct LibnbdApi {
+  CAIRN_DYNAMIC_API(CAIRN_LIBNBD_FUNCTIONS)
+};
+
+Result<const LibnbdApi*> LoadLibnbd() {
+  static std::once_flag once;
+  static Result<const LibnbdApi*> loaded = Status::IOError("libnbd not loaded");
+  std::call_once(once, [] {
+    loaded = []() -> Result<const LibnbdApi*> {
+      CAIRN_ASSIGN_OR_RETURN(DynamicLibrary lib, DynamicLibrary::Open("libnbd.so.0", "libnbd0"));
+      static LibnbdApi api;
+      CAIRN_DYNAMIC_BIND(CAIRN_LIBNBD_FUNCTIONS, lib, &api);
+      return &api;
+    }();
+  });
+  return loaded;
+}
+
+// The table; only called once ReadNbdExport has loaded it.
+const LibnbdApi& Nbd() { return **LoadLibnbd(); }
+
 struct NbdCloser {
-  void operator()(nbd_handle* h) const { nbd_close(h); }
+  void operator()(nbd_handle* h) const { Nbd().nbd_close(h); }
 };
 using NbdPtr = std::unique_ptr<nbd_handle, NbdCloser>;
 
 Status NbdError(const std::string& what) {
-  const char* msg = nbd_get_error();
+  const char* msg = Nbd().nbd_get_error();
   return Status::IOError("NBD " + what + ": " + (msg != nullptr ? msg : "unknown error"));
 }
 
@@ -60,7 +90,7 @@ Result<std::vector<Extent>> QueryExtents(nbd_handle* h, uint64_t size) {
     uint64_t count = std::min(kWindow, size - offset);
     ExtentSink sink{&extents, offset};
     nbd_extent_callback cb = {.callback = OnExtents, .user_data = &sink, .free = nullptr};
-    if (nbd_block_status(h, count, offset, cb, 0) == -1) return NbdError("block status");
+    if (Nbd().nbd_block_status(h, count, offset, cb, 0) == -1) return NbdError("block status");
     if (sink.next <= offset) return Status::Corruption("NBD block status made no progress");
     offset = sink.next;
   }
@@ -127,7 +157,7 @@ Status Pump(nbd_handle* h, const std::vector<Segment>& segs, const NbdReadOption
         p.buf.resize(p.seg.length);
         // NBD_NULL_COMPLETION is a C compound literal; spell it out for C++.
         const nbd_completion_callback no_completion{};
-        p.cookie = nbd_aio_pread(h, p.buf.data(), p.buf.size(), p.seg.offset,
+        p.cookie = Nbd().nbd_aio_pread(h, p.buf.data(), p.buf.size(), p.seg.offset,
                                  no_completion, 0);
         if (p.cookie == -1) return NbdError("read");
       }
@@ -136,10 +166,10 @@ Status Pump(nbd_handle* h, const std::vector<Segment>& segs, const NbdReadOption
     Pending& head = pending.front();
     if (!head.seg.zero) {
       for (;;) {
-        int done = nbd_aio_command_completed(h, head.cookie);
+        int done = Nbd().nbd_aio_command_completed(h, head.cookie);
         if (done == -1) return NbdError("read at " + std::to_string(head.seg.offset));
         if (done == 1) break;
-        if (nbd_poll(h, -1) == -1) return NbdError("poll");
+        if (Nbd().nbd_poll(h, -1) == -1) return NbdError("poll");
       }
       CAIRN_RETURN_IF_ERROR(handler->OnWrite(head.seg.offset, head.buf));
       stats->bytes_read += head.seg.length;
@@ -156,20 +186,21 @@ Status Pump(nbd_handle* h, const std::vector<Segment>& segs, const NbdReadOption
 
 Status ReadNbdExport(const NbdReadOptions& options, uint64_t expected_size,
                      NbdSinkHandler* handler, NbdReadStats* stats) {
-  NbdPtr h(nbd_create());
+  CAIRN_RETURN_IF_ERROR(LoadLibnbd().status());
+  NbdPtr h(Nbd().nbd_create());
   if (!h) return NbdError("create");
-  if (nbd_add_meta_context(h.get(), options.meta_context.c_str()) == -1 ||
-      nbd_set_export_name(h.get(), options.export_name.c_str()) == -1) {
+  if (Nbd().nbd_add_meta_context(h.get(), options.meta_context.c_str()) == -1 ||
+      Nbd().nbd_set_export_name(h.get(), options.export_name.c_str()) == -1) {
     return NbdError("setup");
   }
-  if (nbd_connect_unix(h.get(), options.socket_path.c_str()) == -1) {
+  if (Nbd().nbd_connect_unix(h.get(), options.socket_path.c_str()) == -1) {
     return NbdError("connect to " + options.socket_path);
   }
-  if (nbd_can_meta_context(h.get(), options.meta_context.c_str()) != 1) {
+  if (Nbd().nbd_can_meta_context(h.get(), options.meta_context.c_str()) != 1) {
     return Status::IOError("the NBD export " + options.export_name + " offers no meta context " +
                            options.meta_context);
   }
-  int64_t size = nbd_get_size(h.get());
+  int64_t size = Nbd().nbd_get_size(h.get());
   if (size < 0) return NbdError("size");
   stats->export_size = static_cast<uint64_t>(size);
   if (expected_size != 0 && static_cast<uint64_t>(size) != expected_size) {
@@ -184,7 +215,7 @@ Status ReadNbdExport(const NbdReadOptions& options, uint64_t expected_size,
                     : FullSegments(extents, options.chunk_size);
   if (options.dirty) stats->chunks_dirty = segs.size();
   Status s = Pump(h.get(), segs, options, handler, stats);
-  (void)nbd_shutdown(h.get(), 0);
+  (void)Nbd().nbd_shutdown(h.get(), 0);
   return s;
 }
 

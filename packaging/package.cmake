@@ -130,7 +130,9 @@ set(CPACK_DEBIAN_SERVER_PACKAGE_CONTROL_STRICT_PERMISSION ON)
 set(CPACK_DEBIAN_CLIENT_PACKAGE_NAME cairn-client)
 set(CPACK_COMPONENT_CLIENT_DESCRIPTION
     "back up QEMU/KVM virtual machines to a cairn-server\nThe cairn client backs up running VMs over QMP with persistent dirty bitmaps\n(only changed chunks travel), disk images of shut-off VMs, and restores them.")
-set(CPACK_DEBIAN_CLIENT_PACKAGE_DEPENDS "qemu-utils, qemu-system-common")
+# libvirt0, libnbd0 and libxml2 are dlopen'ed (client/dynamic_library.h):
+# named here, since dpkg-shlibdeps only sees linked libraries.
+set(CPACK_DEBIAN_CLIENT_PACKAGE_DEPENDS "qemu-utils, qemu-system-common, libvirt0, libnbd0, libxml2")
 set(CPACK_DEBIAN_CLIENT_PACKAGE_CONTROL_EXTRA ${CAIRN_CLIENT_EXTRA})
 set(CPACK_DEBIAN_CLIENT_PACKAGE_CONTROL_STRICT_PERMISSION ON)
 
