@@ -151,6 +151,11 @@ Result<std::unique_ptr<StorageDaemon>> StorageDaemon::Start(const std::vector<st
   CAIRN_ASSIGN_OR_RETURN(d->pid_, StartProcess(argv, d->dir_ + "/qsd.log", env));
   // Up when its QMP socket answers; an image it cannot open ends it first.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  // Each probe waits at most 2 s for the greeting: a connection that gets
+  // none is dropped and tried again, not waited on for QMP's 60 s.
+  QmpClient::Options probe;
+  probe.timeout = std::chrono::seconds(2);
+  Status last = Status::IOError("its QMP socket never appeared");
   for (;;) {
     int status = 0;
     if (::waitpid(d->pid_, &status, WNOHANG) == d->pid_) {
@@ -160,11 +165,13 @@ Result<std::unique_ptr<StorageDaemon>> StorageDaemon::Start(const std::vector<st
       return Status::IOError("qemu-storage-daemon could not open the images: " + log);
     }
     if (::access(d->qmp_socket_.c_str(), F_OK) == 0) {
-      auto qmp = QmpClient::Connect(d->qmp_socket_);
+      auto qmp = QmpClient::Connect(d->qmp_socket_, probe);
       if (qmp.ok()) break;
+      last = qmp.status();
     }
     if (std::chrono::steady_clock::now() > deadline) {
-      return Status::IOError("qemu-storage-daemon did not start in 30 s: " + d->Log());
+      return Status::IOError("qemu-storage-daemon did not start in 30 s (QMP: " + last.message() +
+                             "): " + d->Log());
     }
     // The daemon is up ~25 ms after the start: a coarser poll would add
     // its slack to every backup.
