@@ -12,6 +12,7 @@
 // Thread safety: Open and Bind may be called from any thread; a table is
 // filled once (std::call_once in its loader) and only read after that.
 
+#include <mutex>
 #include <string>
 #include <utility>
 
@@ -43,6 +44,25 @@ class DynamicLibrary {
   void* handle_;
   std::string soname_;
 };
+
+// Loads `soname` once per process and fills a table of type Api with
+// `bind` (which binds its functions and may initialise the library); every
+// call returns the first outcome, success or error.
+template <typename Api>
+storage::Result<const Api*> LoadOnce(const char* soname, const char* package,
+                                     storage::Status (*bind)(const DynamicLibrary&, Api*)) {
+  static std::once_flag once;
+  static storage::Result<const Api*> loaded = storage::Status::IOError("not loaded");
+  std::call_once(once, [&] {
+    loaded = [&]() -> storage::Result<const Api*> {
+      CAIRN_ASSIGN_OR_RETURN(DynamicLibrary lib, DynamicLibrary::Open(soname, package));
+      static Api api;
+      CAIRN_RETURN_IF_ERROR(bind(lib, &api));
+      return &api;
+    }();
+  });
+  return loaded;
+}
 
 }  // namespace cairn::client
 

@@ -5,7 +5,6 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <mutex>
 
 namespace cairn::client {
 
@@ -24,21 +23,14 @@ struct Libxml2Api {
   xmlFreeFunc* free_func = nullptr;
 };
 
-Result<const Libxml2Api*> LoadLibxml2() {
-  static std::once_flag once;
-  static Result<const Libxml2Api*> loaded = Status::IOError("libxml2 not loaded");
-  std::call_once(once, [] {
-    loaded = []() -> Result<const Libxml2Api*> {
-      CAIRN_ASSIGN_OR_RETURN(DynamicLibrary lib, DynamicLibrary::Open("libxml2.so.2", "libxml2"));
-      static Libxml2Api api;
-      CAIRN_DYNAMIC_BIND(CAIRN_LIBXML2_FUNCTIONS, lib, &api);
-      CAIRN_ASSIGN_OR_RETURN(void* free_var, lib.Symbol("xmlFree"));
-      api.free_func = static_cast<xmlFreeFunc*>(free_var);
-      return &api;
-    }();
-  });
-  return loaded;
+Status BindLibxml2(const DynamicLibrary& lib, Libxml2Api* api) {
+  CAIRN_DYNAMIC_BIND(CAIRN_LIBXML2_FUNCTIONS, lib, api);
+  CAIRN_ASSIGN_OR_RETURN(void* free_var, lib.Symbol("xmlFree"));
+  api->free_func = static_cast<xmlFreeFunc*>(free_var);
+  return Status::OK();
 }
+
+Result<const Libxml2Api*> LoadLibxml2() { return LoadOnce("libxml2.so.2", "libxml2", BindLibxml2); }
 
 const xmlChar* X(const char* s) { return reinterpret_cast<const xmlChar*>(s); }
 
@@ -125,22 +117,19 @@ DomainDisk ParseDisk(xmlNodePtr disk) {
 
 }  // namespace
 
-Result<const LibvirtApi*> LoadLibvirt() {
-  static std::once_flag once;
-  static Result<const LibvirtApi*> loaded = Status::IOError("libvirt not loaded");
-  std::call_once(once, [] {
-    loaded = []() -> Result<const LibvirtApi*> {
-      CAIRN_ASSIGN_OR_RETURN(DynamicLibrary lib, DynamicLibrary::Open("libvirt.so.0", "libvirt0"));
-      static LibvirtApi api;
-      CAIRN_DYNAMIC_BIND(CAIRN_LIBVIRT_FUNCTIONS, lib, &api);
-      api.virInitialize();
-      api.virSetErrorFunc(nullptr, IgnoreVirError);
-      loaded_libvirt = &api;
-      return &api;
-    }();
-  });
-  return loaded;
+namespace {
+
+Status BindLibvirt(const DynamicLibrary& lib, LibvirtApi* api) {
+  CAIRN_DYNAMIC_BIND(CAIRN_LIBVIRT_FUNCTIONS, lib, api);
+  api->virInitialize();
+  api->virSetErrorFunc(nullptr, IgnoreVirError);
+  loaded_libvirt = api;
+  return Status::OK();
 }
+
+}  // namespace
+
+Result<const LibvirtApi*> LoadLibvirt() { return LoadOnce("libvirt.so.0", "libvirt0", BindLibvirt); }
 
 const LibvirtApi& Virt() {
   if (loaded_libvirt == nullptr) {

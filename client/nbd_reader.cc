@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <deque>
 #include <memory>
-#include <mutex>
 #include <vector>
 
 #include "client/dynamic_library.h"
@@ -24,19 +23,12 @@ struct LibnbdApi {
   CAIRN_DYNAMIC_API(CAIRN_LIBNBD_FUNCTIONS)
 };
 
-Result<const LibnbdApi*> LoadLibnbd() {
-  static std::once_flag once;
-  static Result<const LibnbdApi*> loaded = Status::IOError("libnbd not loaded");
-  std::call_once(once, [] {
-    loaded = []() -> Result<const LibnbdApi*> {
-      CAIRN_ASSIGN_OR_RETURN(DynamicLibrary lib, DynamicLibrary::Open("libnbd.so.0", "libnbd0"));
-      static LibnbdApi api;
-      CAIRN_DYNAMIC_BIND(CAIRN_LIBNBD_FUNCTIONS, lib, &api);
-      return &api;
-    }();
-  });
-  return loaded;
+Status BindLibnbd(const DynamicLibrary& lib, LibnbdApi* api) {
+  CAIRN_DYNAMIC_BIND(CAIRN_LIBNBD_FUNCTIONS, lib, api);
+  return Status::OK();
 }
+
+Result<const LibnbdApi*> LoadLibnbd() { return LoadOnce("libnbd.so.0", "libnbd0", BindLibnbd); }
 
 // The table; only called once ReadNbdExport has loaded it.
 const LibnbdApi& Nbd() { return **LoadLibnbd(); }
