@@ -602,11 +602,12 @@ Result<std::string> RepositoryClient::ReadTaskLog(const std::string& id, uint64_
 Result<TaskInfo> RepositoryClient::WaitTask(const std::string& id, const LogLineFn& on_log_line) {
   uint64_t offset = 0;
   std::string pending;
-  // A short task is seen to end soon: the first polls are 50 ms apart, the
-  // gap grows by half each time up to poll_interval_ (with a fixed 500 ms,
-  // `cairn verify` of 2 GiB took 1.05 or 1.55 s depending on which side of a
-  // poll the server finished; bench/README.md, issue 11).
-  std::chrono::milliseconds wait = std::min(poll_interval_, std::chrono::milliseconds(50));
+  // A task's end is seen within about a tenth of its run time: the gap
+  // between polls is a tenth of the time waited so far, at least 50 ms and at
+  // most poll_interval_ (with a fixed 500 ms, `cairn verify` of 2 GiB took
+  // 1.05 or 1.55 s depending on which side of a poll the server finished;
+  // bench/README.md, issue 11).
+  const auto start = std::chrono::steady_clock::now();
   while (true) {
     // The state is read before the log: when it says the task has ended,
     // everything the task wrote is in the log that follows.
@@ -622,8 +623,10 @@ Result<TaskInfo> RepositoryClient::WaitTask(const std::string& id, const LogLine
         if (!pending.empty()) on_log_line(pending);
         return task;
       }
-      std::this_thread::sleep_for(wait);
-      wait = std::min(poll_interval_, wait * 3 / 2);
+      const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(
+          std::chrono::steady_clock::now() - start);
+      std::this_thread::sleep_for(
+          std::clamp(waited / 10, std::min(poll_interval_, std::chrono::milliseconds(50)), poll_interval_));
     }
   }
 }
