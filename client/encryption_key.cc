@@ -899,6 +899,14 @@ Result<EncryptionKey> DecryptKeyWithMaster(std::string_view private_pem,
                                            std::string_view passphrase,
                                            std::string_view ciphertext) {
   CAIRN_ASSIGN_OR_RETURN(Pkey priv, ReadRsaKey(private_pem, true, passphrase));
+  // RSA-OAEP's output is exactly the modulus' size. OpenSSL also takes a
+  // shorter input (as the same number with its leading zero bytes gone), so
+  // a blob cut by its first byte decrypted whenever that byte was 0.
+  if (const int size = EVP_PKEY_get_size(priv.get());
+      size > 0 && ciphertext.size() != static_cast<size_t>(size)) {
+    return Status::Corruption("the master-key blob has " + std::to_string(ciphertext.size()) +
+                              " bytes; this master key's blobs have " + std::to_string(size));
+  }
   PkeyCtx ctx(EVP_PKEY_CTX_new_from_pkey(nullptr, priv.get(), nullptr));
   size_t len = 0;
   if (ctx == nullptr || EVP_PKEY_decrypt_init(ctx.get()) != 1 || !SetOaep(ctx.get()) ||
